@@ -1,0 +1,79 @@
+"""Shared fixtures: offline environment, tiny plans, singleton reset."""
+import os
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from uno.structures import Segment, SequencePlan  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+BOS, EOS, VS, VE = 1, 2, 4, 5
+
+
+class TinyTokenizer:
+    """Specials at the WordTokenizer's ids; words are their own ids."""
+    pad_id, bos_id, eos_id, unk_id = 0, BOS, EOS, 3
+    vision_start_id, vision_end_id = VS, VE
+    vocab_size = 32
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``gpu`` tests where CUDA is absent (and only there)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason='needs CUDA')
+    for item in items:
+        if 'gpu' in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _reset_mmengine_singletons():
+    """mmengine keeps global instances (loggers, visualizers, message hubs,
+    default scope); clear them so tests do not leak into each other."""
+    yield
+    from mmengine.logging import MessageHub, MMLogger
+    from mmengine.registry import DefaultScope
+    from mmengine.visualization import Visualizer
+    for cls in (MMLogger, Visualizer, MessageHub, DefaultScope):
+        cls._instance_dict.clear()
+
+
+@pytest.fixture
+def tokenizer():
+    return TinyTokenizer()
+
+
+def t2i_sample(prompt_len=3, image_size=8, seed=0, caption_len=0,
+               num_queries=0, mq_sees_caption=False):
+    """A T2I plan, optionally with UNO's caption and metaquery segments."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(3, image_size, image_size, generator=g) * 2 - 1
+    prompt = [BOS] + list(range(10, 10 + prompt_len)) + [EOS]
+    segs = [
+        Segment('text', tokens=prompt),
+        Segment('noisy_latent', image=0, markers=(VS, VE), loss=True),
+    ]
+    if caption_len:
+        cap = [BOS] + list(range(20, 20 + caption_len)) + [EOS]
+        segs.append(Segment('caption', tokens=cap, sees=(1, ), loss=True))
+    if num_queries:
+        sees = (1, 2) if (mq_sees_caption and caption_len) else (1, )
+        segs.append(Segment('metaquery', num_queries=num_queries,
+                            sees=sees, loss=True, target_image=0))
+    return SequencePlan(segs, images=[image], meta=dict(index=seed))
+
+
+@pytest.fixture
+def tiny_model_cfg():
+    return dict(
+        type='UnoModel',
+        llm=dict(vocab_size=32, hidden_size=32, num_layers=2, num_heads=4,
+                 num_kv_heads=2, intermediate_size=64),
+        latent_encoder=dict(type='PixelPatchifier', patch_size=4),
+        attention=dict(type='sdpa'))

@@ -1,0 +1,80 @@
+"""UnoModel: embeddings by kind, named outputs, freezing."""
+import pytest
+import torch
+
+from tests.conftest import t2i_sample
+from uno.datasets.packing import pack_sequences
+from uno.objectives import FlowMatchingObjective
+from uno.registry import MODELS
+
+
+def _model(cfg, **kw):
+    torch.manual_seed(0)
+    cfg = dict(cfg, **kw)
+    return MODELS.build(cfg)
+
+
+def _prepared(model, plans):
+    batch = pack_sequences(plans, latent_stride=4)
+    FlowMatchingObjective().prepare(model, batch,
+                                    torch.Generator().manual_seed(0))
+    return batch
+
+
+def test_forward_named_outputs(tiny_model_cfg):
+    model = _model(tiny_model_cfg, metaquery=dict(num_queries=4))
+    batch = _prepared(model, [t2i_sample(caption_len=3, num_queries=4),
+                              t2i_sample(seed=1)])
+    out = model(batch, return_layers=(1, ))
+    assert out.hidden.shape == (batch.num_tokens, 32)
+    assert out.velocity.shape == (batch.noisy_index.numel(), 48)
+    assert out.ce_logits.shape == (4, 32)
+    assert out.mq_hidden.shape == (4, 32)
+    assert set(out.layers) == {1}
+    # the velocity head is zero-initialised
+    assert out.velocity.abs().max() == 0
+
+
+def test_noisy_batch_without_prepare_is_a_clear_error(tiny_model_cfg):
+    model = _model(tiny_model_cfg)
+    batch = pack_sequences([t2i_sample()], latent_stride=4)
+    with pytest.raises(RuntimeError, match='flow objective'):
+        model(batch)
+
+
+def test_metaqueries_need_num_queries(tiny_model_cfg):
+    model = _model(tiny_model_cfg)
+    batch = _prepared(model, [t2i_sample(num_queries=2)])
+    with pytest.raises(RuntimeError, match='num_queries is 0'):
+        model(batch)
+
+
+def test_freeze_sets_requires_grad_only(tiny_model_cfg):
+    model = _model(tiny_model_cfg, freeze=dict(und=True, embed_tokens=True,
+                                               lm_head=True))
+    for name, p in model.named_parameters():
+        frozen = ('.experts.und.' in name or name.startswith(
+            ('decoder.norm.und', 'embed_tokens', 'lm_head')))
+        assert p.requires_grad != frozen, name
+    with pytest.raises(ValueError, match="did you mean 'und'"):
+        _model(tiny_model_cfg, freeze=dict(udn=True))
+
+
+def test_unknown_llm_key_names_close_match(tiny_model_cfg):
+    cfg = dict(tiny_model_cfg)
+    cfg['llm'] = dict(cfg['llm'], hiden_size=16)
+    with pytest.raises(ValueError, match="did you mean 'hidden_size'"):
+        MODELS.build(cfg)
+
+
+def test_noise_changes_velocity_but_not_prompt_hidden(tiny_model_cfg):
+    model = _model(tiny_model_cfg)
+    torch.nn.init.normal_(model.llm2vae.weight, std=0.1)
+    batch = _prepared(model, [t2i_sample()])
+    out1 = model(batch)
+    batch.extras['noisy_latents'] = torch.randn_like(
+        batch.extras['noisy_latents'])
+    out2 = model(batch)
+    prompt = batch.segment_ids == 0
+    torch.testing.assert_close(out1.hidden[prompt], out2.hidden[prompt])
+    assert not torch.allclose(out1.velocity, out2.velocity)

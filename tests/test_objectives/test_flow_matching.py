@@ -1,0 +1,68 @@
+"""Flow matching: interpolation, target and the closed-form loss."""
+import pytest
+import torch
+
+from tests.conftest import t2i_sample
+from uno.datasets.packing import pack_sequences
+from uno.models.outputs import ModelOutputs
+from uno.objectives import FlowMatchingObjective, ObjectiveSet
+from uno.registry import MODELS
+
+
+@pytest.fixture
+def model(tiny_model_cfg):
+    torch.manual_seed(0)
+    return MODELS.build(tiny_model_cfg)
+
+
+def test_prepare_interpolates_per_image(model):
+    batch = pack_sequences([t2i_sample(seed=0), t2i_sample(seed=1)],
+                           latent_stride=4)
+    obj = FlowMatchingObjective(timestep_sampler='uniform')
+    obj.prepare(model, batch, torch.Generator().manual_seed(0))
+    ex = batch.extras
+    t = ex['timesteps']
+    assert t.shape == (2, )
+    x0 = ex['clean_latents']
+    eps = ex['flow_target'] + x0
+    tt = t[batch.noisy_group][:, None]
+    torch.testing.assert_close(ex['noisy_latents'], (1 - tt) * x0 + tt * eps)
+    # x0 is the patchified image: token 1 of image 0 = its top-right patch
+    torch.testing.assert_close(x0[1],
+                               batch.images[0, :, :4, 4:8].reshape(-1))
+
+
+def test_closed_form_loss():
+    batch = pack_sequences([t2i_sample(image_size=4)], latent_stride=4)
+    target = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    batch.extras['flow_target'] = target
+    pred = torch.tensor([[0.0, 2.0, 1.0, 4.0]])
+    res = FlowMatchingObjective()(ModelOutputs(
+        hidden=torch.zeros(1), velocity=pred), batch)
+    # mean over channels of (1, 0, 4, 0) = 1.25, one token
+    assert res.loss_sum.item() == pytest.approx(1.25)
+    assert res.count.item() == 1
+
+
+def test_weight_zero_skips_loss_but_still_prepares(model):
+    batch = pack_sequences([t2i_sample()], latent_stride=4)
+    objs = ObjectiveSet(dict(
+        flow=dict(type='FlowMatchingObjective', weight=0.0),
+        also=dict(type='FlowMatchingObjective', weight=2.0)))
+    calls = []
+    objs.objectives['flow'].forward = lambda *a: calls.append(1)
+    objs.prepare(model, batch)
+    assert 'noisy_latents' in batch.extras
+    total, logs = objs(model(batch), batch)
+    assert calls == [] and 'loss/flow' not in logs
+    assert logs['weight/flow'] == 0
+    torch.testing.assert_close(total, 2.0 * logs['loss/also'])
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match='timestep_sampler'):
+        FlowMatchingObjective(timestep_sampler='beta')
+    with pytest.raises(ValueError, match='shift'):
+        FlowMatchingObjective(shift=0)
+    with pytest.raises(ValueError, match='weight'):
+        FlowMatchingObjective(weight=-1)

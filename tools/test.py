@@ -1,0 +1,83 @@
+"""Evaluate a checkpoint with the benchmarks a config names.
+
+    python tools/test.py CONFIG CHECKPOINT [--out metrics.json]
+        [--work-dir DIR] [--cfg-options k=v ...] [--launcher ...] [--debug]
+
+Runs the config's ``test_dataloader`` / ``test_evaluator``, prints the
+metrics as a table, writes them to ``metrics.json`` (in the evaluation
+work dir, or ``--out``) and logs them to a new MLflow evaluation run named
+``<config stem>-eval`` in the config's experiment.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from _cli import load_config, run_cli  # noqa: E402
+
+
+def parse_args():
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description='Evaluate a checkpoint')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='where to write metrics.json')
+    parser.add_argument('--work-dir', help='evaluation work dir')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config keys')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none')
+    parser.add_argument('--debug', action='store_true')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+
+    def _run():
+        from uno.utils.errors import UnoConfigError
+        from uno.utils.paths import config_identity, default_work_dir
+        cfg = load_config(args.config, args.cfg_options)
+        if not osp.isfile(args.checkpoint):
+            raise UnoConfigError(f'checkpoint {args.checkpoint} does not '
+                                 'exist')
+        # a separate work dir keeps the training run's MLflow id intact
+        cfg.work_dir = args.work_dir or osp.join(
+            cfg.get('work_dir') or default_work_dir(args.config), 'eval')
+        cfg.load_from, cfg.resume = args.checkpoint, False
+        cfg.launcher = args.launcher
+        run_name = config_identity(args.config).run_name + '-eval'
+        for backend in cfg.get('visualizer', {}).get('vis_backends', []):
+            if backend.get('type') == 'UnoMLflowVisBackend':
+                backend.setdefault('run_name', run_name)
+        from uno.engine import build_runner
+        runner = build_runner(cfg)
+        metrics = runner.test()
+        metrics = {k: float(v) if hasattr(v, '__float__') else v
+                   for k, v in metrics.items()}
+        out = args.out or osp.join(cfg.work_dir, 'metrics.json')
+        os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+        with open(out, 'w') as f:
+            json.dump(dict(checkpoint=args.checkpoint, metrics=metrics), f,
+                      indent=2)
+        from uno.tracking import log_eval_metrics, report_tracking
+        log_eval_metrics(runner, metrics, args.checkpoint)
+        width = max(len(k) for k in metrics) if metrics else 10
+        print(f"\n{'metric':<{width}}  value")
+        for key in sorted(metrics):
+            value = metrics[key]
+            text = f'{value:.5f}' if isinstance(value, float) else value
+            print(f'{key:<{width}}  {text}')
+        print(f'\nmetrics written to {out}')
+        report_tracking(runner)
+
+    run_cli(_run, args.debug)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,86 @@
+"""Train a model from a uno config.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]]
+        [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+        [--seed N] [--debug]
+
+The work dir defaults to ``work_dirs/<config path below configs/>``;
+``--resume`` alone continues from the latest checkpoint there, ``--resume
+PATH`` from that checkpoint. Metrics go to the local log and to MLflow
+(the run and its tracking URI are printed at start and end).
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from _cli import load_config, run_cli  # noqa: E402
+
+
+def parse_args():
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description='Train with a uno config')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        const='auto',
+        default=None,
+        metavar='PATH',
+        help='resume from PATH, or from the latest checkpoint of the work '
+        'dir when no PATH is given')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config keys, e.g. objectives.caption.weight=0')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher (tools/dist_train.sh sets pytorch)')
+    parser.add_argument('--seed', type=int, help='random seed')
+    parser.add_argument(
+        '--debug', action='store_true', help='show full tracebacks')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args()
+
+
+def merge_args(cfg, args):
+    """CLI > config > defaults, for the run-level settings."""
+    from uno.utils.paths import default_work_dir
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif not cfg.get('work_dir'):
+        cfg.work_dir = default_work_dir(args.config)
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume:
+        if not osp.isfile(args.resume):
+            from uno.utils.errors import UnoConfigError
+            raise UnoConfigError(f'--resume {args.resume}: no such file')
+        cfg.resume, cfg.load_from = True, args.resume
+    cfg.launcher = args.launcher
+    if args.seed is not None:
+        cfg.setdefault('randomness', {})
+        cfg.randomness['seed'] = args.seed
+    return cfg
+
+
+def main():
+    args = parse_args()
+
+    def _run():
+        cfg = merge_args(load_config(args.config, args.cfg_options), args)
+        from uno.engine import build_runner
+        runner = build_runner(cfg)
+        runner.train()
+        from uno.tracking import report_tracking
+        report_tracking(runner)
+
+    run_cli(_run, args.debug)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,62 @@
+"""Build mmengine's Runner from a uno config.
+
+A uno config keeps the model and the objectives apart (``model=...``,
+``objectives=dict(flow=..., caption=...)``) so that an ablation overrides
+``objectives.caption.weight`` without touching the model. This module
+validates the config, joins both into the :class:`UnoTrainer` the Runner
+drives, and hands the *original* config to the Runner, so what is dumped to
+the work dir and logged to MLflow is what the user wrote.
+"""
+import copy
+
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+DEFAULT_CONSTRUCTOR = 'TrainableOnlyOptimWrapperConstructor'
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Validate ``cfg`` and build the Runner.
+
+    Raises:
+        UnoConfigError: on an unknown key, type or argument.
+    """
+    from uno.utils.config_check import validate_config
+    validate_config(cfg)
+    cfg = copy.deepcopy(cfg)
+    trainer = dict(
+        type='UnoTrainer',
+        model=cfg.model,
+        objectives=cfg.objectives,
+        eval_seed=cfg.get('randomness', {}).get('seed') or 0)
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper is not None:
+        optim_wrapper = copy.deepcopy(optim_wrapper)
+        optim_wrapper.setdefault('constructor', DEFAULT_CONSTRUCTOR)
+    return Runner(
+        model=trainer,
+        work_dir=cfg.work_dir,
+        train_dataloader=cfg.get('train_dataloader'),
+        val_dataloader=cfg.get('val_dataloader'),
+        test_dataloader=cfg.get('test_dataloader'),
+        train_cfg=cfg.get('train_cfg'),
+        val_cfg=cfg.get('val_cfg'),
+        test_cfg=cfg.get('test_cfg'),
+        auto_scale_lr=cfg.get('auto_scale_lr'),
+        optim_wrapper=optim_wrapper,
+        param_scheduler=cfg.get('param_scheduler'),
+        val_evaluator=cfg.get('val_evaluator'),
+        test_evaluator=cfg.get('test_evaluator'),
+        default_hooks=cfg.get('default_hooks'),
+        custom_hooks=cfg.get('custom_hooks'),
+        load_from=cfg.get('load_from'),
+        resume=cfg.get('resume', False),
+        launcher=cfg.get('launcher', 'none'),
+        env_cfg=cfg.get('env_cfg', dict(dist_cfg=dict(backend='gloo'))),
+        log_processor=cfg.get('log_processor'),
+        log_level=cfg.get('log_level', 'INFO'),
+        visualizer=cfg.get('visualizer'),
+        default_scope=cfg.get('default_scope', 'uno'),
+        randomness=cfg.get('randomness', dict(seed=None)),
+        experiment_name=cfg.get('experiment_name'),
+        cfg=cfg)

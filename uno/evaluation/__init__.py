@@ -1,0 +1,4 @@
+"""Evaluators run by tools/test.py (registry ``EVALUATORS``)."""
+from .loss_metric import ObjectiveLossMetric
+
+__all__ = ['ObjectiveLossMetric']

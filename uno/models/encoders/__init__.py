@@ -1,0 +1,4 @@
+"""Understanding and latent encoders (registry ``ENCODERS``)."""
+from .patchifier import PixelPatchifier
+
+__all__ = ['PixelPatchifier']

@@ -1,0 +1,207 @@
+"""UnoModel: the one unified model (preprocess -> MoT backbone -> heads).
+
+It embeds every token of a :class:`PackedBatch` by its kind (text ids,
+noisy or clean latents with timestep and 2-D position, understanding-image
+features through a connector, metaqueries), runs the MoT decoder with the
+plan's mask, and returns named outputs (:class:`ModelOutputs`). It computes
+no loss and samples no noise: that is the objectives' job
+(:mod:`uno.objectives`), which put the noisy latents and timesteps into
+``batch.extras`` before calling it.
+"""
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from uno.registry import ATTENTION, ENCODERS, MODELS
+from uno.structures import PackedBatch
+from uno.utils.errors import UnoConfigError, did_you_mean
+from .embeddings import TimestepEmbedder, sincos_2d
+from .metaquery import MetaQueryTokens
+from .mot import MoTConfig, MoTDecoder, make_routes
+from .outputs import ModelOutputs
+
+#: parts that ``freeze`` can name, and what they cover
+FREEZABLE = ('und', 'gen', 'embed_tokens', 'lm_head', 'latent_io',
+             'time_embedder', 'metaquery', 'und_encoder', 'latent_encoder')
+
+
+@MODELS.register_module()
+class UnoModel(nn.Module):
+    """A BAGEL-style unified model.
+
+    Args:
+        llm (dict): :class:`MoTConfig` fields.
+        latent_encoder (dict): ENCODERS config of the latent encoder
+            (``PixelPatchifier`` on the CPU world, a VAE for photos).
+        attention (dict): ATTENTION config. Defaults to ``dict(type='sdpa')``.
+        metaquery (dict): ``MetaQueryTokens`` arguments (``num_queries``).
+            Defaults to ``dict(num_queries=0)``.
+        freeze (dict): ``{part: bool}`` for parts in :data:`FREEZABLE`;
+            frozen parts get ``requires_grad=False`` (activations stay
+            differentiable). Defaults to freezing the latent encoder only.
+        timestep_scale (float): See :class:`TimestepEmbedder`. Defaults to
+            1000.0.
+    """
+    config_schema = dict(llm=tuple(MoTConfig.__dataclass_fields__),
+                         metaquery=('num_queries', 'init_std'),
+                         freeze=FREEZABLE)
+
+    def __init__(self,
+                 llm: dict,
+                 latent_encoder: dict,
+                 attention: Optional[dict] = None,
+                 metaquery: Optional[dict] = None,
+                 freeze: Optional[dict] = None,
+                 timestep_scale: float = 1000.0):
+        super().__init__()
+        self.cfg = MoTConfig.from_dict(dict(llm))
+        d = self.cfg.hidden_size
+        self.embed_tokens = nn.Embedding(self.cfg.vocab_size, d)
+        self.decoder = MoTDecoder(self.cfg)
+        self.lm_head = nn.Linear(d, self.cfg.vocab_size, bias=False)
+        if self.cfg.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.latent_encoder = ENCODERS.build(latent_encoder)
+        c = self.latent_encoder.latent_dim
+        self.vae2llm = nn.Linear(c, d)
+        self.llm2vae = nn.Linear(d, c)
+        # zero-init velocity head: training starts predicting v = 0
+        nn.init.zeros_(self.llm2vae.weight)
+        nn.init.zeros_(self.llm2vae.bias)
+        self.time_embedder = TimestepEmbedder(d, scale=timestep_scale)
+        self.metaquery = MetaQueryTokens(hidden_size=d, **(metaquery or {}))
+        self.attention = ATTENTION.build(attention or dict(type='sdpa'))
+        self._init_weights()
+        self.apply_freeze(freeze or {})
+
+    # ------------------------------------------------------------------
+    def _init_weights(self, std: float = 0.02) -> None:
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear) and module is not self.llm2vae:
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+
+    def freeze_groups(self) -> dict:
+        """Map each name of :data:`FREEZABLE` to its parameters."""
+        layers = self.decoder.layers
+        groups = dict(
+            und=[p for layer in layers
+                 for p in layer.experts['und'].parameters()] +
+            list(self.decoder.norm['und'].parameters()),
+            gen=[p for layer in layers
+                 for p in layer.experts['gen'].parameters()] +
+            list(self.decoder.norm['gen'].parameters()),
+            embed_tokens=list(self.embed_tokens.parameters()),
+            lm_head=list(self.lm_head.parameters()),
+            latent_io=list(self.vae2llm.parameters()) +
+            list(self.llm2vae.parameters()),
+            time_embedder=list(self.time_embedder.parameters()),
+            metaquery=list(self.metaquery.parameters()),
+            und_encoder=[],
+            latent_encoder=list(self.latent_encoder.parameters()))
+        return groups
+
+    def apply_freeze(self, freeze: dict) -> None:
+        """Set ``requires_grad=False`` on the named parts.
+
+        The latent encoder is frozen unless ``freeze`` says otherwise.
+        """
+        freeze = dict(dict(latent_encoder=True), **freeze)
+        groups = self.freeze_groups()
+        for part, frozen in freeze.items():
+            if part not in groups:
+                raise UnoConfigError(f"unknown part 'model.freeze.{part}': "
+                                     f'{did_you_mean(part, groups)}')
+            for p in groups[part]:
+                p.requires_grad_(not frozen)
+
+    # ------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_latents(self, images: Tensor) -> Tensor:
+        """Clean latent tokens of ``images`` ``(I, 3, H, W)`` -> ``(I, N, C)``.
+        """
+        return self.latent_encoder.encode(images)
+
+    def latent_inputs(self, latents: Tensor, timesteps: Tensor,
+                      pos: Tensor) -> Tensor:
+        """Embed latent tokens: ``vae2llm(x) + time(t) + pos2d``.
+
+        Args:
+            latents (Tensor): ``(N, C)`` latent tokens.
+            timesteps (Tensor): ``(N,)`` per-token ``t`` in ``[0, 1]``.
+            pos (Tensor): ``(N, 2)`` rows and columns.
+
+        Returns:
+            Tensor: ``(N, D)``.
+        """
+        x = self.vae2llm(latents.to(self.vae2llm.weight.dtype))
+        x = x + self.time_embedder(timesteps)
+        return x + sincos_2d(pos, x.shape[-1]).to(x.dtype)
+
+    def embed(self, batch: PackedBatch) -> Tensor:
+        """Input embeddings ``(L, D)`` of every token of ``batch``."""
+        length, d = batch.num_tokens, self.cfg.hidden_size
+        w = self.embed_tokens.weight
+        x = w.new_zeros(length, d)
+        text = self.embed_tokens(batch.input_ids[batch.text_index])
+        x = x.index_copy(0, batch.text_index, text)
+        if batch.noisy_index.numel():
+            if 'noisy_latents' not in batch.extras:
+                raise RuntimeError(
+                    'the batch has noisy latent segments but no objective '
+                    "prepared batch.extras['noisy_latents']; add a flow "
+                    'objective (weight 0 is allowed) to the config')
+            t = batch.extras['timesteps'][batch.noisy_group]  # (N,)
+            z = self.latent_inputs(batch.extras['noisy_latents'], t,
+                                   batch.noisy_pos)
+            x = x.index_copy(0, batch.noisy_index, z)
+        if batch.clean_index.numel():
+            clean = self.encode_latents(batch.images[batch.clean_images])
+            clean = clean.flatten(0, 1)  # (N_clean, C)
+            zeros = clean.new_zeros(clean.shape[0])
+            z = self.latent_inputs(clean, zeros, batch.clean_pos)
+            x = x.index_copy(0, batch.clean_index, z)
+        if batch.vit_index.numel():
+            raise NotImplementedError(
+                'understanding-image (vit) segments need an und_encoder, '
+                'which this model does not have')
+        if batch.query_index.numel():
+            if not self.metaquery.enabled:
+                raise RuntimeError('the batch has metaquery segments but '
+                                   'model.metaquery.num_queries is 0')
+            q = self.metaquery(batch.query_slot)  # (N_q, D)
+            x = x.index_copy(0, batch.query_index, q)
+        return x
+
+    def forward(self,
+                batch: PackedBatch,
+                return_layers: Sequence[int] = ()) -> ModelOutputs:
+        """Run the model on a packed batch.
+
+        Args:
+            batch (PackedBatch): Packed inputs; ``batch.extras`` carries
+                ``noisy_latents`` ``(N_noisy, C)`` and ``timesteps``
+                ``(I_noisy,)`` when the batch has noisy segments.
+            return_layers (Sequence[int]): 1-based layers whose outputs
+                to return in ``ModelOutputs.layers``.
+
+        Returns:
+            ModelOutputs: Hidden states and head outputs.
+        """
+        x = self.embed(batch)  # (L, D)
+        mask = self.attention.prepare(batch)
+        routes = make_routes(batch.und_index, batch.gen_index)
+        hidden, taps = self.decoder(x, batch.position_ids, routes,
+                                    self.attention, mask, return_layers)
+        out = ModelOutputs(hidden=hidden, layers=taps)
+        if batch.noisy_index.numel():
+            out.velocity = self.llm2vae(hidden[batch.noisy_index])
+        if batch.ce_index.numel():
+            out.ce_logits = self.lm_head(hidden[batch.ce_index])
+        if batch.mq_index.numel():
+            out.mq_hidden = hidden[batch.mq_index]
+        return out

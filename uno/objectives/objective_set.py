@@ -1,0 +1,121 @@
+"""ObjectiveSet: the explicit weighted sum of the configured objectives.
+
+Built from a config dict keyed by name (``objectives = dict(flow=...,
+caption=...)``), so an ablation overrides one weight with a short delta.
+For each objective the set divides the local loss sum by the count summed
+over all ranks (times the world size, since DDP averages gradients), so N
+processes with batch B train exactly like one process with batch N*B.
+
+Logged per objective: ``loss/<name>`` (the global mean), ``weight/<name>``
+and ``tokens/<name>`` (the global count); and ``loss``, the weighted total.
+"""
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from uno.models.outputs import ModelOutputs
+from uno.registry import OBJECTIVES
+from uno.structures import PackedBatch
+from uno.utils.dist import all_reduce_sum, world_size
+from uno.utils.errors import UnoConfigError
+
+
+class ObjectiveSet(nn.Module):
+    """Weighted objectives keyed by name.
+
+    Args:
+        objectives (dict[str, dict]): ``name -> OBJECTIVES config`` (each
+            with a ``weight``). Names become log keys (``loss/<name>``).
+    """
+
+    def __init__(self, objectives: Dict[str, dict]):
+        super().__init__()
+        if not objectives:
+            raise UnoConfigError('the config has no objectives: set '
+                                 "objectives = dict(flow=dict(type="
+                                 "'FlowMatchingObjective'))")
+        built = {}
+        for name, cfg in objectives.items():
+            if not isinstance(cfg, dict) or 'type' not in cfg:
+                raise UnoConfigError(f'objectives.{name} must be a dict '
+                                     "with a 'type'")
+            if '/' in name or '.' in name:
+                raise UnoConfigError(f"objective name '{name}' may not "
+                                     "contain '/' or '.'")
+            built[name] = OBJECTIVES.build(cfg)
+        self.objectives = nn.ModuleDict(built)
+
+    def setup(self, model: nn.Module) -> None:
+        """Let every objective check the model (once, at build)."""
+        for obj in self.objectives.values():
+            obj.setup(model)
+
+    @property
+    def requires_layers(self) -> Tuple[int, ...]:
+        layers = set()
+        for obj in self.objectives.values():
+            if obj.weight > 0:
+                layers.update(obj.requires_layers)
+        return tuple(sorted(layers))
+
+    def prepare(self,
+                model: nn.Module,
+                batch: PackedBatch,
+                generator: Optional[torch.Generator] = None) -> None:
+        """Run every objective's ``prepare`` (weight 0 included)."""
+        for obj in self.objectives.values():
+            obj.prepare(model, batch, generator)
+
+    def forward(self, outputs: ModelOutputs,
+                batch: PackedBatch) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """Total loss and log variables.
+
+        Returns:
+            tuple[Tensor, dict[str, Tensor]]: The weighted total (the
+            scalar to back-propagate on this rank) and detached logs.
+        """
+        total: Optional[Tensor] = None
+        logs: Dict[str, Tensor] = {}
+        n_ranks = world_size()
+        for name, obj in self.objectives.items():
+            logs[f'weight/{name}'] = torch.tensor(obj.weight)
+            if obj.weight == 0:
+                continue
+            res = obj(outputs, batch)
+            count = all_reduce_sum(res.count.float())
+            loss = res.loss_sum * n_ranks / count.clamp(min=1)
+            # the logged value is the global mean over all ranks' items
+            logs[f'loss/{name}'] = all_reduce_sum(loss) / n_ranks
+            logs[f'tokens/{name}'] = count
+            for key, value in res.logs.items():
+                logs[f'{key}/{name}'] = value.detach()
+            term = obj.weight * loss
+            total = term if total is None else total + term
+        if total is None:
+            raise UnoConfigError('every objective has weight 0: nothing to '
+                                 'train')
+        logs['loss'] = all_reduce_sum(total) / n_ranks
+        return total, logs
+
+    @torch.no_grad()
+    def per_sample(self, outputs: ModelOutputs,
+                   batch: PackedBatch) -> Dict[str, Tensor]:
+        """Mean loss of each sample, per objective (weight 0 included).
+
+        Returns:
+            dict[str, Tensor]: ``name -> (B,)``; NaN where a sample has no
+            item of that objective.
+        """
+        result = {}
+        for name, obj in self.objectives.items():
+            res = obj(outputs, batch)
+            if res.per_item is None:
+                continue
+            sums = res.per_item.new_zeros(batch.num_samples)
+            counts = res.per_item.new_zeros(batch.num_samples)
+            sums.index_add_(0, res.item_sample, res.per_item.float())
+            counts.index_add_(0, res.item_sample,
+                              torch.ones_like(res.per_item, dtype=sums.dtype))
+            result[name] = sums / counts  # NaN where counts == 0
+        return result

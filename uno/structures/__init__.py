@@ -1,0 +1,9 @@
+"""Data structures shared by datasets, models and objectives."""
+from .packed_batch import PackedBatch
+from .sequence_plan import (ATTN_MODES, IMAGE_KINDS, SEGMENT_KINDS,
+                            TEXT_KINDS, Segment, SequencePlan)
+
+__all__ = [
+    'PackedBatch', 'Segment', 'SequencePlan', 'SEGMENT_KINDS', 'TEXT_KINDS',
+    'IMAGE_KINDS', 'ATTN_MODES'
+]

@@ -1,0 +1,494 @@
+"""MLflow experiment tracking for uno runs (rank 0 only, sqlite by default).
+
+:class:`UnoMLflowVisBackend` is an mmengine vis backend that files each run
+of a config under the experiment named by the config's folder below
+``configs/`` and under the run named by the config's stem. It logs an
+allow-list of hyper-parameters (not the whole config), the resolved config,
+the scalars of ``LoggerHook`` and one image file per step, and it continues
+the same MLflow run when training resumes. Unlike mmengine's
+``MLflowVisBackend`` it goes through ``MlflowClient`` with explicit run ids
+rather than the global active run, it defaults to a sqlite store in the
+work-dirs root, and it never stops training: the first MLflow error is
+reported once and the backend switches itself off, leaving the local log to
+``LocalVisBackend``.
+"""
+import logging
+import math
+import os
+import os.path as osp
+import re
+import shlex
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from typing import Any, Dict, Optional, Sequence
+from urllib.parse import urlsplit
+
+import numpy as np
+from mmengine.dist import get_rank
+from mmengine.logging import print_log
+from mmengine.visualization.vis_backend import BaseVisBackend, force_init_env
+
+from uno.registry import VISBACKENDS
+from uno.utils.paths import config_identity
+from uno.version import __version__
+
+#: Dotted config keys logged as params (besides ``objectives.*.weight``).
+DEFAULT_PARAM_KEYS = ('model.metaquery.num_queries',
+                      'optim_wrapper.optimizer.lr',
+                      'optim_wrapper.optimizer.type',
+                      'train_dataloader.batch_size', 'train_cfg.max_iters',
+                      'randomness.seed', 'launcher', 'strategy.type')
+#: File in the work dir that holds the run id, read back on resume.
+RUN_ID_FILE = 'mlflow_run_id.txt'
+# LoggerHook's counters: MLflow records the step of every metric already
+_SKIPPED_SCALARS = frozenset({'iter', 'epoch'})
+# characters MLflow 3 rejects in metric names (the whole batch would fail)
+_BAD_KEY_CHARS = re.compile(r'[^\w\-. :/]')
+_announced_uris = set()  # print the store and `mlflow ui` once per process
+
+
+def work_dirs_root(work_dir: str) -> str:
+    """The folder that holds all work dirs, where the default store lives.
+
+    Args:
+        work_dir (str): A run's work dir.
+
+    Returns:
+        str: The absolute path up to and including the last ``work_dirs``
+        component of ``work_dir``, or ``work_dir`` itself if it has none.
+    """
+    parts = osp.abspath(work_dir).split(osp.sep)
+    if 'work_dirs' not in parts:
+        return osp.abspath(work_dir)
+    idx = len(parts) - 1 - parts[::-1].index('work_dirs')
+    return osp.sep.join(parts[:idx + 1])
+
+
+def git_commit() -> str:
+    """Short sha of ``HEAD`` in the current directory, or ``'unknown'``."""
+    try:
+        out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
+                             capture_output=True,
+                             text=True,
+                             timeout=10)
+        sha = out.stdout.strip()
+        return sha if out.returncode == 0 and sha else 'unknown'
+    except Exception:  # no git, not a repository, timeout: never fail
+        return 'unknown'
+
+
+def collect_params(cfg: Mapping, extra_keys: Sequence[str] = ()) -> dict:
+    """Flatten the allow-listed keys of a config into MLflow params.
+
+    Args:
+        cfg (Mapping): The config as a nested dict.
+        extra_keys (Sequence[str]): More dotted keys to log. Defaults to ().
+
+    Returns:
+        dict: ``{dotted key: value as str}`` for the keys that exist.
+    """
+    keys = []
+    objectives = cfg.get('objectives')
+    if isinstance(objectives, Mapping):
+        keys += [
+            f'objectives.{name}.weight' for name, obj in objectives.items()
+            if isinstance(obj, Mapping) and 'weight' in obj
+        ]
+    keys += list(DEFAULT_PARAM_KEYS) + list(extra_keys)
+    params = {}
+    for key in keys:
+        node: Any = cfg
+        for part in key.split('.'):
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        else:
+            params[key] = str(node)[:6000]  # MLflow's limit on a value
+    return params
+
+
+def _to_float(value: Any) -> Optional[float]:
+    """``value`` as a finite float, or None if it is not one."""
+    if hasattr(value, 'numel') and hasattr(value, 'item'):  # torch.Tensor
+        if value.numel() != 1:
+            return None
+        value = value.item()
+    elif isinstance(value, np.ndarray):
+        if value.size != 1:
+            return None
+        value = value.item()
+    if isinstance(value, (str, bytes)):
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _safe_name(name: str) -> str:
+    """A file-safe version of an image name (extension dropped)."""
+    name = re.sub(r'\.(png|jpe?g)$', '', str(name), flags=re.IGNORECASE)
+    return re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('._') or 'image'
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of torch.distributed, and of the launcher's environment."""
+    env_rank = os.environ.get('RANK', os.environ.get('LOCAL_RANK', '0'))
+    return get_rank() == 0 and env_rank.strip() in ('', '0')
+
+
+@VISBACKENDS.register_module()
+class UnoMLflowVisBackend(BaseVisBackend):
+    """Log a run to MLflow: names from the config path, allow-listed params.
+
+    Nothing talks to MLflow before the first record: the run is created by
+    :meth:`add_config` (called once by the Runner) or, without a config, by
+    the first scalar or image (experiment ``'default'``). Only rank 0
+    logs; other ranks are inert. Any MLflow error is reported once as a
+    warning and then the backend does nothing for the rest of the process.
+
+    Args:
+        save_dir (str, optional): Set by the Visualizer to
+            ``<work_dir>/<timestamp>/vis_data``; locates the work dir when
+            the config has none. Defaults to None.
+        tracking_uri (str, optional): MLflow store. Defaults to env
+            ``MLFLOW_TRACKING_URI`` if set, else
+            ``sqlite:///<work-dirs root>/mlflow.db``.
+        experiment_name (str, optional): Defaults to the config's folder
+            below ``configs/`` (e.g. ``'ablations/metaquery_count'``).
+        run_name (str, optional): Defaults to the config's stem.
+        extra_params (Sequence[str]): Dotted config keys logged as params
+            on top of :data:`DEFAULT_PARAM_KEYS` and the objective weights.
+            Defaults to ().
+        tags (dict, optional): Extra run tags. Defaults to None.
+        artifact_location (str, optional): Artifact root of experiments
+            this backend creates. Defaults to ``<db dir>/mlartifacts/
+            <experiment>`` for sqlite stores, else the server's choice.
+    """
+
+    def __init__(self,
+                 save_dir: Optional[str] = None,
+                 tracking_uri: Optional[str] = None,
+                 experiment_name: Optional[str] = None,
+                 run_name: Optional[str] = None,
+                 extra_params: Sequence[str] = (),
+                 tags: Optional[dict] = None,
+                 artifact_location: Optional[str] = None):
+        super().__init__(save_dir)
+        self._uri_arg = tracking_uri
+        self._experiment_name = experiment_name
+        self._run_name = run_name
+        self._extra_params = tuple(extra_params)
+        self._tags = dict(tags or {})
+        self._artifact_location = artifact_location
+        self._cfg = None
+        self._client = None
+        self._uri: Optional[str] = None
+        self._experiment_id: Optional[str] = None
+        self._run_id: Optional[str] = None
+        self._resumed = False
+        self._inert = False
+        self._disabled = False
+
+    # --- state ------------------------------------------------------------
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow store this backend uses (or would use now)."""
+        return self._uri or self._resolve_uri()
+
+    @property
+    def experiment_id(self) -> Optional[str]:
+        """Id of the MLflow experiment, None before the run exists."""
+        return self._experiment_id
+
+    @property
+    def run_id(self) -> Optional[str]:
+        """Id of the MLflow run, None before it exists or when disabled."""
+        return self._run_id
+
+    @property  # type: ignore
+    @force_init_env
+    def experiment(self):
+        """The ``MlflowClient`` of the run (use with :attr:`run_id`).
+
+        Returns:
+            mlflow.MlflowClient | None: None on ranks other than 0 and
+            after an MLflow error.
+        """
+        return self._client if self._ensure_run() else None
+
+    def _init_env(self) -> None:
+        """Decide whether this process logs; nothing is opened yet."""
+        self._inert = not _is_main_process()
+        os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
+
+    def _work_dir(self) -> Optional[str]:
+        if self._cfg is not None and self._cfg.get('work_dir'):
+            return osp.abspath(self._cfg.get('work_dir'))
+        if self._save_dir:
+            path = osp.abspath(self._save_dir)
+            # <work_dir>/<timestamp>/vis_data, as the Runner builds it
+            if osp.basename(path) == 'vis_data':
+                return osp.dirname(osp.dirname(path))
+            return path
+        return None
+
+    def _resolve_uri(self) -> str:
+        uri = self._uri_arg or os.environ.get('MLFLOW_TRACKING_URI')
+        if uri:
+            return uri
+        root = work_dirs_root(self._work_dir() or 'work_dirs')
+        return 'sqlite:///' + osp.join(root, 'mlflow.db')
+
+    # --- run lifecycle ----------------------------------------------------
+    def _ensure_run(self) -> bool:
+        """Open the store and create or resume the run, once."""
+        if self._run_id is not None:
+            return True
+        if self._inert or self._disabled:
+            return False
+        try:
+            self._start_run()
+        except Exception as exc:  # never let tracking stop training
+            self._disable(exc)
+        return self._run_id is not None
+
+    def _start_run(self) -> None:
+        from mlflow import MlflowClient
+        from mlflow.entities import RunTag
+
+        uri = self._uri = self._resolve_uri()
+        if uri.startswith('sqlite:///') and not (self._uri_arg or
+                                                 os.environ.get(
+                                                     'MLFLOW_TRACKING_URI')):
+            os.makedirs(osp.dirname(uri[len('sqlite:///'):]), exist_ok=True)
+        if uri.startswith(('http://', 'https://')):
+            # an unreachable server makes MLflow retry for minutes per call
+            parts = urlsplit(uri)
+            port = parts.port or (443 if parts.scheme == 'https' else 80)
+            socket.create_connection((parts.hostname, port), timeout=5).close()
+        client = MlflowClient(tracking_uri=uri)
+        ident = config_identity(self._cfg.filename if self._cfg else None)
+        exp_name = self._experiment_name or ident.experiment
+        exp = client.get_experiment_by_name(exp_name)
+        exp_id = exp.experiment_id if exp is not None else \
+            client.create_experiment(
+                exp_name, artifact_location=self._artifact_root(exp_name))
+        run_id = self._resumable_run_id(client)
+        if run_id is not None:
+            client.update_run(run_id, status='RUNNING')
+            self._resumed = True
+        else:
+            run_name = self._run_name or (ident.run_name
+                                          if self._cfg else None)
+            run_id = client.create_run(exp_id, run_name=run_name).info.run_id
+        work_dir = self._work_dir()
+        tags = dict(git_commit=git_commit(), uno_version=__version__)
+        if self._cfg is not None and self._cfg.filename:
+            tags['config_path'] = str(self._cfg.filename)
+        if work_dir:
+            tags['work_dir'] = work_dir
+            os.makedirs(work_dir, exist_ok=True)
+            with open(osp.join(work_dir, RUN_ID_FILE), 'w') as f:
+                f.write(run_id + '\n')
+        tags.update({k: str(v) for k, v in self._tags.items()})
+        client.log_batch(
+            run_id, tags=[RunTag(k, v[:5000]) for k, v in tags.items()])
+        self._client, self._experiment_id, self._run_id = client, exp_id, \
+            run_id
+        if uri not in _announced_uris:
+            _announced_uris.add(uri)
+            print_log(
+                f'MLflow tracking store: {uri} (run {run_id}, experiment '
+                f"'{exp_name}'). Browse it with: mlflow ui "
+                f'--backend-store-uri {shlex.quote(uri)}',
+                logger='current',
+                level=logging.INFO)
+
+    def _artifact_root(self, exp_name: str) -> Optional[str]:
+        # MLflow's default for a sqlite store is ./mlruns below the *cwd*
+        if self._artifact_location or not self._uri.startswith('sqlite:///'):
+            return self._artifact_location
+        db_dir = osp.dirname(self._uri[len('sqlite:///'):])
+        parts = [_safe_name(p) for p in exp_name.split('/') if p]
+        return osp.join(db_dir, 'mlartifacts', *parts)
+
+    def _resumable_run_id(self, client) -> Optional[str]:
+        """The run recorded in the work dir, when the config resumes."""
+        work_dir = self._work_dir()
+        if self._cfg is None or not self._cfg.get('resume') or not work_dir:
+            return None
+        path = osp.join(work_dir, RUN_ID_FILE)
+        if not osp.isfile(path):
+            return None
+        with open(path) as f:
+            run_id = f.read().strip()
+        from mlflow.exceptions import MlflowException
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:  # recorded in another store
+            print_log(f'MLflow run {run_id} from {path} is not in this '
+                      'store; starting a new run.', logger='current')
+            return None
+        return run_id if run.info.lifecycle_stage == 'active' else None
+
+    def _disable(self, exc: BaseException) -> None:
+        """Warn once with the reason and stop all further MLflow calls."""
+        if self._disabled:
+            return
+        self._disabled = True
+        self._run_id = None
+        reason = (str(exc).strip().splitlines() or [''])[0][:300]
+        print_log(
+            f'UnoMLflowVisBackend: MLflow tracking is off for the rest of '
+            f'this process ({type(exc).__name__}: {reason}; store '
+            f'{self._uri or self._uri_arg}). Training continues and '
+            'LocalVisBackend keeps the local log.',
+            logger='current',
+            level=logging.WARNING)
+
+    def _call(self, fn, *args, **kwargs) -> None:
+        """Run an MLflow call on the run; the first error disables."""
+        if not self._ensure_run():
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:
+            self._disable(exc)
+
+    # --- records ----------------------------------------------------------
+    @force_init_env
+    def add_config(self, config, **kwargs) -> None:
+        """Create (or resume) the run; log params and ``config.py``.
+
+        Args:
+            config (Config): The resolved config; ``filename``,
+                ``work_dir`` and ``resume`` are read from it.
+        """
+        if self._inert:
+            return
+        self._cfg = config
+        self._call(self._log_config, config)
+
+    def _log_config(self, config) -> None:
+        from mlflow.entities import Param
+        params = collect_params(config.to_dict(), self._extra_params)
+        if self._resumed:
+            # a param cannot change value within a run: keep the first
+            logged = self._client.get_run(self._run_id).data.params
+            changed = sorted(k for k in params
+                             if k in logged and logged[k] != params[k])
+            if changed:
+                print_log(f'MLflow run {self._run_id} keeps its logged '
+                          f'values of {changed} on resume.',
+                          logger='current', level=logging.WARNING)
+            params = {k: v for k, v in params.items() if k not in logged}
+        if params:
+            self._client.log_batch(
+                self._run_id, params=[Param(k, v) for k, v in params.items()])
+        try:
+            text = config.pretty_text
+        except Exception:  # yapf cannot format every config
+            text = config.text
+        self._client.log_text(self._run_id, text, 'config.py')
+
+    @force_init_env
+    def add_scalar(self, name: str, value: Any, step: int = 0,
+                   **kwargs) -> None:
+        """Log one metric at ``step`` (see :meth:`add_scalars`).
+
+        Args:
+            name (str): Metric name, e.g. ``'loss/flow'``.
+            value (Any): A number, or a one-element tensor or array.
+            step (int): Global step. Defaults to 0.
+        """
+        self.add_scalars({name: value}, step)
+
+    @force_init_env
+    def add_scalars(self,
+                    scalar_dict: dict,
+                    step: int = 0,
+                    file_path: Optional[str] = None,
+                    **kwargs) -> None:
+        """Log metrics at ``step``, names kept as given.
+
+        ``iter`` and ``epoch`` (LoggerHook's counters), non-numeric and
+        non-finite values are skipped; characters MLflow rejects in a name
+        become ``_``.
+
+        Args:
+            scalar_dict (dict): ``{name: value}``.
+            step (int): Global step. Defaults to 0.
+            file_path (str, optional): Unused (LocalVisBackend's file).
+                Defaults to None.
+        """
+        if self._inert or self._disabled:
+            return
+        from mlflow.entities import Metric
+        stamp = int(time.time() * 1000)
+        metrics: Dict[str, float] = {}
+        for name, value in scalar_dict.items():
+            number = _to_float(value)
+            if name not in _SKIPPED_SCALARS and number is not None:
+                metrics[_BAD_KEY_CHARS.sub('_', str(name))[:250]] = number
+        entries = [Metric(k, v, stamp, int(step)) for k, v in metrics.items()]
+        for start in range(0, len(entries), 1000):  # MLflow's batch limit
+            self._call(lambda batch: self._client.log_batch(
+                self._run_id, metrics=batch), entries[start:start + 1000])
+
+    @force_init_env
+    def add_image(self,
+                  name: str,
+                  image: np.ndarray,
+                  step: int = 0,
+                  **kwargs) -> None:
+        """Save ``image`` as ``images/<name>_step<step>.png`` of the run.
+
+        Args:
+            name (str): Image name; made file-safe.
+            image (np.ndarray): RGB, ``(H, W, 3)`` (or ``(H, W)``); other
+                dtypes than uint8 are clipped to [0, 255].
+            step (int): Global step; each step keeps its own file.
+                Defaults to 0.
+        """
+        if self._inert or self._disabled:
+            return
+        image = np.asarray(image)
+        if image.ndim not in (2, 3) or (image.ndim == 3
+                                        and image.shape[2] not in (1, 3, 4)):
+            print_log(f'UnoMLflowVisBackend: image {name!r} of shape '
+                      f'{image.shape} is not (H, W[, C]); not logged.',
+                      logger='current', level=logging.WARNING)
+            return
+        if image.dtype != np.uint8:
+            image = np.clip(image, 0, 255).astype(np.uint8)
+        path = f'images/{_safe_name(name)}_step{int(step)}.png'
+        self._call(lambda: self._client.log_image(
+            self._run_id, image, artifact_file=path))
+
+    def close(self) -> None:
+        """Upload this session's logs and mark the run FINISHED.
+
+        Only a run this backend created or resumed is touched; without one
+        (other ranks, disabled, nothing logged) this does nothing.
+        """
+        if self._inert or self._disabled or self._run_id is None:
+            return
+        self._call(self._finish)
+
+    def _finish(self) -> None:
+        save_dir = osp.abspath(self._save_dir) if self._save_dir else ''
+        if osp.basename(save_dir) == 'vis_data':
+            # <timestamp>.log and the vis_data JSON scalars of this session
+            log_dir = osp.dirname(save_dir)
+            dest = 'logs/' + osp.basename(log_dir)
+            for folder, sub in ((log_dir, ''), (save_dir, '/vis_data')):
+                for name in sorted(os.listdir(folder)):
+                    path = osp.join(folder, name)
+                    if osp.isfile(path) and name.endswith(('.log', '.json')):
+                        self._client.log_artifact(self._run_id, path,
+                                                  dest + sub)
+        self._client.set_terminated(self._run_id, 'FINISHED')

@@ -1,0 +1,377 @@
+"""Validate a resolved config before anything is built, and diff two configs.
+
+mmengine's Runner silently ignores unknown keys, and an unknown ``type`` or
+argument fails deep inside a build, if at all. :func:`validate_config`
+checks a resolved :class:`mmengine.Config` up front and raises
+:class:`UnoConfigError` with one line naming the key path and close matches:
+
+* top-level keys must be read by mmengine's Runner
+  (:data:`MMENGINE_TOP_LEVEL_KEYS`) or by uno (:data:`UNO_TOP_LEVEL_KEYS`);
+  names starting with ``_`` are private config variables and are allowed
+  (mmengine 0.10.7 keeps them in the resolved config, drops only ``__``
+  names, and the Runner never reads them);
+* every dict with a ``type`` key is a component: its type must be found in
+  the registry its slot names (:data:`COMPONENT_SLOTS`), or, at a path no
+  slot names, in any uno or mmengine registry;
+* every other key of a component must be a parameter of the class (or of
+  the function, after its first positional parameter, for ``FUNCTIONS``).
+  A class whose ``__init__`` takes ``**kwargs`` accepts any key.
+
+Two optional class attributes of a component refine the check:
+``config_extra_keys: tuple`` names keys accepted although they are not
+``__init__`` parameters, and ``config_schema: dict[str, tuple[str, ...]]``
+maps a parameter name to the sub-keys allowed in an untyped dict given for
+it, so that e.g. ``model.llm.hiden_size`` is caught too.
+
+Keys mmengine's builders pop before calling the class (a hook's
+``priority``, ...) are declared per slot. Only unknown keys are reported,
+never missing ones, so arguments the builders inject (``runner``,
+``dataloader``, ``params``, ``optimizer``) need no special case.
+"""
+import inspect
+from fnmatch import fnmatchcase
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+
+import mmengine.registry as mm
+from mmengine.registry import Registry
+
+from uno import registry as uno_registry
+from uno.registry import (ATTENTION, DATA_SAMPLERS, DATASETS, ENCODERS,
+                          EVALUATORS, FUNCTIONS, HOOKS, LOOPS, MODELS,
+                          OBJECTIVES, OPTIM_WRAPPERS, TOKENIZERS, TRANSFORMS,
+                          VISBACKENDS)
+from uno.utils.errors import UnoConfigError, did_you_mean
+
+# Keys mmengine 0.10.7 reads from the top level of a config: the arguments
+# of ``Runner.from_cfg`` / ``FlexibleRunner.from_cfg`` and the ones
+# ``Runner`` reads later with ``self.cfg.get`` (wrapping, compile, ...).
+# yapf: disable
+MMENGINE_TOP_LEVEL_KEYS = (
+    'model', 'work_dir', 'train_dataloader', 'val_dataloader',
+    'test_dataloader', 'train_cfg', 'val_cfg', 'test_cfg', 'auto_scale_lr',
+    'optim_wrapper', 'param_scheduler', 'val_evaluator', 'test_evaluator',
+    'default_hooks', 'custom_hooks', 'data_preprocessor', 'load_from',
+    'resume', 'launcher', 'env_cfg', 'log_processor', 'log_level',
+    'visualizer', 'default_scope', 'randomness', 'experiment_name',
+    'model_wrapper_cfg', 'sync_bn', 'find_unused_parameters',
+    'activation_checkpointing', 'efficient_conv_bn_eval', 'compile')
+# yapf: enable
+
+# Keys uno's tools and Runner wrapper read. Extend it here (or, from a
+# project, by rebinding ``config_check.UNO_TOP_LEVEL_KEYS += ('key',)``).
+UNO_TOP_LEVEL_KEYS = ('objectives', 'tokenizer', 'custom_imports', 'strategy',
+                      'runner_type', 'benchmarks', 'sampler', 'tracking',
+                      'work_dirs_root', 'export')
+
+
+class Slot(NamedTuple):
+    """Where the components of one config path are looked up.
+
+    Args:
+        registries (tuple): Registries searched in order.
+        builder_keys (tuple): Keys a builder pops before calling the class.
+            Defaults to ``()``.
+    """
+    registries: Tuple[Registry, ...]
+    builder_keys: Tuple[str, ...] = ()
+
+
+_HOOK = Slot((HOOKS, ), ('priority', ))
+_SCHEDULER = Slot((mm.PARAM_SCHEDULERS, ), ('convert_to_iter_based', ))
+_EVALUATOR = Slot((EVALUATORS, mm.EVALUATOR))
+_OPTIM_WRAPPER = Slot((OPTIM_WRAPPERS, ), ('constructor', 'paramwise_cfg'))
+
+# Path patterns -> slot; first match wins. Segments are matched with
+# ``fnmatch`` (``*`` matches any one key or list index, ``*_dataloader``
+# any dataloader); ``**`` matches any number of segments.
+COMPONENT_SLOTS = {
+    'model': Slot((MODELS, )),
+    'model.data_preprocessor': Slot((MODELS, )),
+    'data_preprocessor': Slot((MODELS, )),
+    'model.*_encoder': Slot((ENCODERS, )),
+    'model.attention': Slot((ATTENTION, )),
+    'tokenizer': Slot((TOKENIZERS, )),
+    '**.tokenizer': Slot((TOKENIZERS, )),
+    'objectives.*': Slot((OBJECTIVES, )),
+    '*_dataloader.sampler': Slot((DATA_SAMPLERS, )),
+    '*_dataloader.batch_sampler': Slot((DATA_SAMPLERS, )),
+    '*_dataloader.collate_fn': Slot((FUNCTIONS, )),
+    '*_dataloader.worker_init_fn': Slot((FUNCTIONS, )),
+    '*_dataloader.**.pipeline.*': Slot((TRANSFORMS, )),
+    '*_dataloader.**.dataset': Slot((DATASETS, )),
+    '*_dataloader.**.datasets.*': Slot((DATASETS, )),
+    'default_hooks.*': _HOOK,
+    'custom_hooks.*': _HOOK,
+    'optim_wrapper': _OPTIM_WRAPPER,
+    'optim_wrapper.optimizer': Slot((mm.OPTIMIZERS, )),
+    'param_scheduler': _SCHEDULER,
+    'param_scheduler.*': _SCHEDULER,
+    'visualizer': Slot((mm.VISUALIZERS, )),
+    'visualizer.vis_backends.*': Slot((VISBACKENDS, )),
+    'train_cfg': Slot((LOOPS, )),
+    'val_cfg': Slot((LOOPS, )),
+    'test_cfg': Slot((LOOPS, )),
+    '*_evaluator': _EVALUATOR,
+    '*_evaluator.*': _EVALUATOR,
+    '*_evaluator.metrics.*': _EVALUATOR,
+    'log_processor': Slot((mm.LOG_PROCESSORS, )),
+    'model_wrapper_cfg': Slot((mm.MODEL_WRAPPERS, )),
+    'strategy': Slot((mm.STRATEGIES, )),
+}
+
+# Keys of a component dict that are never arguments of the class.
+_RESERVED_KEYS = ('type', '_scope_')
+
+
+class _Missing:
+    """Sentinel of :func:`config_diff` for a key absent on one side."""
+
+    def __repr__(self) -> str:
+        return '<missing>'
+
+
+MISSING = _Missing()
+
+
+def validate_config(cfg) -> None:
+    """Check top-level keys, component types and component arguments.
+
+    Args:
+        cfg (Config | dict): A resolved config.
+
+    Raises:
+        UnoConfigError: One line naming the offending key path and the
+            closest valid names.
+    """
+    check_top_level(cfg)
+    check_components(cfg)
+
+
+def check_top_level(cfg) -> None:
+    """Raise if ``cfg`` has a top-level key that nothing reads.
+
+    Args:
+        cfg (Config | dict): A resolved config.
+    """
+    allowed = set(MMENGINE_TOP_LEVEL_KEYS) | set(UNO_TOP_LEVEL_KEYS)
+    for key in _as_dict(cfg):
+        if key.startswith('_') or key in allowed:
+            continue
+        raise UnoConfigError(f"unknown top-level config key '{key}': "
+                             f'{did_you_mean(key, allowed)}')
+
+
+def check_components(cfg) -> None:
+    """Raise on the first unknown component type or argument in ``cfg``.
+
+    Args:
+        cfg (Config | dict): A resolved config.
+    """
+    _import_mmengine_components()
+    _walk(_as_dict(cfg), ())
+
+
+def config_diff(a, b) -> List[Tuple[str, Any, Any]]:
+    """Flattened keys whose values differ between two configs.
+
+    Dicts are flattened to dotted keys, and so are lists that hold a dict
+    (``pipeline.1.size``); other lists and tuples are compared whole.
+    Top-level private ``_`` variables are left out: their effect already
+    shows where they are used.
+
+    Args:
+        a (Config | dict): The old config.
+        b (Config | dict): The new config.
+
+    Returns:
+        list[tuple]: ``(key, old, new)`` sorted by key, where ``old`` or
+        ``new`` is :data:`MISSING` for a key present on one side only.
+    """
+    flat_a, flat_b = _flatten(_as_dict(a)), _flatten(_as_dict(b))
+    keys = sorted(set(flat_a) | set(flat_b), key=_natural_key)
+    diff = []
+    for key in keys:
+        old, new = flat_a.get(key, MISSING), flat_b.get(key, MISSING)
+        if old is MISSING or new is MISSING or old != new:
+            diff.append((key, old, new))
+    return diff
+
+
+def _as_dict(cfg) -> dict:
+    return cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
+
+
+def _flatten(value, prefix: str = '') -> dict:
+    if isinstance(value, dict) and value:
+        items = value.items()
+    elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        items = enumerate(value)
+    else:
+        return {prefix: value}
+    flat = {}
+    for key, sub in items:
+        if not prefix and str(key).startswith('_'):
+            continue
+        flat.update(_flatten(sub, f'{prefix}.{key}' if prefix else str(key)))
+    return flat
+
+
+def _natural_key(key: str) -> tuple:
+    return tuple(
+        (0, int(p), '') if p.isdigit() else (1, 0, p) for p in key.split('.'))
+
+
+def _walk(value, path: Tuple[str, ...]) -> None:
+    if isinstance(value, dict):
+        if 'type' in value and path:
+            _check_component(value, path)
+        for key, sub in value.items():
+            if not path and str(key).startswith('_'):
+                # private variables are checked where they are used
+                continue
+            _walk(sub, path + (str(key), ))
+    elif isinstance(value, (list, tuple)):
+        for i, sub in enumerate(value):
+            _walk(sub, path + (str(i), ))
+
+
+def _check_component(cfg: dict, path: Tuple[str, ...]) -> None:
+    where = '.'.join(path)
+    slot = _slot_for(path)
+    obj_type = cfg['type']
+    if isinstance(obj_type, str):
+        registries = slot.registries if slot else _all_registries()
+        label = f"registry '{_label(registries[0])}'" if slot else (
+            'any registry')
+        obj = _lookup(obj_type, registries, where, label)
+    elif callable(obj_type):
+        obj = obj_type
+    else:
+        raise UnoConfigError(
+            f'type at {where}.type must be a registered name or a class, '
+            f'got {type(obj_type).__name__}')
+    _check_arguments(cfg, obj, where, slot)
+
+
+def _slot_for(path: Tuple[str, ...]) -> Optional[Slot]:
+    for pattern, slot in COMPONENT_SLOTS.items():
+        if _match(tuple(pattern.split('.')), path):
+            return slot
+    return None
+
+
+def _match(pattern: Tuple[str, ...], path: Tuple[str, ...]) -> bool:
+    if not pattern:
+        return not path
+    if pattern[0] == '**':
+        return any(_match(pattern[1:], path[i:]) for i in range(len(path) + 1))
+    return bool(path) and fnmatchcase(path[0], pattern[0]) and _match(
+        pattern[1:], path[1:])
+
+
+def _lookup(name: str, registries: Sequence[Registry], where: str, label: str):
+    for registry in registries:
+        _import_locations(registry, where)
+        try:
+            obj = registry.get(name)
+        except RuntimeError:  # a dotted name that does not import
+            obj = None
+        if obj is not None:
+            return obj
+    names = set()
+    for registry in registries:
+        for r in _chain(registry):
+            names.update(r.module_dict)
+    raise UnoConfigError(f"unknown type '{name}' at {where}.type ({label}): "
+                         f'{did_you_mean(name, names)}')
+
+
+def _check_arguments(cfg: dict, obj, where: str, slot: Optional[Slot]):
+    name = getattr(obj, '__name__', repr(obj))
+    params = _accepted_parameters(obj, slot)
+    if params is not None:
+        allowed = params | set(getattr(obj, 'config_extra_keys', ()))
+        allowed |= set(slot.builder_keys if slot else ())
+        for key in cfg:
+            if key not in allowed and key not in _RESERVED_KEYS:
+                hint = (
+                    did_you_mean(key, allowed)
+                    if allowed else 'it takes no arguments here.')
+                raise UnoConfigError(
+                    f"unknown argument '{key}' of {name} at {where}: {hint}")
+    schema = getattr(obj, 'config_schema', None) or {}
+    for param, sub_keys in schema.items():
+        sub = cfg.get(param)
+        if not isinstance(sub, dict) or 'type' in sub:
+            continue
+        for key in sub:
+            if key not in sub_keys:
+                raise UnoConfigError(
+                    f"unknown key '{key}' of {name}.{param} at "
+                    f'{where}.{param}: {did_you_mean(key, sub_keys)}')
+
+
+def _accepted_parameters(obj, slot: Optional[Slot]) -> Optional[set]:
+    """Parameter names ``obj`` accepts from a config, ``None`` for any."""
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):  # builtins without a signature
+        return None
+    params = list(signature.parameters.values())
+    registries = slot.registries if slot else ()
+    in_functions = any(mm.FUNCTIONS in _chain(r) for r in registries)
+    if in_functions and not inspect.isclass(obj) and params:
+        # FUNCTIONS are bound with ``partial(fn, **cfg)``; the first
+        # positional argument is the batch (or worker id) at call time.
+        if params[0].kind in (params[0].POSITIONAL_ONLY,
+                              params[0].POSITIONAL_OR_KEYWORD):
+            params = params[1:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {
+        p.name
+        for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def _chain(registry: Optional[Registry]):
+    """The registry and its parents: what ``registry.get`` searches."""
+    while registry is not None:
+        yield registry
+        registry = registry.parent
+
+
+def _label(registry: Registry) -> str:
+    return f'{registry.scope}.{registry.name}'
+
+
+def _import_locations(registry: Registry, where: str) -> None:
+    """Run the registry's lazy import; a broken module is a config error."""
+    try:
+        registry.import_from_location()
+    except Exception as e:
+        first = (str(e).splitlines() or [''])[0]
+        raise UnoConfigError(
+            f"cannot look up the type at {where}.type: registry "
+            f"'{_label(registry)}' failed to import {registry._locations}: "
+            f'{type(e).__name__}: {first}') from e
+
+
+def _all_registries() -> List[Registry]:
+    """Every uno registry, then every mmengine root registry."""
+    found = [v for v in vars(uno_registry).values() if isinstance(v, Registry)]
+    roots = [v for v in vars(mm).values() if isinstance(v, Registry)]
+    unique = {}
+    for registry in found + roots:
+        unique.setdefault(id(registry), registry)
+    return list(unique.values())
+
+
+def _import_mmengine_components() -> None:
+    """Register mmengine's classes: its root registries have no locations.
+
+    ``mmengine.runner`` imports hooks, loops, optimizers, schedulers,
+    datasets, evaluators and visualizers; strategies live apart.
+    """
+    import mmengine._strategy  # noqa: F401
+    import mmengine.runner  # noqa: F401

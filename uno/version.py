@@ -1,0 +1,3 @@
+"""Version of the ``uno`` package."""
+
+__version__ = '0.1.0'
