@@ -37,8 +37,7 @@ def parse_args():
     parser.add_argument('--out', required=True, help='output PNG path')
     parser.add_argument('--num', type=int, default=24, help='samples')
     parser.add_argument('--seed', type=int, default=0, help='world seed')
-    parser.add_argument(
-        '--split', default='train', choices=['train', 'test'])
+    parser.add_argument('--split', default='train', choices=['train', 'test'])
     parser.add_argument('--image-size', type=int, default=32)
     parser.add_argument(
         '--scale', type=int, default=4, help='nearest-neighbour zoom')
@@ -72,8 +71,7 @@ def region_view(image: np.ndarray, region, scale: int) -> Image.Image:
     dim = (image.astype(np.float32) * 0.5 + 127).astype(np.uint8)
     tile = zoom(dim, scale)
     x0, y0, x1, y1 = (v * scale for v in region)
-    ImageDraw.Draw(tile).rectangle([x0, y0, x1 - 1, y1 - 1],
-                                   outline=(0, 0, 0))
+    ImageDraw.Draw(tile).rectangle([x0, y0, x1 - 1, y1 - 1], outline=(0, 0, 0))
     return tile
 
 

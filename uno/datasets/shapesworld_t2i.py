@@ -16,7 +16,7 @@ from uno.registry import DATASETS
 from uno.structures import SequencePlan
 from .builder import build_tokenizer, to_tensor_image
 from .plans import t2i_plan
-from .shapesworld import ShapesWorld, captions, prompt
+from .shapesworld import ShapesWorld
 
 
 @DATASETS.register_module()
@@ -67,9 +67,9 @@ class ShapesWorldT2IDataset(Dataset):
         scene = self.world.scene(index, self.split)
         rng = np.random.default_rng([self.seed, 7, index])
         if self.text == 'prompt':
-            text = prompt(scene)
+            text = self.world.prompt(scene)
         else:
-            options = captions(scene)
+            options = self.world.captions(scene)
             text = options[rng.integers(len(options))]
         dropped = rng.random() < self.prompt_dropout
         tokens = [] if dropped else self.tokenizer.encode(text)

@@ -9,8 +9,11 @@ the work dir and logged to MLflow is what the user wrote.
 """
 import copy
 
+import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
+
+from uno.registry import FUNCTIONS
 
 DEFAULT_CONSTRUCTOR = 'TrainableOnlyOptimWrapperConstructor'
 
@@ -33,12 +36,15 @@ def build_runner(cfg: Config) -> Runner:
     if optim_wrapper is not None:
         optim_wrapper = copy.deepcopy(optim_wrapper)
         optim_wrapper.setdefault('constructor', DEFAULT_CONSTRUCTOR)
+    env_cfg = copy.deepcopy(cfg.get('env_cfg', {}))
+    env_cfg.setdefault('dist_cfg', {}).setdefault(
+        'backend', 'nccl' if torch.cuda.is_available() else 'gloo')
     return Runner(
         model=trainer,
         work_dir=cfg.work_dir,
-        train_dataloader=cfg.get('train_dataloader'),
-        val_dataloader=cfg.get('val_dataloader'),
-        test_dataloader=cfg.get('test_dataloader'),
+        train_dataloader=_resolve_collate(cfg.get('train_dataloader')),
+        val_dataloader=_resolve_collate(cfg.get('val_dataloader')),
+        test_dataloader=_resolve_collate(cfg.get('test_dataloader')),
         train_cfg=cfg.get('train_cfg'),
         val_cfg=cfg.get('val_cfg'),
         test_cfg=cfg.get('test_cfg'),
@@ -52,7 +58,7 @@ def build_runner(cfg: Config) -> Runner:
         load_from=cfg.get('load_from'),
         resume=cfg.get('resume', False),
         launcher=cfg.get('launcher', 'none'),
-        env_cfg=cfg.get('env_cfg', dict(dist_cfg=dict(backend='gloo'))),
+        env_cfg=env_cfg,
         log_processor=cfg.get('log_processor'),
         log_level=cfg.get('log_level', 'INFO'),
         visualizer=cfg.get('visualizer'),
@@ -60,3 +66,19 @@ def build_runner(cfg: Config) -> Runner:
         randomness=cfg.get('randomness', dict(seed=None)),
         experiment_name=cfg.get('experiment_name'),
         cfg=cfg)
+
+
+def _resolve_collate(dataloader):
+    """Replace a uno collate function name by the function itself.
+
+    mmengine's Runner looks collate functions up in its *root* FUNCTIONS
+    registry only, which does not see uno's child registry.
+    """
+    if not dataloader or 'collate_fn' not in dataloader:
+        return dataloader
+    dataloader = copy.deepcopy(dataloader)
+    collate = dataloader['collate_fn']
+    name = collate.get('type')
+    if isinstance(name, str) and name in FUNCTIONS:
+        collate['type'] = FUNCTIONS.get(name)
+    return dataloader

@@ -2,15 +2,14 @@
 
 :class:`UnoMLflowVisBackend` is an mmengine vis backend that files each run
 of a config under the experiment named by the config's folder below
-``configs/`` and under the run named by the config's stem. It logs an
-allow-list of hyper-parameters (not the whole config), the resolved config,
-the scalars of ``LoggerHook`` and one image file per step, and it continues
-the same MLflow run when training resumes. Unlike mmengine's
-``MLflowVisBackend`` it goes through ``MlflowClient`` with explicit run ids
-rather than the global active run, it defaults to a sqlite store in the
-work-dirs root, and it never stops training: the first MLflow error is
-reported once and the backend switches itself off, leaving the local log to
-``LocalVisBackend``.
+``configs/`` and the run named by the config's stem. It logs an allow-list
+of hyper-parameters (not the whole config), the resolved config, the
+scalars of ``LoggerHook`` and one image file per step, and it continues the
+same MLflow run when training resumes. Unlike mmengine's
+``MLflowVisBackend`` it uses ``MlflowClient`` with explicit run ids instead
+of the global active run, defaults to a sqlite store in the work-dirs root,
+and never stops training: the first MLflow error is reported once, then the
+backend switches itself off and ``LocalVisBackend`` keeps the local log.
 """
 import logging
 import math
@@ -22,7 +21,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Optional, Sequence
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -34,7 +33,7 @@ from uno.registry import VISBACKENDS
 from uno.utils.paths import config_identity
 from uno.version import __version__
 
-#: Dotted config keys logged as params (besides ``objectives.*.weight``).
+#: Dotted config keys logged as params, besides ``objectives.<name>.weight``.
 DEFAULT_PARAM_KEYS = ('model.metaquery.num_queries',
                       'optim_wrapper.optimizer.lr',
                       'optim_wrapper.optimizer.type',
@@ -42,23 +41,16 @@ DEFAULT_PARAM_KEYS = ('model.metaquery.num_queries',
                       'randomness.seed', 'launcher', 'strategy.type')
 #: File in the work dir that holds the run id, read back on resume.
 RUN_ID_FILE = 'mlflow_run_id.txt'
-# LoggerHook's counters: MLflow records the step of every metric already
+# LoggerHook's counters: MLflow stores the step of every metric anyway
 _SKIPPED_SCALARS = frozenset({'iter', 'epoch'})
-# characters MLflow 3 rejects in metric names (the whole batch would fail)
+# characters MLflow 3 rejects in a metric name (the whole batch would fail)
 _BAD_KEY_CHARS = re.compile(r'[^\w\-. :/]')
 _announced_uris = set()  # print the store and `mlflow ui` once per process
 
 
 def work_dirs_root(work_dir: str) -> str:
-    """The folder that holds all work dirs, where the default store lives.
-
-    Args:
-        work_dir (str): A run's work dir.
-
-    Returns:
-        str: The absolute path up to and including the last ``work_dirs``
-        component of ``work_dir``, or ``work_dir`` itself if it has none.
-    """
+    """Where the default store lives: ``work_dir`` up to and including its
+    last ``work_dirs`` component, or ``work_dir`` itself if it has none."""
     parts = osp.abspath(work_dir).split(osp.sep)
     if 'work_dirs' not in parts:
         return osp.abspath(work_dir)
@@ -89,16 +81,13 @@ def collect_params(cfg: Mapping, extra_keys: Sequence[str] = ()) -> dict:
     Returns:
         dict: ``{dotted key: value as str}`` for the keys that exist.
     """
-    keys = []
     objectives = cfg.get('objectives')
-    if isinstance(objectives, Mapping):
-        keys += [
-            f'objectives.{name}.weight' for name, obj in objectives.items()
-            if isinstance(obj, Mapping) and 'weight' in obj
-        ]
-    keys += list(DEFAULT_PARAM_KEYS) + list(extra_keys)
+    keys = [
+        f'objectives.{name}.weight' for name, obj in objectives.items()
+        if isinstance(obj, Mapping) and 'weight' in obj
+    ] if isinstance(objectives, Mapping) else []
     params = {}
-    for key in keys:
+    for key in keys + list(DEFAULT_PARAM_KEYS) + list(extra_keys):
         node: Any = cfg
         for part in key.split('.'):
             if not isinstance(node, Mapping) or part not in node:
@@ -111,21 +100,17 @@ def collect_params(cfg: Mapping, extra_keys: Sequence[str] = ()) -> dict:
 
 def _to_float(value: Any) -> Optional[float]:
     """``value`` as a finite float, or None if it is not one."""
-    if hasattr(value, 'numel') and hasattr(value, 'item'):  # torch.Tensor
-        if value.numel() != 1:
-            return None
-        value = value.item()
-    elif isinstance(value, np.ndarray):
-        if value.size != 1:
-            return None
-        value = value.item()
     if isinstance(value, (str, bytes)):
         return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
+    try:  # .item(): one-element tensors and arrays, numpy scalars
+        value = float(value.item() if hasattr(value, 'item') else value)
+    except (TypeError, ValueError, RuntimeError):
         return None
     return value if math.isfinite(value) else None
+
+
+def _log(msg: str, level: int = logging.WARNING) -> None:
+    print_log(msg, logger='current', level=level)
 
 
 def _safe_name(name: str) -> str:
@@ -134,38 +119,33 @@ def _safe_name(name: str) -> str:
     return re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('._') or 'image'
 
 
-def _is_main_process() -> bool:
-    """Rank 0 of torch.distributed, and of the launcher's environment."""
-    env_rank = os.environ.get('RANK', os.environ.get('LOCAL_RANK', '0'))
-    return get_rank() == 0 and env_rank.strip() in ('', '0')
-
-
 @VISBACKENDS.register_module()
 class UnoMLflowVisBackend(BaseVisBackend):
     """Log a run to MLflow: names from the config path, allow-listed params.
 
-    Nothing talks to MLflow before the first record: the run is created by
-    :meth:`add_config` (called once by the Runner) or, without a config, by
-    the first scalar or image (experiment ``'default'``). Only rank 0
-    logs; other ranks are inert. Any MLflow error is reported once as a
-    warning and then the backend does nothing for the rest of the process.
+    Nothing talks to MLflow before the first record: :meth:`add_config`
+    (called once by the Runner) creates or resumes the run; without a
+    config the first scalar or image creates one in experiment
+    ``'default'``. Only rank 0 logs; other ranks are inert. The first
+    MLflow error is reported once as a warning, then every method is a
+    no-op for the rest of the process.
 
     Args:
         save_dir (str, optional): Set by the Visualizer to
-            ``<work_dir>/<timestamp>/vis_data``; locates the work dir when
+            ``<work_dir>/<timestamp>/vis_data``; gives the work dir when
             the config has none. Defaults to None.
-        tracking_uri (str, optional): MLflow store. Defaults to env
+        tracking_uri (str, optional): The MLflow store. Defaults to env
             ``MLFLOW_TRACKING_URI`` if set, else
             ``sqlite:///<work-dirs root>/mlflow.db``.
         experiment_name (str, optional): Defaults to the config's folder
-            below ``configs/`` (e.g. ``'ablations/metaquery_count'``).
+            below ``configs/``, e.g. ``'ablations/metaquery_count'``.
         run_name (str, optional): Defaults to the config's stem.
-        extra_params (Sequence[str]): Dotted config keys logged as params
-            on top of :data:`DEFAULT_PARAM_KEYS` and the objective weights.
+        extra_params (Sequence[str]): Dotted config keys to log as params
+            besides the objective weights and :data:`DEFAULT_PARAM_KEYS`.
             Defaults to ().
         tags (dict, optional): Extra run tags. Defaults to None.
         artifact_location (str, optional): Artifact root of experiments
-            this backend creates. Defaults to ``<db dir>/mlartifacts/
+            this backend creates. Defaults to ``<db folder>/mlartifacts/
             <experiment>`` for sqlite stores, else the server's choice.
     """
 
@@ -184,57 +164,48 @@ class UnoMLflowVisBackend(BaseVisBackend):
         self._extra_params = tuple(extra_params)
         self._tags = dict(tags or {})
         self._artifact_location = artifact_location
-        self._cfg = None
-        self._client = None
-        self._uri: Optional[str] = None
+        self._cfg = self._client = self._uri = None
         self._experiment_id: Optional[str] = None
         self._run_id: Optional[str] = None
-        self._resumed = False
-        self._inert = False
-        self._disabled = False
+        self._resumed = self._inert = self._disabled = False
 
-    # --- state ------------------------------------------------------------
     @property
     def tracking_uri(self) -> str:
-        """The MLflow store this backend uses (or would use now)."""
+        """The MLflow store in use (before the run: the one it would use)."""
         return self._uri or self._resolve_uri()
 
     @property
     def experiment_id(self) -> Optional[str]:
-        """Id of the MLflow experiment, None before the run exists."""
+        """The MLflow experiment id, None before the run exists."""
         return self._experiment_id
 
     @property
     def run_id(self) -> Optional[str]:
-        """Id of the MLflow run, None before it exists or when disabled."""
+        """The MLflow run id, None before the run exists or when off."""
         return self._run_id
 
     @property  # type: ignore
     @force_init_env
     def experiment(self):
-        """The ``MlflowClient`` of the run (use with :attr:`run_id`).
-
-        Returns:
-            mlflow.MlflowClient | None: None on ranks other than 0 and
-            after an MLflow error.
-        """
+        """The run's ``MlflowClient`` (use it with :attr:`run_id`), or None
+        on ranks other than 0 and after an MLflow error."""
         return self._client if self._ensure_run() else None
 
     def _init_env(self) -> None:
         """Decide whether this process logs; nothing is opened yet."""
-        self._inert = not _is_main_process()
+        env_rank = os.environ.get('RANK', os.environ.get('LOCAL_RANK', '0'))
+        self._inert = get_rank() != 0 or env_rank.strip() not in ('', '0')
         os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
 
     def _work_dir(self) -> Optional[str]:
         if self._cfg is not None and self._cfg.get('work_dir'):
             return osp.abspath(self._cfg.get('work_dir'))
-        if self._save_dir:
-            path = osp.abspath(self._save_dir)
-            # <work_dir>/<timestamp>/vis_data, as the Runner builds it
-            if osp.basename(path) == 'vis_data':
-                return osp.dirname(osp.dirname(path))
-            return path
-        return None
+        if not self._save_dir:
+            return None
+        path = osp.abspath(self._save_dir)
+        # the Runner's save_dir is <work_dir>/<timestamp>/vis_data
+        is_vis_data = osp.basename(path) == 'vis_data'
+        return osp.dirname(osp.dirname(path)) if is_vis_data else path
 
     def _resolve_uri(self) -> str:
         uri = self._uri_arg or os.environ.get('MLFLOW_TRACKING_URI')
@@ -243,30 +214,22 @@ class UnoMLflowVisBackend(BaseVisBackend):
         root = work_dirs_root(self._work_dir() or 'work_dirs')
         return 'sqlite:///' + osp.join(root, 'mlflow.db')
 
-    # --- run lifecycle ----------------------------------------------------
     def _ensure_run(self) -> bool:
         """Open the store and create or resume the run, once."""
-        if self._run_id is not None:
-            return True
-        if self._inert or self._disabled:
-            return False
-        try:
-            self._start_run()
-        except Exception as exc:  # never let tracking stop training
-            self._disable(exc)
+        if self._run_id is None and not (self._inert or self._disabled):
+            try:
+                self._start_run()
+            except Exception as exc:  # never let tracking stop training
+                self._disable(exc)
         return self._run_id is not None
 
     def _start_run(self) -> None:
         from mlflow import MlflowClient
         from mlflow.entities import RunTag
 
-        uri = self._uri = self._resolve_uri()
-        if uri.startswith('sqlite:///') and not (self._uri_arg or
-                                                 os.environ.get(
-                                                     'MLFLOW_TRACKING_URI')):
-            os.makedirs(osp.dirname(uri[len('sqlite:///'):]), exist_ok=True)
+        uri = self._uri = self._resolve_uri()  # MLflow makes sqlite's folder
         if uri.startswith(('http://', 'https://')):
-            # an unreachable server makes MLflow retry for minutes per call
+            # MLflow retries an unreachable server for minutes per call
             parts = urlsplit(uri)
             port = parts.port or (443 if parts.scheme == 'https' else 80)
             socket.create_connection((parts.hostname, port), timeout=5).close()
@@ -278,17 +241,17 @@ class UnoMLflowVisBackend(BaseVisBackend):
             client.create_experiment(
                 exp_name, artifact_location=self._artifact_root(exp_name))
         run_id = self._resumable_run_id(client)
-        if run_id is not None:
+        self._resumed = run_id is not None
+        if self._resumed:
             client.update_run(run_id, status='RUNNING')
-            self._resumed = True
         else:
             run_name = self._run_name or (ident.run_name
                                           if self._cfg else None)
             run_id = client.create_run(exp_id, run_name=run_name).info.run_id
-        work_dir = self._work_dir()
         tags = dict(git_commit=git_commit(), uno_version=__version__)
         if self._cfg is not None and self._cfg.filename:
             tags['config_path'] = str(self._cfg.filename)
+        work_dir = self._work_dir()
         if work_dir:
             tags['work_dir'] = work_dir
             os.makedirs(work_dir, exist_ok=True)
@@ -297,16 +260,14 @@ class UnoMLflowVisBackend(BaseVisBackend):
         tags.update({k: str(v) for k, v in self._tags.items()})
         client.log_batch(
             run_id, tags=[RunTag(k, v[:5000]) for k, v in tags.items()])
-        self._client, self._experiment_id, self._run_id = client, exp_id, \
-            run_id
+        self._client, self._experiment_id = client, exp_id
+        self._run_id = run_id
         if uri not in _announced_uris:
             _announced_uris.add(uri)
-            print_log(
-                f'MLflow tracking store: {uri} (run {run_id}, experiment '
-                f"'{exp_name}'). Browse it with: mlflow ui "
-                f'--backend-store-uri {shlex.quote(uri)}',
-                logger='current',
-                level=logging.INFO)
+            _log(
+                f"MLflow run {run_id} of experiment '{exp_name}' in {uri}. "
+                'Browse it with: mlflow ui --backend-store-uri '
+                f'{shlex.quote(uri)}', logging.INFO)
 
     def _artifact_root(self, exp_name: str) -> Optional[str]:
         # MLflow's default for a sqlite store is ./mlruns below the *cwd*
@@ -319,19 +280,19 @@ class UnoMLflowVisBackend(BaseVisBackend):
     def _resumable_run_id(self, client) -> Optional[str]:
         """The run recorded in the work dir, when the config resumes."""
         work_dir = self._work_dir()
-        if self._cfg is None or not self._cfg.get('resume') or not work_dir:
-            return None
-        path = osp.join(work_dir, RUN_ID_FILE)
-        if not osp.isfile(path):
+        path = osp.join(work_dir or '', RUN_ID_FILE)
+        if not (self._cfg is not None and self._cfg.get('resume') and work_dir
+                and osp.isfile(path)):
             return None
         with open(path) as f:
             run_id = f.read().strip()
         from mlflow.exceptions import MlflowException
         try:
             run = client.get_run(run_id)
-        except MlflowException:  # recorded in another store
-            print_log(f'MLflow run {run_id} from {path} is not in this '
-                      'store; starting a new run.', logger='current')
+        except MlflowException:  # it was recorded in another store
+            _log(
+                f'MLflow run {run_id} of {path} is not in {self._uri}; '
+                'starting a new run.', logging.INFO)
             return None
         return run_id if run.info.lifecycle_stage == 'active' else None
 
@@ -339,27 +300,21 @@ class UnoMLflowVisBackend(BaseVisBackend):
         """Warn once with the reason and stop all further MLflow calls."""
         if self._disabled:
             return
-        self._disabled = True
-        self._run_id = None
+        self._disabled, self._run_id = True, None
         reason = (str(exc).strip().splitlines() or [''])[0][:300]
-        print_log(
-            f'UnoMLflowVisBackend: MLflow tracking is off for the rest of '
-            f'this process ({type(exc).__name__}: {reason}; store '
-            f'{self._uri or self._uri_arg}). Training continues and '
-            'LocalVisBackend keeps the local log.',
-            logger='current',
-            level=logging.WARNING)
+        _log(f'UnoMLflowVisBackend: MLflow tracking is off for the rest of '
+             f'this process ({type(exc).__name__}: {reason}; store '
+             f'{self._uri or self._uri_arg}). Training continues and '
+             'LocalVisBackend keeps the local log.')
 
-    def _call(self, fn, *args, **kwargs) -> None:
-        """Run an MLflow call on the run; the first error disables."""
-        if not self._ensure_run():
-            return
-        try:
-            fn(*args, **kwargs)
-        except Exception as exc:
-            self._disable(exc)
+    def _call(self, fn, *args) -> None:
+        """Run ``fn(*args)`` once the run exists; an error disables."""
+        if self._ensure_run():
+            try:
+                fn(*args)
+            except Exception as exc:
+                self._disable(exc)
 
-    # --- records ----------------------------------------------------------
     @force_init_env
     def add_config(self, config, **kwargs) -> None:
         """Create (or resume) the run; log params and ``config.py``.
@@ -368,23 +323,21 @@ class UnoMLflowVisBackend(BaseVisBackend):
             config (Config): The resolved config; ``filename``,
                 ``work_dir`` and ``resume`` are read from it.
         """
-        if self._inert:
-            return
-        self._cfg = config
-        self._call(self._log_config, config)
+        if not self._inert:
+            self._cfg = config
+            self._call(self._log_config, config)
 
     def _log_config(self, config) -> None:
         from mlflow.entities import Param
         params = collect_params(config.to_dict(), self._extra_params)
         if self._resumed:
-            # a param cannot change value within a run: keep the first
+            # a param cannot change its value within a run: keep the first
             logged = self._client.get_run(self._run_id).data.params
-            changed = sorted(k for k in params
-                             if k in logged and logged[k] != params[k])
+            changed = sorted(k for k, v in params.items()
+                             if logged.get(k, v) != v)
             if changed:
-                print_log(f'MLflow run {self._run_id} keeps its logged '
-                          f'values of {changed} on resume.',
-                          logger='current', level=logging.WARNING)
+                _log(f'MLflow run {self._run_id} keeps its first values '
+                     f'of {changed} on resume.')
             params = {k: v for k, v in params.items() if k not in logged}
         if params:
             self._client.log_batch(
@@ -396,15 +349,12 @@ class UnoMLflowVisBackend(BaseVisBackend):
         self._client.log_text(self._run_id, text, 'config.py')
 
     @force_init_env
-    def add_scalar(self, name: str, value: Any, step: int = 0,
+    def add_scalar(self,
+                   name: str,
+                   value: Any,
+                   step: int = 0,
                    **kwargs) -> None:
-        """Log one metric at ``step`` (see :meth:`add_scalars`).
-
-        Args:
-            name (str): Metric name, e.g. ``'loss/flow'``.
-            value (Any): A number, or a one-element tensor or array.
-            step (int): Global step. Defaults to 0.
-        """
+        """Log one metric at ``step``, as :meth:`add_scalars` does."""
         self.add_scalars({name: value}, step)
 
     @force_init_env
@@ -413,31 +363,29 @@ class UnoMLflowVisBackend(BaseVisBackend):
                     step: int = 0,
                     file_path: Optional[str] = None,
                     **kwargs) -> None:
-        """Log metrics at ``step``, names kept as given.
+        """Log metrics at ``step`` with their names as given.
 
-        ``iter`` and ``epoch`` (LoggerHook's counters), non-numeric and
+        ``iter`` and ``epoch`` (LoggerHook's counters) and non-numeric or
         non-finite values are skipped; characters MLflow rejects in a name
         become ``_``.
 
         Args:
             scalar_dict (dict): ``{name: value}``.
             step (int): Global step. Defaults to 0.
-            file_path (str, optional): Unused (LocalVisBackend's file).
-                Defaults to None.
+            file_path (str, optional): Unused. Defaults to None.
         """
         if self._inert or self._disabled:
             return
         from mlflow.entities import Metric
-        stamp = int(time.time() * 1000)
-        metrics: Dict[str, float] = {}
+        stamp, metrics = int(time.time() * 1000), []
         for name, value in scalar_dict.items():
             number = _to_float(value)
             if name not in _SKIPPED_SCALARS and number is not None:
-                metrics[_BAD_KEY_CHARS.sub('_', str(name))[:250]] = number
-        entries = [Metric(k, v, stamp, int(step)) for k, v in metrics.items()]
-        for start in range(0, len(entries), 1000):  # MLflow's batch limit
-            self._call(lambda batch: self._client.log_batch(
-                self._run_id, metrics=batch), entries[start:start + 1000])
+                key = _BAD_KEY_CHARS.sub('_', str(name))[:250]
+                metrics.append(Metric(key, number, stamp, int(step)))
+        if metrics:
+            self._call(
+                lambda: self._client.log_batch(self._run_id, metrics=metrics))
 
     @force_init_env
     def add_image(self,
@@ -445,23 +393,22 @@ class UnoMLflowVisBackend(BaseVisBackend):
                   image: np.ndarray,
                   step: int = 0,
                   **kwargs) -> None:
-        """Save ``image`` as ``images/<name>_step<step>.png`` of the run.
+        """Save ``image`` as the run's ``images/<name>_step<step>.png``.
 
         Args:
             name (str): Image name; made file-safe.
-            image (np.ndarray): RGB, ``(H, W, 3)`` (or ``(H, W)``); other
-                dtypes than uint8 are clipped to [0, 255].
+            image (np.ndarray): RGB ``(H, W, 3)`` uint8 (mmengine's
+                convention); other dtypes are clipped to [0, 255].
             step (int): Global step; each step keeps its own file.
                 Defaults to 0.
         """
         if self._inert or self._disabled:
             return
         image = np.asarray(image)
-        if image.ndim not in (2, 3) or (image.ndim == 3
-                                        and image.shape[2] not in (1, 3, 4)):
-            print_log(f'UnoMLflowVisBackend: image {name!r} of shape '
-                      f'{image.shape} is not (H, W[, C]); not logged.',
-                      logger='current', level=logging.WARNING)
+        if not (image.ndim == 2
+                or image.ndim == 3 and image.shape[2] in (1, 3, 4)):
+            _log(f'UnoMLflowVisBackend: image {name!r} has shape '
+                 f'{image.shape}, not (H, W[, C]); skipped.')
             return
         if image.dtype != np.uint8:
             image = np.clip(image, 0, 255).astype(np.uint8)
@@ -469,26 +416,21 @@ class UnoMLflowVisBackend(BaseVisBackend):
         self._call(lambda: self._client.log_image(
             self._run_id, image, artifact_file=path))
 
-    def close(self) -> None:
-        """Upload this session's logs and mark the run FINISHED.
+    @force_init_env
+    def set_tags(self, tags: dict) -> None:
+        """Set or overwrite run tags, e.g. the checkpoint evaluated.
 
-        Only a run this backend created or resumed is touched; without one
-        (other ranks, disabled, nothing logged) this does nothing.
+        Args:
+            tags (dict): ``{name: value}``; values are logged as str.
         """
-        if self._inert or self._disabled or self._run_id is None:
+        if self._inert or self._disabled or not tags:
             return
-        self._call(self._finish)
+        from mlflow.entities import RunTag
+        entries = [RunTag(str(k), str(v)[:5000]) for k, v in tags.items()]
+        self._call(lambda: self._client.log_batch(self._run_id, tags=entries))
 
-    def _finish(self) -> None:
-        save_dir = osp.abspath(self._save_dir) if self._save_dir else ''
-        if osp.basename(save_dir) == 'vis_data':
-            # <timestamp>.log and the vis_data JSON scalars of this session
-            log_dir = osp.dirname(save_dir)
-            dest = 'logs/' + osp.basename(log_dir)
-            for folder, sub in ((log_dir, ''), (save_dir, '/vis_data')):
-                for name in sorted(os.listdir(folder)):
-                    path = osp.join(folder, name)
-                    if osp.isfile(path) and name.endswith(('.log', '.json')):
-                        self._client.log_artifact(self._run_id, path,
-                                                  dest + sub)
-        self._client.set_terminated(self._run_id, 'FINISHED')
+    def close(self) -> None:
+        """Mark the run FINISHED; a no-op without one (other ranks, off,
+        nothing logged). Later records still reach the run."""
+        if not (self._inert or self._disabled or self._run_id is None):
+            self._call(self._client.set_terminated, self._run_id, 'FINISHED')

@@ -12,8 +12,8 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from .scene import (COLORS, COUNT_WORDS, DIRECTIONS, RELATIONS, SHAPES,
-                    SIZES, EditPair, Obj, Scene)
+from .scene import (COLORS, COUNT_WORDS, DIRECTIONS, RELATIONS, SHAPES, SIZES,
+                    EditPair, Obj, Scene)
 
 _INVERSE = {
     'left of': 'right of',
@@ -87,7 +87,8 @@ def _join(phrases: Sequence[str]) -> str:
 def _describe(scene: Scene, style: str, with_size: bool) -> str:
     if not scene.objects:
         raise ValueError('an empty scene has no description')
-    return _join([_phrase(g, style, with_size) for g in _groups(scene.objects)])
+    return _join(
+        [_phrase(g, style, with_size) for g in _groups(scene.objects)])
 
 
 def _pair(scene: Scene, style: str, with_size: bool) -> Tuple[str, str]:
@@ -147,7 +148,8 @@ def captions(scene: Scene, with_size: bool = True) -> List[str]:
     ]
 
 
-def caption(scene: Scene, rng: np.random.Generator,
+def caption(scene: Scene,
+            rng: np.random.Generator,
             with_size: bool = True) -> str:
     """One of :func:`captions`, picked by ``rng``."""
     options = captions(scene, with_size)
@@ -166,8 +168,8 @@ def instruction(pair: EditPair, with_size: bool = True) -> str:
     if pair.kind == 'recolor':
         return f'make {name} {pair.detail}'
     if pair.kind == 'add':
-        return 'add ' + _phrase((obj.size, obj.color, obj.shape, 1),
-                                'article', with_size)
+        return 'add ' + _phrase(
+            (obj.size, obj.color, obj.shape, 1), 'article', with_size)
     if pair.kind == 'remove':
         return f'remove {name}'
     if pair.kind == 'move':

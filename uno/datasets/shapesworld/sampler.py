@@ -28,8 +28,7 @@ _POSITION_TRIES = 30
 
 
 def _union(a: Sequence[int], b: Sequence[int]) -> Tuple[int, int, int, int]:
-    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]),
-            max(a[3], b[3]))
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
 class SceneSampler:
@@ -79,11 +78,11 @@ class SceneSampler:
     def sample_tag(self, rng: np.random.Generator) -> str:
         return self.tags[rng.choice(len(self.tags), p=self.tag_probs)]
 
-    def sample(self,
-               rng: np.random.Generator,
-               tag: str,
-               accept: Optional[Callable[[str], bool]] = None
-               ) -> Optional[Scene]:
+    def sample(
+            self,
+            rng: np.random.Generator,
+            tag: str,
+            accept: Optional[Callable[[str], bool]] = None) -> Optional[Scene]:
         """Sample a scene of ``tag``.
 
         Args:
@@ -130,11 +129,12 @@ class SceneSampler:
             return None
         return Scene(placed, tag, relation, self._bg(rng))
 
-    def sample_edit(self,
-                    rng: np.random.Generator,
-                    kind: str,
-                    accept: Optional[Callable[[EditPair], bool]] = None
-                    ) -> Optional[EditPair]:
+    def sample_edit(
+        self,
+        rng: np.random.Generator,
+        kind: str,
+        accept: Optional[Callable[[EditPair],
+                                  bool]] = None) -> Optional[EditPair]:
         """Sample an edit pair of ``kind`` with an empty instruction.
 
         Source objects have distinct (shape, colour) pairs, so
@@ -152,13 +152,16 @@ class SceneSampler:
             EditPair | None: None if rejected or if this draw admits no
             such edit (the caller draws again).
         """
-        low, high = {'add': (1, self.max_objects - 1),
-                     'remove': (2, self.max_objects)}.get(
-                         kind, (1, self.max_objects))
+        low, high = {
+            'add': (1, self.max_objects - 1),
+            'remove': (2, self.max_objects)
+        }.get(kind, (1, self.max_objects))
         n = int(rng.integers(low, high + 1))
         idx = rng.choice(len(self.pairs), n, replace=False)
-        objs = [self._obj(rng, *self.pairs[j], self._pick(rng, self.sizes))
-                for j in idx]
+        objs = [
+            self._obj(rng, *self.pairs[j], self._pick(rng, self.sizes))
+            for j in idx
+        ]
         i = int(rng.integers(n))
         subject, detail = objs[i], ''
         if kind == 'recolor':
@@ -180,15 +183,17 @@ class SceneSampler:
             raise ValueError(f'unknown edit kind {kind!r}')
         empty = Scene((), 'edit')
         if accept is not None and not accept(
-                EditPair(Scene(tuple(objs), 'edit'), empty, kind, '',
-                         (0, 0, 0, 0), subject, detail)):
+                EditPair(
+                    Scene(tuple(objs), 'edit'), empty, kind, '',
+                    (0, 0, 0, 0), subject, detail)):
             return None
         placed = self._place(rng, objs)
         if placed is None:
             return None
         source = Scene(placed, 'edit', None, self._bg(rng))
-        size, subject = self.image_size, placed[i] if kind != 'add' else \
-            subject
+        size = self.image_size
+        if kind != 'add':
+            subject = placed[i]
         before, after = placed[:i], placed[i + 1:]
         if kind == 'recolor':
             objects = before + (replace(subject, color=detail), ) + after
@@ -245,7 +250,9 @@ class SceneSampler:
         low = obj.radius + BORDER_PX / self.image_size
         return tuple(float(v) for v in rng.uniform(low, 1 - low, size=2))
 
-    def _place(self, rng: np.random.Generator, objs: Sequence[Obj],
+    def _place(self,
+               rng: np.random.Generator,
+               objs: Sequence[Obj],
                relation: Optional[str] = None) -> Optional[Tuple[Obj, ...]]:
         """Random non-overlapping positions; None after too many tries.
 
@@ -259,8 +266,8 @@ class SceneSampler:
                 if relation is not None and placed:
                     cand = self._related(rng, placed[0], obj, relation)
                 else:
-                    cand = replace(obj, **dict(
-                        zip(('cx', 'cy'), self._uniform_xy(rng, obj))))
+                    cx, cy = self._uniform_xy(rng, obj)
+                    cand = replace(obj, cx=cx, cy=cy)
                 if cand is None or not self._fits(cand, placed):
                     break
                 placed.append(cand)
@@ -272,9 +279,8 @@ class SceneSampler:
                  relation: str) -> Optional[Obj]:
         """``obj`` placed so that ``first <relation> obj`` holds."""
         low = obj.radius + BORDER_PX / self.image_size
-        along, across = ('cx', 'cy') if relation in ('left of',
-                                                     'right of') else ('cy',
-                                                                       'cx')
+        horizontal = relation in ('left of', 'right of')
+        along, across = ('cx', 'cy') if horizontal else ('cy', 'cx')
         start = getattr(first, along)
         if relation in ('left of', 'above'):  # obj is right of / below
             lo, hi = max(low, start + MIN_SHIFT), 1 - low
@@ -282,12 +288,17 @@ class SceneSampler:
             lo, hi = low, min(1 - low, start - MIN_SHIFT)
         if lo >= hi:
             return None
-        off = getattr(first, across) + rng.uniform(-MAX_OFF_AXIS,
-                                                   MAX_OFF_AXIS)
-        return replace(obj, **{along: float(rng.uniform(lo, hi)),
-                               across: float(np.clip(off, low, 1 - low))})
+        off = getattr(first, across) + rng.uniform(-MAX_OFF_AXIS, MAX_OFF_AXIS)
+        # clipping keeps the object inside and only shrinks the offset
+        coords = {
+            along: float(rng.uniform(lo, hi)),
+            across: float(np.clip(off, low, 1 - low))
+        }
+        return replace(obj, **coords)
 
-    def _place_one(self, rng: np.random.Generator, obj: Obj,
+    def _place_one(self,
+                   rng: np.random.Generator,
+                   obj: Obj,
                    others: Sequence[Obj],
                    direction: Optional[str] = None) -> Optional[Obj]:
         """Place ``obj`` among fixed ``others``, or move it ``direction``.

@@ -34,9 +34,10 @@ COLOR_RGB = {
 }
 BACKGROUND = (240, 240, 240)
 # Diameter (side of the bounding square) as a fraction of the image side.
-# At 32 px a small shape is 7 px and a large one 9 or 11 px wide (widths are
-# odd so that every shape is symmetric about its centre pixel).
-SIZE_RANGES = {'small': (0.20, 0.24), 'large': (0.30, 0.34)}
+# Box sides are odd (every shape is symmetric about its centre pixel): at
+# 32 px a small shape is always 7 px and a large one 11 px wide (a 9 px
+# "large" would be too close to small); at 64 px, 13-15 and 21-23 px.
+SIZE_RANGES = {'small': (0.20, 0.24), 'large': (0.32, 0.36)}
 # GenEval's prompt counts per tag. Its 'colors' prompts (one object of a
 # stated colour) are single objects here, because every shape has a colour.
 TAG_WEIGHTS = {

@@ -14,8 +14,8 @@ import numpy as np
 from . import captions as _text
 from .render import render_masks, render_scene
 from .sampler import SceneSampler
-from .scene import (BACKGROUND, COLORS, EDIT_KINDS, SHAPES, SIZES,
-                    TAG_WEIGHTS, EditPair, Scene, key_split)
+from .scene import (BACKGROUND, COLORS, EDIT_KINDS, SHAPES, SIZES, TAG_WEIGHTS,
+                    EditPair, Scene, key_split)
 
 SPLITS = ('train', 'test')
 _STREAM_SCENE, _STREAM_EDIT = 0, 1
@@ -61,8 +61,10 @@ class ShapesWorld:
     Example:
         >>> world = ShapesWorld(seed=0)
         >>> scene = world.scene(3, 'train')
-        >>> image = world.render(scene)  # (32, 32, 3) uint8
-        >>> world.prompt(scene), world.captions(scene)[1]
+        >>> world.render(scene).shape
+        (32, 32, 3)
+        >>> world.prompt(scene)
+        'a photo of a small blue triangle and a small orange diamond'
     """
 
     def __init__(self,
@@ -168,16 +170,18 @@ class ShapesWorld:
         raise RuntimeError(f'no {split} edit found in {_MAX_DRAWS} draws')
 
     def _instructed(self, pair: EditPair) -> EditPair:
-        return replace(pair,
-                       instruction=_text.instruction(pair, self.with_size))
+        return replace(
+            pair, instruction=_text.instruction(pair, self.with_size))
 
     # --- pixels --------------------------------------------------------------
-    def render(self, scene: Scene,
+    def render(self,
+               scene: Scene,
                image_size: Optional[int] = None) -> np.ndarray:
         """Render ``scene``; ``(S, S, 3)`` uint8, S defaults to image_size."""
         return render_scene(scene, image_size or self.image_size)
 
-    def masks(self, scene: Scene,
+    def masks(self,
+              scene: Scene,
               image_size: Optional[int] = None) -> np.ndarray:
         """Per-object bool masks ``(N, S, S)``; S defaults to image_size."""
         return render_masks(scene, image_size or self.image_size)
@@ -191,7 +195,8 @@ class ShapesWorld:
         """Different phrasings describing ``scene``."""
         return _text.captions(scene, self.with_size)
 
-    def caption(self, scene: Scene,
+    def caption(self,
+                scene: Scene,
                 rng: Union[np.random.Generator, int, None] = None) -> str:
         """One caption of ``scene``, picked by ``rng`` (a Generator or seed).
 

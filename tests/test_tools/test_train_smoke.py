@@ -1,0 +1,92 @@
+"""End to end: tools/train.py on the smoke config, resume, MLflow, errors.
+
+These run the real command line in a subprocess, as a user would.
+"""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+SMOKE = 'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py'
+pytestmark = pytest.mark.slow
+
+
+def _train(tmp_path, *args, iters=20):
+    env = dict(os.environ,
+               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+    cmd = [
+        sys.executable, 'tools/train.py', SMOKE, '--work-dir',
+        str(tmp_path / 'work_dirs' / 'smoke'), '--cfg-options',
+        f'train_cfg.max_iters={iters}', 'train_cfg.val_interval=1000',
+        'default_hooks.checkpoint.interval=10',
+        'default_hooks.logger.interval=5', 'log_processor.window_size=1',
+        'train_dataloader.batch_size=4', *args
+    ]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _scalars(work_dir):
+    rows = []
+    for root, _, files in os.walk(work_dir):
+        if 'scalars.json' in files:
+            with open(osp.join(root, 'scalars.json')) as f:
+                rows += [json.loads(line) for line in f]
+    return rows
+
+
+def test_train_resume_and_mlflow(tmp_path):
+    work_dir = tmp_path / 'work_dirs' / 'smoke'
+    first = _train(tmp_path, iters=20)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (work_dir / 'iter_10.pth').is_file()
+    assert (work_dir / 'iter_20.pth').is_file()
+    assert 'mlflow ui --backend-store-uri' in first.stdout + first.stderr
+
+    second = _train(tmp_path, '--resume', iters=30)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (work_dir / 'iter_30.pth').is_file()
+    log = second.stdout + second.stderr
+    assert 'resumed' in log.lower()
+    # the resumed run continues counting: no iteration 5 again, 25 and 30
+    steps = sorted(r['step'] for r in _scalars(work_dir) if 'loss' in r)
+    assert steps.count(5) == 1 and 25 in steps and 30 in steps
+
+    import mlflow
+    client = mlflow.MlflowClient(f'sqlite:///{tmp_path}/mlflow.db')
+    exp = client.get_experiment_by_name('smoke')
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1  # resume continued the same run
+    run = runs[0]
+    assert run.info.run_name == 'flow_mot-tiny_1xb8-iter200_shapes-t2i'
+    history = client.get_metric_history(run.info.run_id, 'loss/flow')
+    steps = [m.step for m in history]
+    assert 5 in steps and 30 in steps
+    values = [m.value for m in sorted(history, key=lambda m: m.step)]
+    assert values[-1] < values[0]  # the flow loss falls
+    assert run.data.params['objectives.flow.weight'] == '1.0'
+    assert run.data.tags['config_path'].endswith(SMOKE.split('/')[-1])
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert 'config.py' in artifacts
+
+
+@pytest.mark.parametrize('option, names', [
+    ('optim_wraper.type=OptimWrapper', ('optim_wraper', 'optim_wrapper')),
+    ('objectives.flow.type=FlowMatchingObjectiv',
+     ('FlowMatchingObjectiv', 'FlowMatchingObjective')),
+    ('objectives.flow.wieght=0.5', ('wieght', 'weight')),
+])
+def test_bad_config_is_one_clear_line(tmp_path, option, names):
+    res = _train(tmp_path, option, iters=2)
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith('error: ')
+    for name in names:
+        assert name in lines[0]
+    assert 'Traceback' not in res.stderr

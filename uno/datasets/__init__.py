@@ -1,0 +1,17 @@
+"""Datasets, the sequence packer, tokenizers and plan builders.
+
+Importing this package registers every dataset (DATASETS), the packer
+(FUNCTIONS: ``pack_sequences``) and the tokenizers (TOKENIZERS).
+"""
+from . import shapesworld
+from .builder import build_tokenizer, to_tensor_image, to_uint8_image
+from .packing import pack_sequences
+from .plans import t2i_plan, text_segment
+from .shapesworld_t2i import ShapesWorldT2IDataset
+from .tokenizer import WordTokenizer
+
+__all__ = [
+    'shapesworld', 'pack_sequences', 'ShapesWorldT2IDataset',
+    'WordTokenizer', 'build_tokenizer', 'to_tensor_image', 'to_uint8_image',
+    't2i_plan', 'text_segment'
+]
