@@ -23,7 +23,18 @@ from .outputs import ModelOutputs
 
 #: parts that ``freeze`` can name, and what they cover
 FREEZABLE = ('und', 'gen', 'embed_tokens', 'lm_head', 'latent_io',
-             'time_embedder', 'metaquery', 'und_encoder', 'latent_encoder')
+             'time_embedder', 'metaquery', 'und_encoder', 'connector',
+             'latent_encoder')
+
+
+class MLPConnector(nn.Sequential):
+    """Understanding features -> model width: Linear, GELU(tanh), Linear.
+    """
+
+    def __init__(self, in_dim: int, hidden_size: int):
+        super().__init__(
+            nn.Linear(in_dim, hidden_size), nn.GELU(approximate='tanh'),
+            nn.Linear(hidden_size, hidden_size))
 
 
 @MODELS.register_module()
@@ -34,6 +45,10 @@ class UnoModel(nn.Module):
         llm (dict): :class:`MoTConfig` fields.
         latent_encoder (dict): ENCODERS config of the latent encoder
             (``PixelPatchifier`` on the CPU world, a VAE for photos).
+        und_encoder (dict, optional): ENCODERS config of the understanding
+            encoder (a ViT); it embeds ``vit`` segments through an MLP
+            connector and provides the regression targets. Defaults to
+            None.
         attention (dict): ATTENTION config. Defaults to ``dict(type='sdpa')``.
         metaquery (dict): ``MetaQueryTokens`` arguments (``num_queries``).
             Defaults to ``dict(num_queries=0)``.
@@ -50,6 +65,7 @@ class UnoModel(nn.Module):
     def __init__(self,
                  llm: dict,
                  latent_encoder: dict,
+                 und_encoder: Optional[dict] = None,
                  attention: Optional[dict] = None,
                  metaquery: Optional[dict] = None,
                  freeze: Optional[dict] = None,
@@ -70,6 +86,11 @@ class UnoModel(nn.Module):
         nn.init.zeros_(self.llm2vae.weight)
         nn.init.zeros_(self.llm2vae.bias)
         self.time_embedder = TimestepEmbedder(d, scale=timestep_scale)
+        if und_encoder is not None:
+            self.und_encoder = ENCODERS.build(und_encoder)
+            self.connector = MLPConnector(self.und_encoder.feature_dim, d)
+        else:
+            self.und_encoder = self.connector = None
         self.metaquery = MetaQueryTokens(hidden_size=d, **(metaquery or {}))
         self.attention = ATTENTION.build(attention or dict(type='sdpa'))
         self._init_weights()
@@ -78,6 +99,8 @@ class UnoModel(nn.Module):
     # ------------------------------------------------------------------
     def _init_weights(self, std: float = 0.02) -> None:
         for name, module in self.named_modules():
+            if name.startswith(('und_encoder', 'latent_encoder')):
+                continue  # encoders initialise (or load) themselves
             if isinstance(module, nn.Linear) and module is not self.llm2vae:
                 nn.init.normal_(module.weight, std=std)
                 if module.bias is not None:
@@ -101,16 +124,18 @@ class UnoModel(nn.Module):
             list(self.llm2vae.parameters()),
             time_embedder=list(self.time_embedder.parameters()),
             metaquery=list(self.metaquery.parameters()),
-            und_encoder=[],
+            und_encoder=_params(self.und_encoder),
+            connector=_params(self.connector),
             latent_encoder=list(self.latent_encoder.parameters()))
         return groups
 
     def apply_freeze(self, freeze: dict) -> None:
         """Set ``requires_grad=False`` on the named parts.
 
-        The latent encoder is frozen unless ``freeze`` says otherwise.
+        The latent and understanding encoders are frozen unless ``freeze``
+        says otherwise.
         """
-        freeze = dict(dict(latent_encoder=True), **freeze)
+        freeze = dict(dict(latent_encoder=True, und_encoder=True), **freeze)
         groups = self.freeze_groups()
         for part, frozen in freeze.items():
             if part not in groups:
@@ -125,6 +150,18 @@ class UnoModel(nn.Module):
         """Clean latent tokens of ``images`` ``(I, 3, H, W)`` -> ``(I, N, C)``.
         """
         return self.latent_encoder.encode(images)
+
+    def encode_understanding(self, images: Tensor) -> Tensor:
+        """Understanding-encoder features ``(I, N, C_vit)`` of ``images``.
+
+        Gradients flow only if the encoder is trainable.
+        """
+        if self.und_encoder is None:
+            raise RuntimeError('this model has no und_encoder; set '
+                               'model.und_encoder in the config')
+        trainable = any(p.requires_grad for p in self.und_encoder.parameters())
+        with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
+            return self.und_encoder(images)
 
     def latent_inputs(self, latents: Tensor, timesteps: Tensor,
                       pos: Tensor) -> Tensor:
@@ -166,9 +203,11 @@ class UnoModel(nn.Module):
             z = self.latent_inputs(clean, zeros, batch.clean_pos)
             x = x.index_copy(0, batch.clean_index, z)
         if batch.vit_index.numel():
-            raise NotImplementedError(
-                'understanding-image (vit) segments need an und_encoder, '
-                'which this model does not have')
+            feats = self.encode_understanding(
+                batch.images[batch.vit_images]).flatten(0, 1)  # (N_vit, C)
+            z = self.connector(feats.to(w.dtype))
+            z = z + sincos_2d(batch.vit_pos, d).to(z.dtype)
+            x = x.index_copy(0, batch.vit_index, z)
         if batch.query_index.numel():
             if not self.metaquery.enabled:
                 raise RuntimeError('the batch has metaquery segments but '
@@ -205,3 +244,7 @@ class UnoModel(nn.Module):
         if batch.mq_index.numel():
             out.mq_hidden = hidden[batch.mq_index]
         return out
+
+
+def _params(module: Optional[nn.Module]) -> list:
+    return [] if module is None else list(module.parameters())

@@ -11,6 +11,7 @@ of the global active run, defaults to a sqlite store in the work-dirs root,
 and never stops training: the first MLflow error is reported once, then the
 backend switches itself off and ``LocalVisBackend`` keeps the local log.
 """
+import contextlib
 import logging
 import math
 import os
@@ -23,6 +24,11 @@ import time
 from collections.abc import Mapping
 from typing import Any, Optional, Sequence
 from urllib.parse import urlsplit
+
+try:
+    import fcntl
+except ImportError:  # Windows: no inter-process lock of the store
+    fcntl = None
 
 import numpy as np
 from mmengine.dist import get_rank
@@ -107,6 +113,31 @@ def _to_float(value: Any) -> Optional[float]:
     except (TypeError, ValueError, RuntimeError):
         return None
     return value if math.isfinite(value) else None
+
+
+def _sqlite_path(uri: str) -> Optional[str]:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    path = uri[len('sqlite:///'):].split('?')[0]
+    return path if uri.startswith('sqlite:///') and path not in (
+        '', ':memory:') else None
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """Serialise the processes that open one sqlite store.
+
+    Runs started together (a sweep) race in MLflow's schema migrations of a
+    new database, which leaves it broken for good, and in creating the same
+    experiment; a lock file next to the database orders them.
+    """
+    path = _sqlite_path(uri)
+    if path is None or fcntl is None:
+        yield
+        return
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path + '.lock', 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released on close, or if we die
+        yield
 
 
 def _log(msg: str, level: int = logging.WARNING) -> None:
@@ -225,7 +256,6 @@ class UnoMLflowVisBackend(BaseVisBackend):
 
     def _start_run(self) -> None:
         from mlflow import MlflowClient
-        from mlflow.entities import RunTag
 
         uri = self._uri = self._resolve_uri()  # MLflow makes sqlite's folder
         if uri.startswith(('http://', 'https://')):
@@ -233,21 +263,23 @@ class UnoMLflowVisBackend(BaseVisBackend):
             parts = urlsplit(uri)
             port = parts.port or (443 if parts.scheme == 'https' else 80)
             socket.create_connection((parts.hostname, port), timeout=5).close()
-        client = MlflowClient(tracking_uri=uri)
         ident = config_identity(self._cfg.filename if self._cfg else None)
         exp_name = self._experiment_name or ident.experiment
-        exp = client.get_experiment_by_name(exp_name)
-        exp_id = exp.experiment_id if exp is not None else \
-            client.create_experiment(
-                exp_name, artifact_location=self._artifact_root(exp_name))
-        run_id = self._resumable_run_id(client)
-        self._resumed = run_id is not None
-        if self._resumed:
-            client.update_run(run_id, status='RUNNING')
-        else:
-            run_name = self._run_name or (ident.run_name
-                                          if self._cfg else None)
-            run_id = client.create_run(exp_id, run_name=run_name).info.run_id
+        with _store_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
+            exp = client.get_experiment_by_name(exp_name)
+            exp_id = exp.experiment_id if exp is not None else \
+                client.create_experiment(
+                    exp_name, artifact_location=self._artifact_root(exp_name))
+            run_id = self._resumable_run_id(client)
+            self._resumed = run_id is not None
+            if self._resumed:
+                client.update_run(run_id, status='RUNNING')
+            else:
+                run_name = self._run_name or (ident.run_name
+                                              if self._cfg else None)
+                run_id = client.create_run(
+                    exp_id, run_name=run_name).info.run_id
         tags = dict(git_commit=git_commit(), uno_version=__version__)
         if self._cfg is not None and self._cfg.filename:
             tags['config_path'] = str(self._cfg.filename)
@@ -257,11 +289,9 @@ class UnoMLflowVisBackend(BaseVisBackend):
             os.makedirs(work_dir, exist_ok=True)
             with open(osp.join(work_dir, RUN_ID_FILE), 'w') as f:
                 f.write(run_id + '\n')
-        tags.update({k: str(v) for k, v in self._tags.items()})
-        client.log_batch(
-            run_id, tags=[RunTag(k, v[:5000]) for k, v in tags.items()])
         self._client, self._experiment_id = client, exp_id
         self._run_id = run_id
+        self._log_tags({**tags, **self._tags})
         if uri not in _announced_uris:
             _announced_uris.add(uri)
             _log(
@@ -271,9 +301,10 @@ class UnoMLflowVisBackend(BaseVisBackend):
 
     def _artifact_root(self, exp_name: str) -> Optional[str]:
         # MLflow's default for a sqlite store is ./mlruns below the *cwd*
-        if self._artifact_location or not self._uri.startswith('sqlite:///'):
+        db_path = _sqlite_path(self._uri)
+        if self._artifact_location or db_path is None:
             return self._artifact_location
-        db_dir = osp.dirname(self._uri[len('sqlite:///'):])
+        db_dir = osp.dirname(osp.abspath(db_path))
         parts = [_safe_name(p) for p in exp_name.split('/') if p]
         return osp.join(db_dir, 'mlartifacts', *parts)
 
@@ -376,16 +407,20 @@ class UnoMLflowVisBackend(BaseVisBackend):
         """
         if self._inert or self._disabled:
             return
-        from mlflow.entities import Metric
-        stamp, metrics = int(time.time() * 1000), []
+        metrics = {}
         for name, value in scalar_dict.items():
             number = _to_float(value)
             if name not in _SKIPPED_SCALARS and number is not None:
-                key = _BAD_KEY_CHARS.sub('_', str(name))[:250]
-                metrics.append(Metric(key, number, stamp, int(step)))
+                metrics[_BAD_KEY_CHARS.sub('_', str(name))[:250]] = number
         if metrics:
-            self._call(
-                lambda: self._client.log_batch(self._run_id, metrics=metrics))
+            self._call(self._log_metrics, metrics, int(step))
+
+    def _log_metrics(self, metrics: dict, step: int) -> None:
+        from mlflow.entities import Metric
+        stamp = int(time.time() * 1000)
+        self._client.log_batch(
+            self._run_id,
+            metrics=[Metric(k, v, stamp, step) for k, v in metrics.items()])
 
     @force_init_env
     def add_image(self,
@@ -423,11 +458,15 @@ class UnoMLflowVisBackend(BaseVisBackend):
         Args:
             tags (dict): ``{name: value}``; values are logged as str.
         """
-        if self._inert or self._disabled or not tags:
-            return
+        if not (self._inert or self._disabled or not tags):
+            self._call(self._log_tags, tags)
+
+    def _log_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
-        entries = [RunTag(str(k), str(v)[:5000]) for k, v in tags.items()]
-        self._call(lambda: self._client.log_batch(self._run_id, tags=entries))
+        self._client.log_batch(
+            self._run_id,
+            tags=[RunTag(str(k),
+                         str(v)[:5000]) for k, v in tags.items()])
 
     def close(self) -> None:
         """Mark the run FINISHED; a no-op without one (other ranks, off,
