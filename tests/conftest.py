@@ -77,3 +77,22 @@ def tiny_model_cfg():
                  num_kv_heads=2, intermediate_size=64),
         latent_encoder=dict(type='PixelPatchifier', patch_size=4),
         attention=dict(type='sdpa'))
+
+
+@pytest.fixture
+def uno_model_cfg(tiny_model_cfg):
+    """The tiny model with a tiny ViT, 4 metaqueries, frozen und side."""
+    return dict(
+        tiny_model_cfg,
+        und_encoder=dict(type='TimmViTEncoder',
+                         config=dict(img_size=8, patch_size=4, embed_dim=16,
+                                     depth=1, num_heads=2)),
+        metaquery=dict(num_queries=4),
+        freeze=dict(und=True, embed_tokens=True, lm_head=True,
+                    und_encoder=True, connector=True))
+
+
+UNO_OBJECTIVES = dict(
+    flow=dict(type='FlowMatchingObjective', weight=1.0),
+    caption=dict(type='CaptioningObjective', weight=1.0),
+    regression=dict(type='VisualRegressionObjective', weight=1.0))

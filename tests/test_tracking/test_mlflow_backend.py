@@ -176,6 +176,8 @@ def test_resume_continues_the_run(tmp_path, store_uri):
     first.add_config(make_cfg(tmp_path))
     first.add_scalars({'loss/flow': 1.0}, step=1)
     first.close()
+    # mmengine resumes only when the work dir has a checkpoint
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_1.pth'))
 
     resumed = UnoMLflowVisBackend(
         save_dir=save_dir_of(tmp_path), tracking_uri=store_uri)
@@ -246,6 +248,8 @@ def test_default_store_in_work_dirs_root(tmp_path, store_uri):
     assert backend.tracking_uri == f'sqlite:///{db}'
     backend.add_config(make_cfg(work_dir))
     assert db.is_file()
+    # runs that start together queue on this lock for MLflow's migrations
+    assert (db.parent / 'mlflow.db.lock').is_file()
     client = mlflow.MlflowClient(f'sqlite:///{db}')
     assert client.get_run(backend.run_id).info.run_name == 'uno_mq16'
     backend.close()
@@ -336,3 +340,16 @@ def test_runner_logs_train_scalars(tmp_path, store_uri, fresh_singletons):
             ] == [1, 2, 3]
     assert {'loss', 'lr', 'time', 'data_time'} <= set(run.data.metrics)
     assert not {'iter', 'epoch'} & set(run.data.metrics)
+
+
+def test_resume_without_checkpoint_starts_a_new_run(tmp_path, store_uri):
+    first = UnoMLflowVisBackend(
+        save_dir=save_dir_of(tmp_path), tracking_uri=store_uri)
+    first.add_config(make_cfg(tmp_path))
+    first.add_scalars({'loss/flow': 1.0}, step=1)
+    first.close()
+    again = UnoMLflowVisBackend(
+        save_dir=save_dir_of(tmp_path), tracking_uri=store_uri)
+    again.add_config(make_cfg(tmp_path, resume=True))
+    assert again.run_id not in (None, first.run_id)
+    again.close()

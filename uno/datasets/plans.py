@@ -3,9 +3,11 @@
 These are the only places where the segment order of a task is written
 down; datasets call them, objectives and masks follow from them.
 """
-from typing import List, Sequence
+from dataclasses import dataclass, fields
+from typing import List, Optional, Sequence, Union
 
 from uno.structures import Segment
+from uno.utils.errors import UnoConfigError, did_you_mean
 
 
 def text_segment(tokens: Sequence[int], tokenizer, kind: str = 'text',
@@ -30,3 +32,82 @@ def t2i_plan(prompt: Sequence[int], tokenizer, image: int = 0) -> List[Segment]:
         text_segment(prompt, tokenizer),
         Segment('noisy_latent', image=image, markers=markers, loss=True),
     ]
+
+
+@dataclass
+class UnoPlanOptions:
+    """Which UNO segments follow a noisy image.
+
+    Filled by ``build_runner`` from the configured objectives (a caption
+    objective asks for ``caption``, a regression objective for
+    metaqueries) and the model's metaquery count, so configs state each
+    choice once.
+
+    Args:
+        caption (bool): Append a caption segment read from the noisy
+            image. Defaults to False.
+        num_queries (int): Metaquery tokens to append (0: none). Defaults
+            to 0.
+        queries_see_caption (bool): Metaqueries also see the caption.
+            Defaults to False.
+    """
+    caption: bool = False
+    num_queries: int = 0
+    queries_see_caption: bool = False
+
+    @classmethod
+    def build(cls, options: Optional[Union[dict, 'UnoPlanOptions']]):
+        if options is None:
+            return cls()
+        if isinstance(options, cls):
+            return options
+        names = [f.name for f in fields(cls)]
+        for key in options:
+            if key not in names:
+                raise UnoConfigError(f"unknown UNO plan option '{key}': "
+                                     f'{did_you_mean(key, names)}')
+        opts = cls(**options)
+        if opts.num_queries < 0:
+            raise UnoConfigError('num_queries must be >= 0')
+        return opts
+
+    @property
+    def enabled(self) -> bool:
+        return self.caption or self.num_queries > 0
+
+
+def uno_segments(noisy: int, caption: Optional[Sequence[int]], tokenizer,
+                 options: UnoPlanOptions, target_image: int,
+                 first_index: int) -> List[Segment]:
+    """UNO's understanding segments after the noisy image ``noisy``.
+
+    Both see the noisy image and nothing before it (prompt masking): the
+    caption causally, the metaqueries fully among themselves (and the
+    caption if ``queries_see_caption``).
+
+    Args:
+        noisy (int): Index of the noisy-latent segment in the plan.
+        caption (Sequence[int], optional): Caption token ids (no
+            specials); required when ``options.caption``.
+        tokenizer: Provides the special ids.
+        options (UnoPlanOptions): What to append.
+        target_image (int): Image whose features metaqueries regress.
+        first_index (int): Plan index the first appended segment gets.
+    """
+    segments: List[Segment] = []
+    caption_index = None
+    if options.caption:
+        if caption is None:
+            raise ValueError('UNO captioning needs a caption for the image')
+        caption_index = first_index
+        segments.append(
+            text_segment(caption, tokenizer, kind='caption', loss=True,
+                         sees=(noisy, )))
+    if options.num_queries > 0:
+        sees = (noisy, )
+        if options.queries_see_caption and caption_index is not None:
+            sees = (noisy, caption_index)
+        segments.append(
+            Segment('metaquery', num_queries=options.num_queries, sees=sees,
+                    loss=True, target_image=target_image))
+    return segments

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from uno.registry import DATASETS
 from uno.structures import SequencePlan
 from .builder import build_tokenizer, to_tensor_image
-from .plans import t2i_plan
+from .plans import UnoPlanOptions, t2i_plan, uno_segments
 from .shapesworld import ShapesWorld
 
 
@@ -37,6 +37,10 @@ class ShapesWorldT2IDataset(Dataset):
             one of the scene's phrasings) as the conditioning text.
             Defaults to ``'prompt'``.
         max_objects (int): Objects per scene at most. Defaults to 4.
+        uno (dict, optional): :class:`UnoPlanOptions`: UNO's caption and
+            metaquery segments after the noisy image. Filled from the
+            objectives by ``build_runner`` when left out. Defaults to None
+            (plain text-to-image).
     """
 
     def __init__(self,
@@ -47,7 +51,8 @@ class ShapesWorldT2IDataset(Dataset):
                  tokenizer: Optional[Union[dict, object]] = None,
                  prompt_dropout: float = 0.1,
                  text: str = 'prompt',
-                 max_objects: int = 4):
+                 max_objects: int = 4,
+                 uno: Optional[dict] = None):
         if text not in ('prompt', 'caption'):
             raise ValueError(f"text must be 'prompt' or 'caption', got "
                              f'{text!r}')
@@ -55,6 +60,7 @@ class ShapesWorldT2IDataset(Dataset):
             raise ValueError('prompt_dropout must be in [0, 1]')
         self.split, self.num_samples, self.seed = split, num_samples, seed
         self.prompt_dropout, self.text = prompt_dropout, text
+        self.uno = UnoPlanOptions.build(uno)
         self.world = ShapesWorld(
             image_size=image_size, max_objects=max_objects, seed=seed)
         self.tokenizer = build_tokenizer(tokenizer or
@@ -74,8 +80,18 @@ class ShapesWorldT2IDataset(Dataset):
         dropped = rng.random() < self.prompt_dropout
         tokens = [] if dropped else self.tokenizer.encode(text)
         image = to_tensor_image(self.world.render(scene))  # (3, H, W)
+        segments = t2i_plan(tokens, self.tokenizer)
+        caption = None
+        if self.uno.enabled:
+            # a re-phrasing of the scene, chosen independently of the prompt
+            options = self.world.captions(scene)
+            caption = options[rng.integers(len(options))]
+            segments += uno_segments(
+                noisy=1, caption=self.tokenizer.encode(caption),
+                tokenizer=self.tokenizer, options=self.uno, target_image=0,
+                first_index=len(segments))
         return SequencePlan(
-            segments=t2i_plan(tokens, self.tokenizer),
+            segments=segments,
             images=[image],
-            meta=dict(index=index, prompt=text, dropped=bool(dropped),
-                      tag=scene.tag))
+            meta=dict(index=index, prompt=text, caption=caption,
+                      dropped=bool(dropped), tag=scene.tag))

@@ -8,12 +8,14 @@ drives, and hands the *original* config to the Runner, so what is dumped to
 the work dir and logged to MLflow is what the user wrote.
 """
 import copy
+import inspect
 
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from uno.registry import FUNCTIONS
+from uno.registry import DATASETS, FUNCTIONS
+from uno.utils.errors import UnoConfigError
 
 DEFAULT_CONSTRUCTOR = 'TrainableOnlyOptimWrapperConstructor'
 
@@ -27,6 +29,10 @@ def build_runner(cfg: Config) -> Runner:
     from uno.utils.config_check import validate_config
     validate_config(cfg)
     cfg = copy.deepcopy(cfg)
+    uno = plan_options(cfg)
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if cfg.get(key):
+            _inject_plan_options(cfg[key].get('dataset'), uno, key)
     trainer = dict(
         type='UnoTrainer',
         model=cfg.model,
@@ -82,3 +88,40 @@ def _resolve_collate(dataloader):
     if isinstance(name, str) and name in FUNCTIONS:
         collate['type'] = FUNCTIONS.get(name)
     return dataloader
+
+
+def plan_options(cfg) -> dict:
+    """UNO segments the configured objectives ask the data for."""
+    from uno.objectives import ObjectiveSet
+    opts = ObjectiveSet.plan_options(cfg.get('objectives') or {})
+    k = (cfg.model.get('metaquery') or {}).get('num_queries', 0)
+    return dict(
+        caption=bool(opts.get('caption', False)),
+        num_queries=int(k) if opts.get('metaquery') else 0,
+        queries_see_caption=bool(opts.get('queries_see_caption', False)))
+
+
+def _inject_plan_options(dataset, uno: dict, where: str) -> None:
+    """Give every dataset that takes ``uno=`` the derived options.
+
+    A dataset that sets ``uno`` explicitly keeps it, but its metaquery
+    count must match the model's.
+    """
+    if not isinstance(dataset, dict):
+        return
+    for child in [dataset.get('dataset')] + list(dataset.get('datasets',
+                                                             [])):
+        _inject_plan_options(child, uno, where)
+    cls = DATASETS.get(dataset.get('type')) if isinstance(
+        dataset.get('type'), str) else dataset.get('type')
+    if cls is None or 'uno' not in inspect.signature(cls).parameters:
+        return
+    if dataset.get('uno') is None:
+        dataset['uno'] = dict(uno)
+    elif uno['num_queries'] and dataset['uno'].get(
+            'num_queries', 0) != uno['num_queries']:
+        raise UnoConfigError(
+            f"{where}.dataset.uno.num_queries="
+            f"{dataset['uno'].get('num_queries', 0)} differs from "
+            f"model.metaquery.num_queries={uno['num_queries']}; leave "
+            'dataset.uno out to derive it from the model')

@@ -1,10 +1,14 @@
 """Training objectives (registry ``OBJECTIVES``) and the ObjectiveSet."""
 from .base import BaseObjective, ObjectiveResult
+from .captioning import CaptioningObjective
 from .flow_matching import FlowMatchingObjective
 from .objective_set import ObjectiveSet
 from .timestep_samplers import sample_timesteps, shift_timesteps
+from .visual_regression import VisualRegressionObjective, resample_tokens
 
 __all__ = [
     'BaseObjective', 'ObjectiveResult', 'ObjectiveSet',
-    'FlowMatchingObjective', 'sample_timesteps', 'shift_timesteps'
+    'FlowMatchingObjective', 'CaptioningObjective',
+    'VisualRegressionObjective', 'resample_tokens', 'sample_timesteps',
+    'shift_timesteps'
 ]

@@ -52,12 +52,26 @@ class BaseObjective(nn.Module):
     requires: Tuple[str, ...] = ()
     #: layers (1-based) whose hidden states the objective needs
     requires_layers: Tuple[int, ...] = ()
+    #: run ``prepare`` even at weight 0 (it provides inputs others need)
+    always_prepare: bool = False
 
     def __init__(self, weight: float = 1.0):
         super().__init__()
         if weight < 0:
             raise ValueError(f'objective weight must be >= 0, got {weight}')
         self.weight = float(weight)
+
+    @classmethod
+    def plan_options(cls, cfg: dict) -> Dict[str, object]:
+        """Segments this objective needs in the training plans.
+
+        ``build_runner`` merges the options of every objective with a
+        non-zero weight and hands them to the datasets (``uno=...``), so a
+        config lists an objective once and the data follows. Keys:
+        ``caption`` (bool), ``metaquery`` (bool), ``queries_see_caption``
+        (bool).
+        """
+        return {}
 
     def setup(self, model: nn.Module) -> None:
         """Check the model supports the objective (called once at build).
@@ -72,3 +86,50 @@ class BaseObjective(nn.Module):
     def forward(self, outputs: ModelOutputs,
                 batch: PackedBatch) -> ObjectiveResult:
         raise NotImplementedError
+
+
+def sample_timestep_of_items(batch: PackedBatch,
+                             item_sample: Tensor) -> Tensor:
+    """The noisy-image timestep of each item's sample; NaN if it has none.
+
+    Args:
+        batch (PackedBatch): With ``extras['timesteps']`` ``(I_noisy,)``.
+        item_sample (Tensor): ``(N,)`` sample index of each item.
+
+    Returns:
+        Tensor: ``(N,)`` float timesteps.
+    """
+    per_sample = torch.full((batch.num_samples, ), float('nan'),
+                            device=item_sample.device)
+    t = batch.extras.get('timesteps')
+    if t is not None and batch.noisy_images.numel():
+        # every noisy token writes its image's t to its sample
+        per_sample[batch.sample_ids[batch.noisy_index]] = \
+            t.float()[batch.noisy_group]
+    return per_sample[item_sample]
+
+
+def window_mask(batch: PackedBatch, item_sample: Tensor,
+                window: Optional[Tuple[float, float]]) -> Tensor:
+    """Items whose sample's timestep lies in ``[lo, hi]``.
+
+    Items of samples without a noisy image (e.g. plain captioning) are
+    always kept; ``window=None`` keeps everything.
+    """
+    keep = torch.ones_like(item_sample, dtype=torch.bool)
+    if window is None:
+        return keep
+    t = sample_timestep_of_items(batch, item_sample)
+    lo, hi = window
+    return keep & (t.isnan() | ((t >= lo) & (t <= hi)))
+
+
+def check_window(window) -> Optional[Tuple[float, float]]:
+    """Validate a ``timestep_window`` argument."""
+    if window is None:
+        return None
+    lo, hi = (float(v) for v in window)
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f'timestep_window must satisfy 0 <= lo <= hi <= 1, '
+                         f'got {window}')
+    return lo, hi

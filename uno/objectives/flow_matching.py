@@ -35,6 +35,7 @@ class FlowMatchingObjective(BaseObjective):
         scale (float): Logit-normal std. Defaults to 1.0.
     """
     requires = ('velocity', )
+    always_prepare = True
 
     def __init__(self,
                  weight: float = 1.0,

@@ -51,6 +51,20 @@ class ObjectiveSet(nn.Module):
         for obj in self.objectives.values():
             obj.setup(model)
 
+    @staticmethod
+    def plan_options(objectives: Dict[str, dict]) -> Dict[str, object]:
+        """Merged plan options of the configured objectives with a
+        non-zero weight (see :meth:`BaseObjective.plan_options`)."""
+        options: Dict[str, object] = {}
+        for cfg in objectives.values():
+            cls = OBJECTIVES.get(cfg['type']) if isinstance(
+                cfg.get('type'), str) else cfg.get('type')
+            if cls is None or float(cfg.get('weight', 1.0)) == 0:
+                continue
+            for key, value in cls.plan_options(cfg).items():
+                options[key] = options.get(key, False) or value
+        return options
+
     @property
     def requires_layers(self) -> Tuple[int, ...]:
         layers = set()
@@ -63,13 +77,27 @@ class ObjectiveSet(nn.Module):
                 model: nn.Module,
                 batch: PackedBatch,
                 generator: Optional[torch.Generator] = None) -> None:
-        """Run every objective's ``prepare`` (weight 0 included)."""
+        """Run ``prepare`` of the active objectives (and of those that
+        provide inputs to others, e.g. flow's noisy latents)."""
         for obj in self.objectives.values():
-            obj.prepare(model, batch, generator)
+            if obj.weight > 0 or obj.always_prepare:
+                obj.prepare(model, batch, generator)
 
-    def forward(self, outputs: ModelOutputs,
-                batch: PackedBatch) -> Tuple[Tensor, Dict[str, Tensor]]:
+    def forward(
+        self,
+        outputs: ModelOutputs,
+        batch: PackedBatch,
+        counts: Optional[Dict[str, Tensor]] = None
+    ) -> Tuple[Tensor, Dict[str, Tensor]]:
         """Total loss and log variables.
+
+        Args:
+            outputs (ModelOutputs): The model's outputs on ``batch``.
+            batch (PackedBatch): The prepared batch.
+            counts (dict[str, Tensor], optional): Normalisers per
+                objective, e.g. the counts of all micro-batches of an
+                accumulated step; None means this batch's counts summed
+                over ranks. Defaults to None.
 
         Returns:
             tuple[Tensor, dict[str, Tensor]]: The weighted total (the
@@ -83,7 +111,10 @@ class ObjectiveSet(nn.Module):
             if obj.weight == 0:
                 continue
             res = obj(outputs, batch)
-            count = all_reduce_sum(res.count.float())
+            if counts is not None and name in counts:
+                count = torch.as_tensor(counts[name], dtype=torch.float32)
+            else:
+                count = all_reduce_sum(res.count.float())
             loss = res.loss_sum * n_ranks / count.clamp(min=1)
             # the logged value is the global mean over all ranks' items
             logs[f'loss/{name}'] = all_reduce_sum(loss) / n_ranks
@@ -101,7 +132,7 @@ class ObjectiveSet(nn.Module):
     @torch.no_grad()
     def per_sample(self, outputs: ModelOutputs,
                    batch: PackedBatch) -> Dict[str, Tensor]:
-        """Mean loss of each sample, per objective (weight 0 included).
+        """Mean loss of each sample, per prepared objective.
 
         Returns:
             dict[str, Tensor]: ``name -> (B,)``; NaN where a sample has no
@@ -109,6 +140,8 @@ class ObjectiveSet(nn.Module):
         """
         result = {}
         for name, obj in self.objectives.items():
+            if not (obj.weight > 0 or obj.always_prepare):
+                continue
             res = obj(outputs, batch)
             if res.per_item is None:
                 continue

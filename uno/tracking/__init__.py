@@ -1,4 +1,8 @@
 """Experiment tracking back-ends (MLflow) for mmengine's Visualizer."""
 from .mlflow_backend import UnoMLflowVisBackend
+from .report import find_mlflow_backend, log_eval_metrics, report_tracking
 
-__all__ = ['UnoMLflowVisBackend']
+__all__ = [
+    'UnoMLflowVisBackend', 'find_mlflow_backend', 'log_eval_metrics',
+    'report_tracking'
+]

@@ -25,11 +25,6 @@ from collections.abc import Mapping
 from typing import Any, Optional, Sequence
 from urllib.parse import urlsplit
 
-try:
-    import fcntl
-except ImportError:  # Windows: no inter-process lock of the store
-    fcntl = None
-
 import numpy as np
 from mmengine.dist import get_rank
 from mmengine.logging import print_log
@@ -38,6 +33,11 @@ from mmengine.visualization.vis_backend import BaseVisBackend, force_init_env
 from uno.registry import VISBACKENDS
 from uno.utils.paths import config_identity
 from uno.version import __version__
+
+try:
+    import fcntl
+except ImportError:  # Windows: no inter-process lock of the store
+    fcntl = None
 
 #: Dotted config keys logged as params, besides ``objectives.<name>.weight``.
 DEFAULT_PARAM_KEYS = ('model.metaquery.num_queries',
@@ -315,6 +315,11 @@ class UnoMLflowVisBackend(BaseVisBackend):
         if not (self._cfg is not None and self._cfg.get('resume') and work_dir
                 and osp.isfile(path)):
             return None
+        if not (self._cfg.get('load_from')
+                or osp.isfile(osp.join(work_dir, 'last_checkpoint'))):
+            # mmengine restarts from iteration 0 when it finds no
+            # checkpoint; continuing the old run would log steps twice
+            return None
         with open(path) as f:
             run_id = f.read().strip()
         from mlflow.exceptions import MlflowException
@@ -463,10 +468,8 @@ class UnoMLflowVisBackend(BaseVisBackend):
 
     def _log_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
-        self._client.log_batch(
-            self._run_id,
-            tags=[RunTag(str(k),
-                         str(v)[:5000]) for k, v in tags.items()])
+        entries = [RunTag(str(k), str(v)[:5000]) for k, v in tags.items()]
+        self._client.log_batch(self._run_id, tags=entries)
 
     def close(self) -> None:
         """Mark the run FINISHED; a no-op without one (other ranks, off,

@@ -40,5 +40,4 @@ def log_eval_metrics(runner, metrics: Dict[str, float],
     numeric = {k: v for k, v in metrics.items()
                if isinstance(v, (int, float))}
     backend.add_scalars(numeric, step=runner.iter)
-    backend.set_tags(dict(checkpoint=checkpoint)) \
-        if hasattr(backend, 'set_tags') else None
+    backend.set_tags(dict(checkpoint=checkpoint))

@@ -1,7 +1,8 @@
 """PyTorch scaled-dot-product attention with a dense boolean mask.
 
 Runs on CPU and GPU, forward and backward. The mask is the ``(L, L)``
-boolean matrix the plan implies (see :meth:`PackedBatch.dense_mask`); for
+boolean matrix the plan implies (see :meth:`PackedBatch.dense_mask`), or
+its ``(L_new, L_past + L_new)`` slice when decoding with a KV cache; for
 sequences of a few thousand tokens it costs ``L**2`` bytes, which is small
 next to the activations.
 """
@@ -18,12 +19,12 @@ class SDPAAttention(AttentionBackend):
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor,
                 mask: Tensor) -> Tensor:
-        q = q.transpose(0, 1).unsqueeze(0)  # (1, H, L, d)
-        k = k.transpose(0, 1).unsqueeze(0)  # (1, H_kv, L, d)
-        v = v.transpose(0, 1).unsqueeze(0)  # (1, H_kv, L, d)
+        q = q.transpose(0, 1).unsqueeze(0)  # (1, H, L_q, d)
+        k = k.transpose(0, 1).unsqueeze(0)  # (1, H_kv, L_k, d)
+        v = v.transpose(0, 1).unsqueeze(0)  # (1, H_kv, L_k, d)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
-        return out.squeeze(0).transpose(0, 1)  # (L, H, d)
+        return out.squeeze(0).transpose(0, 1)  # (L_q, H, d)
 
 
 ATTENTION.register_module(name='eager', module=EagerAttention)

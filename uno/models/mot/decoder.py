@@ -12,8 +12,16 @@ which UNO's understanding losses reach the generation expert.
 Parameter names therefore carry the expert: ``layers.3.experts.gen.q_proj
 .weight``. Freezing, parameter groups, copy-init and FSDP wrapping key off
 that contract.
+
+For inference the decoder keeps a :class:`KVCache`: every layer's post-RoPE
+keys and values of a prefix (a condition), so later tokens attend to the
+prefix without recomputing it. That is exact whenever the prefix cannot
+see the later tokens, which the plans guarantee for a prompt before a
+noisy image (noise segments are invisible to earlier segments) and for
+causal text.
 """
-from typing import Dict, List, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +75,43 @@ def _gather(x: Tensor, index: Tensor) -> Tensor:
     return x if index.numel() == x.shape[0] else x.index_select(0, index)
 
 
+@dataclass
+class KVCache:
+    """Post-RoPE keys and values of a prefix, one entry per layer.
+
+    A cache is filled by passing an empty one as ``cache`` to
+    :meth:`MoTDecoder.forward` (each layer appends the keys and values it
+    attended over: the ``past`` ones followed by the new ones) and read by
+    passing it as ``past``; reading never modifies it, so one condition
+    cache serves every sampling step.
+
+    Attributes:
+        keys (list[Tensor]): Per layer ``(L_past, H_kv, d)``.
+        values (list[Tensor]): Per layer ``(L_past, H_kv, d)``.
+    """
+    keys: List[Tensor] = field(default_factory=list)
+    values: List[Tensor] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        """Number of cached tokens (0 when empty)."""
+        return int(self.keys[0].shape[0]) if self.keys else 0
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.keys)
+
+    def append(self, k: Tensor, v: Tensor) -> None:
+        """Store the next layer's keys and values."""
+        self.keys.append(k)
+        self.values.append(v)
+
+    def index_select(self, index: Tensor) -> 'KVCache':
+        """A cache of the tokens at ``index`` ``(N,)`` (e.g. to drop
+        finished samples or reorder them)."""
+        return KVCache([k.index_select(0, index) for k in self.keys],
+                       [v.index_select(0, index) for v in self.values])
+
+
 class MoTDecoderLayer(nn.Module):
     """A pre-norm decoder layer with per-expert weights.
 
@@ -79,8 +124,14 @@ class MoTDecoderLayer(nn.Module):
         self.cfg = cfg
         self.experts = nn.ModuleDict({e: ExpertBlock(cfg) for e in EXPERTS})
 
-    def forward(self, x: Tensor, routes: Routes, rope: Tuple[Tensor, Tensor],
-                attention: nn.Module, mask) -> Tensor:
+    def forward(self,
+                x: Tensor,
+                routes: Routes,
+                rope: Tuple[Tensor, Tensor],
+                attention: nn.Module,
+                mask,
+                past: Optional[Tuple[Tensor, Tensor]] = None,
+                cache: Optional[KVCache] = None) -> Tensor:
         """Run the layer.
 
         Args:
@@ -88,7 +139,12 @@ class MoTDecoderLayer(nn.Module):
             routes (Routes): Positions of each expert's tokens.
             rope (tuple[Tensor, Tensor]): ``(cos, sin)``, each ``(L, d)``.
             attention (nn.Module): The attention backend.
-            mask: The backend's prepared mask.
+            mask: The backend's prepared mask, ``(L, L_past + L)``.
+            past (tuple[Tensor, Tensor], optional): Cached post-RoPE keys
+                and values ``(L_past, H_kv, d)`` placed before this call's
+                own. Defaults to None.
+            cache (KVCache, optional): Receives the keys and values this
+                layer attended over. Defaults to None.
 
         Returns:
             Tensor: ``(L, D)``.
@@ -111,6 +167,11 @@ class MoTDecoderLayer(nn.Module):
         v = _scatter(v_parts, length)  # (L, H_kv, d)
         cos, sin = rope
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if past is not None:
+            k = torch.cat([past[0], k])  # (L_past + L, H_kv, d)
+            v = torch.cat([past[1], v])  # (L_past + L, H_kv, d)
+        if cache is not None:
+            cache.append(k, v)
         attn = attention(q, k, v, mask).flatten(1)  # (L, H * d)
 
         out_parts = []
@@ -146,9 +207,18 @@ class MoTDecoder(nn.Module):
         routes: Routes,
         attention: nn.Module,
         mask,
-        return_layers: Sequence[int] = ()
+        return_layers: Sequence[int] = (),
+        past: Optional[KVCache] = None,
+        cache: Optional[KVCache] = None
     ) -> Tuple[Tensor, Dict[int, Tensor]]:
         """Run all layers.
+
+        With ``past``, ``x`` holds only the new tokens: they attend to the
+        cached prefix followed by themselves, and ``mask`` is the
+        ``(L, L_past + L)`` mask in that key order (see
+        :meth:`AttentionBackend.prepare` with ``query_index`` and
+        ``key_index``); ``position_ids`` and ``routes`` are those of the
+        new tokens.
 
         Args:
             x (Tensor): Input embeddings ``(L, D)``.
@@ -158,21 +228,39 @@ class MoTDecoder(nn.Module):
             mask: The backend's prepared mask.
             return_layers (Sequence[int]): Layers (1-based: the output of
                 layer ``i``) whose un-normalised hidden states to return.
+            past (KVCache, optional): Keys and values of a prefix, read
+                only. Defaults to None.
+            cache (KVCache, optional): An empty cache that receives every
+                layer's keys and values (``past`` ones, then the new ones):
+                pass ``KVCache()`` to encode a condition once, or ``past``
+                and a fresh ``KVCache()`` to extend it token by token.
+                Defaults to None.
 
         Returns:
             tuple[Tensor, dict[int, Tensor]]: The final per-expert-normed
             hidden states ``(L, D)`` and the requested layer outputs.
         """
+        if past is not None and past.num_layers != len(self.layers):
+            raise ValueError(f'past has {past.num_layers} layers, the '
+                             f'decoder {len(self.layers)}')
+        if cache is not None and cache.num_layers:
+            raise ValueError('cache must be an empty KVCache(); pass the '
+                             'filled one as past')
         rope = self.rotary(position_ids, x.dtype)
         taps: Dict[int, Tensor] = {}
-        ckpt = self.cfg.activation_checkpointing and self.training
+        # the cache is an inference feature; a checkpointed layer would
+        # append its keys twice when it is recomputed in backward
+        ckpt = (self.cfg.activation_checkpointing and self.training
+                and past is None and cache is None)
         for i, layer in enumerate(self.layers, start=1):
             if ckpt:
                 x = checkpoint(
                     layer, x, routes, rope, attention, mask,
                     use_reentrant=False)
             else:
-                x = layer(x, routes, rope, attention, mask)
+                kv = None if past is None else (past.keys[i - 1],
+                                                past.values[i - 1])
+                x = layer(x, routes, rope, attention, mask, kv, cache)
             if i in return_layers:
                 taps[i] = x
         x = _scatter([(index, self.norm[name](_gather(x, index)))
@@ -195,6 +283,6 @@ def make_routes(und_index: Tensor, gen_index: Tensor) -> Routes:
             if i.numel() > 0]
 
 
-__all__ = ['MoTDecoder', 'MoTDecoderLayer', 'ExpertBlock', 'make_routes',
-           'EXPERTS', 'Routes', 'MoTConfig']
+__all__ = ['MoTDecoder', 'MoTDecoderLayer', 'ExpertBlock', 'KVCache',
+           'make_routes', 'EXPERTS', 'Routes', 'MoTConfig']
 

@@ -1,0 +1,61 @@
+"""VisualRegressionObjective: resampling, losses, refusal without queries."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tests.conftest import t2i_sample
+from uno.datasets.packing import pack_sequences
+from uno.models.outputs import ModelOutputs
+from uno.objectives import VisualRegressionObjective, resample_tokens
+from uno.registry import MODELS
+from uno.utils.errors import UnoConfigError
+
+
+def test_resample_pool_and_interpolate():
+    grid = torch.arange(16.).reshape(1, 16, 1)  # 4x4 grid, one channel
+    pooled = resample_tokens(grid, 4, 'pool')
+    # mean of each 2x2 block of [[0..3],[4..7],[8..11],[12..15]]
+    assert pooled.flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
+    assert resample_tokens(grid, 16, 'interpolate').flatten().tolist() == \
+        grid.flatten().tolist()
+    assert resample_tokens(grid, 3, 'pool').shape == (1, 3, 1)
+
+
+@pytest.mark.parametrize('loss', ['mse', 'cosine', 'smooth_l1'])
+def test_closed_form_losses(loss):
+    batch = pack_sequences([t2i_sample(num_queries=2)], latent_stride=4)
+    obj = VisualRegressionObjective(loss=loss)
+    obj.projector = nn.Identity()
+    pred = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    target = torch.tensor([[[1.0, 1.0], [0.0, 1.0]]])  # (I=1, K=2, C=2)
+    batch.extras['regression_target'] = target
+    res = obj(ModelOutputs(hidden=torch.zeros(1), mq_hidden=pred), batch)
+    if loss == 'mse':
+        expected = (0 + 1) / 2 + (0 + 1) / 2
+    elif loss == 'smooth_l1':
+        expected = F.smooth_l1_loss(pred, target[0],
+                                    reduction='none').mean(-1).sum().item()
+    else:
+        expected = (1 - 2**-0.5) + 0.0
+    assert res.loss_sum.item() == pytest.approx(expected, rel=1e-6)
+    assert res.count.item() == 2
+
+
+def test_refuses_without_metaqueries(uno_model_cfg):
+    model = MODELS.build(dict(uno_model_cfg, metaquery=dict(num_queries=0)))
+    with pytest.raises(UnoConfigError, match='num_queries > 0'):
+        VisualRegressionObjective().setup(model)
+    # inactive (weight 0) it builds: ablations with K = 0 switch it off
+    VisualRegressionObjective(weight=0).setup(model)
+
+
+def test_targets_are_clean_image_features(uno_model_cfg):
+    torch.manual_seed(0)
+    model = MODELS.build(uno_model_cfg)
+    batch = pack_sequences([t2i_sample(num_queries=4)], latent_stride=4)
+    obj = VisualRegressionObjective()
+    obj.setup(model)
+    obj.prepare(model, batch)
+    feats = model.und_encoder(batch.images[:1])  # (1, 4, C): 8x8 / 4
+    torch.testing.assert_close(batch.extras['regression_target'], feats)

@@ -1,0 +1,60 @@
+"""Captioning: next-token cross-entropy on caption tokens.
+
+Under UNO the caption segment is read by the *frozen* understanding expert
+from the noisy latents of the same sample (not from its prompt: prompt
+masking), so the CE gradient flows through the shared attention into the
+generation expert's hidden states of the noisy image. The same objective
+trains plain image-to-caption understanding in pretraining. Captions are
+re-phrasings of the scene, not the prompt, so the target is not a copy of
+the condition.
+"""
+from typing import Optional, Sequence
+
+import torch.nn.functional as F
+
+from uno.models.outputs import ModelOutputs
+from uno.registry import OBJECTIVES
+from uno.structures import PackedBatch
+from .base import BaseObjective, ObjectiveResult, check_window, window_mask
+
+
+@OBJECTIVES.register_module()
+class CaptioningObjective(BaseObjective):
+    """Next-token CE on every supervised text token (``ce_index``).
+
+    Args:
+        weight (float): Loss weight. Defaults to 1.0.
+        timestep_window (Sequence[float], optional): ``(lo, hi)``: apply
+            the loss only to samples whose noisy image has ``t`` in the
+            window. Defaults to None (all).
+        label_smoothing (float): CE label smoothing. Defaults to 0.0.
+    """
+    requires = ('ce_logits', )
+
+    def __init__(self,
+                 weight: float = 1.0,
+                 timestep_window: Optional[Sequence[float]] = None,
+                 label_smoothing: float = 0.0):
+        super().__init__(weight)
+        self.timestep_window = check_window(timestep_window)
+        self.label_smoothing = label_smoothing
+
+    @classmethod
+    def plan_options(cls, cfg: dict) -> dict:
+        return dict(caption=True)
+
+    def forward(self, outputs: ModelOutputs,
+                batch: PackedBatch) -> ObjectiveResult:
+        labels = batch.ce_labels  # (N_ce,)
+        if outputs.ce_logits is None or labels.numel() == 0:
+            zero = outputs.hidden.new_zeros(())
+            return ObjectiveResult(zero, zero.detach())
+        ce = F.cross_entropy(
+            outputs.ce_logits.float(), labels, reduction='none',
+            label_smoothing=self.label_smoothing)  # (N_ce,)
+        keep = window_mask(batch, batch.ce_sample, self.timestep_window)
+        ce = ce * keep
+        return ObjectiveResult(
+            ce.sum(), keep.sum().float(),
+            per_item=ce.detach()[keep],
+            item_sample=batch.ce_sample[keep])
