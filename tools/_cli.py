@@ -36,8 +36,9 @@ def load_config(path: str, options=None):
 
 
 def run_cli(main, debug: bool) -> None:
-    """Run ``main()``; print configuration errors as one line, exit 2."""
-    from uno.utils.errors import UnoConfigError
+    """Run ``main()``; a configuration error is one line and exit 2, a
+    deliberate stop (TrainingStopped) one line and exit 3."""
+    from uno.utils.errors import TrainingStopped, UnoConfigError
     try:
         main()
     except UnoConfigError as e:
@@ -45,6 +46,11 @@ def run_cli(main, debug: bool) -> None:
             raise
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)
+    except TrainingStopped as e:
+        if debug:
+            raise
+        print(f'stopped: {e}', file=sys.stderr)
+        sys.exit(3)
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         sys.exit(130)

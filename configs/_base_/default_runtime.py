@@ -11,7 +11,9 @@ default_hooks = dict(
         interval=100,
         max_keep_ckpts=3,
         save_last=True),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    # skip NaN/inf steps; stop with a checkpoint after 5 in a row
+    nonfinite_guard=dict(type='NonFiniteGuardHook', max_consecutive=5))
 
 # the dist backend (gloo on CPU, nccl on CUDA) is chosen by build_runner
 env_cfg = dict(

@@ -6,12 +6,14 @@ Importing this package registers every dataset (DATASETS), the packer
 from . import shapesworld
 from .builder import build_tokenizer, to_tensor_image, to_uint8_image
 from .packing import pack_sequences
-from .plans import t2i_plan, text_segment
+from .plans import (UnoPlanOptions, caption_plan, edit_plan, t2i_plan,
+                    text_segment, uno_segments)
 from .shapesworld_t2i import ShapesWorldT2IDataset
 from .tokenizer import WordTokenizer
 
 __all__ = [
     'shapesworld', 'pack_sequences', 'ShapesWorldT2IDataset',
     'WordTokenizer', 'build_tokenizer', 'to_tensor_image', 'to_uint8_image',
-    't2i_plan', 'text_segment'
+    't2i_plan', 'text_segment', 'edit_plan', 'caption_plan', 'uno_segments',
+    'UnoPlanOptions'
 ]

@@ -34,6 +34,56 @@ def t2i_plan(prompt: Sequence[int], tokenizer, image: int = 0) -> List[Segment]:
     ]
 
 
+
+def edit_plan(instruction: Sequence[int], tokenizer, source: int = 0,
+              target: int = 1, vit: bool = True) -> List[Segment]:
+    """Editing (BAGEL's plan): ``[clean source latents (gen, full), source
+    ViT tokens (und, full), instruction (und, causal), noisy target (gen,
+    noise)]``.
+
+    Args:
+        instruction (Sequence[int]): Instruction ids without specials.
+        tokenizer: Provides the special ids.
+        source (int): Plan image index of the source. Defaults to 0.
+        target (int): Plan image index of the target. Defaults to 1.
+        vit (bool): Include the source's understanding tokens (needs a
+            model with an und_encoder). Defaults to True.
+    """
+    markers = (tokenizer.vision_start_id, tokenizer.vision_end_id)
+    segments = [Segment('clean_latent', image=source, markers=markers)]
+    if vit:
+        segments.append(Segment('vit', image=source, markers=markers))
+    segments += [
+        text_segment(instruction, tokenizer),
+        Segment('noisy_latent', image=target, markers=markers, loss=True),
+    ]
+    return segments
+
+
+def caption_plan(caption: Sequence[int], tokenizer, image: int = 0,
+                 prompt: Optional[Sequence[int]] = None,
+                 latent: bool = False) -> List[Segment]:
+    """Understanding: ``[image (und ViT, or clean latents), (prompt),
+    caption (CE)]``.
+
+    Args:
+        caption (Sequence[int]): Target caption ids without specials.
+        tokenizer: Provides the special ids.
+        image (int): Plan image index. Defaults to 0.
+        prompt (Sequence[int], optional): A question before the caption.
+            Defaults to None.
+        latent (bool): Show the image as clean latents (gen expert)
+            instead of ViT tokens. Defaults to False.
+    """
+    markers = (tokenizer.vision_start_id, tokenizer.vision_end_id)
+    kind = 'clean_latent' if latent else 'vit'
+    segments = [Segment(kind, image=image, markers=markers)]
+    if prompt is not None:
+        segments.append(text_segment(prompt, tokenizer))
+    segments.append(text_segment(caption, tokenizer, kind='caption',
+                                 loss=True))
+    return segments
+
 @dataclass
 class UnoPlanOptions:
     """Which UNO segments follow a noisy image.

@@ -37,7 +37,7 @@ def build_runner(cfg: Config) -> Runner:
         type='UnoTrainer',
         model=cfg.model,
         objectives=cfg.objectives,
-        eval_seed=cfg.get('randomness', {}).get('seed') or 0)
+        seed=cfg.get('randomness', {}).get('seed') or 0)
     optim_wrapper = cfg.get('optim_wrapper')
     if optim_wrapper is not None:
         optim_wrapper = copy.deepcopy(optim_wrapper)

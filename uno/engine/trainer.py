@@ -10,11 +10,14 @@ losses summed by substring match) stays here, at the engine boundary:
 from typing import Dict, List, Optional, Union
 
 import torch
+from mmengine.logging import MessageHub
 from mmengine.model import BaseDataPreprocessor, BaseModel
 
 from uno.objectives import ObjectiveSet
 from uno.registry import MODELS
 from uno.structures import PackedBatch
+from uno.utils.dist import all_reduce_sum
+from uno.utils.dist import rank as dist_rank
 
 
 @MODELS.register_module()
@@ -34,9 +37,11 @@ class UnoTrainer(BaseModel):
     Args:
         model (dict): MODELS config of the unified model (``UnoModel``).
         objectives (dict): ``name -> OBJECTIVES config``.
-        eval_seed (int): Seed of the noise used by ``val``/``test`` steps,
-            so validation losses are comparable across checkpoints.
-            Defaults to 0.
+        seed (int): Base seed of the noise. Training noise is drawn from a
+            generator seeded by ``(seed, iteration, rank)``, so a resumed
+            run draws exactly the noise the interrupted one would have;
+            validation noise is seeded by the sample index, so held-out
+            losses are comparable across checkpoints. Defaults to 0.
         data_preprocessor (dict, optional): Defaults to
             ``PackedBatchPreprocessor``.
     """
@@ -44,14 +49,49 @@ class UnoTrainer(BaseModel):
     def __init__(self,
                  model: dict,
                  objectives: Dict[str, dict],
-                 eval_seed: int = 0,
+                 seed: int = 0,
                  data_preprocessor: Optional[dict] = None):
-        super().__init__(data_preprocessor=data_preprocessor or dict(
-            type='PackedBatchPreprocessor'))
+        # built from uno's registry here: outside a Runner there is no
+        # default scope, and mmengine would search its root registry only
+        super().__init__(data_preprocessor=MODELS.build(
+            data_preprocessor or dict(type='PackedBatchPreprocessor')))
         self.model = MODELS.build(model)
         self.objectives = ObjectiveSet(objectives)
         self.objectives.setup(self.model)
-        self.eval_seed = eval_seed
+        self.seed = seed
+        self._skipped = self._streak = 0  # non-finite steps
+
+    def train_step(self, data, optim_wrapper) -> Dict[str, torch.Tensor]:
+        """mmengine's train step with a guard against non-finite losses.
+
+        A step whose total loss is NaN or inf (on any rank) is skipped:
+        gradients are dropped, the parameters keep their values, and the
+        logs carry ``guard/skipped`` (total) and ``guard/streak``
+        (consecutive), which :class:`NonFiniteGuardHook` turns into a clean
+        stop after too many in a row.
+        """
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+            losses = self._run_forward(data, mode='loss')
+        total, logs = self.parse_losses(losses)
+        return self.guarded_update(optim_wrapper, total, logs)
+
+    def guarded_update(self, optim_wrapper, total: torch.Tensor,
+                       logs: Dict[str, torch.Tensor]) -> dict:
+        """Update parameters unless ``total`` is non-finite on any rank."""
+        bad = all_reduce_sum((~torch.isfinite(total.detach())).float())
+        if bad.item() == 0:
+            optim_wrapper.update_params(total)
+            self._streak = 0
+        else:
+            optim_wrapper.zero_grad()
+            self._skipped += 1
+            self._streak += 1
+            logs = {k: v for k, v in logs.items()
+                    if torch.isfinite(torch.as_tensor(v)).all()}
+        logs['guard/skipped'] = torch.tensor(float(self._skipped))
+        logs['guard/streak'] = torch.tensor(float(self._streak))
+        return logs
 
     def forward(self,
                 batch: PackedBatch,
@@ -60,7 +100,7 @@ class UnoTrainer(BaseModel):
         """``'loss'``: total and logs; ``'predict'``: per-sample metrics
         with fixed noise (validation)."""
         if mode == 'loss':
-            total, logs = self.compute_loss(batch)
+            total, logs = self.compute_loss(batch, self._step_generator(batch))
             return dict(loss=total, logs=logs)
         if mode == 'predict':
             return self.predict(batch)
@@ -78,7 +118,7 @@ class UnoTrainer(BaseModel):
         """Per-sample losses of every objective under fixed noise."""
         first = batch.meta[0].get('index', 0) if batch.meta else 0
         gen = torch.Generator(device=batch.device)
-        gen.manual_seed(self.eval_seed * 1_000_003 + int(first))
+        gen.manual_seed(self.seed * 1_000_003 + int(first))
         self.objectives.prepare(self.model, batch, gen)
         outputs = self.model(
             batch, return_layers=self.objectives.requires_layers)
@@ -88,6 +128,15 @@ class UnoTrainer(BaseModel):
             for b, value in enumerate(values.tolist()):
                 results[b][f'loss/{name}'] = value
         return results
+
+    def _step_generator(self, batch: PackedBatch) -> torch.Generator:
+        """A generator seeded by (seed, iteration, rank) for this step."""
+        hub = MessageHub.get_current_instance()
+        iteration = int(hub.get_info('iter', 0) or 0)
+        gen = torch.Generator(device=batch.device)
+        gen.manual_seed(
+            (self.seed * 1_000_003 + iteration) * 1_009 + dist_rank())
+        return gen
 
     def parse_losses(self, losses: dict):
         """The total is the ObjectiveSet's; logs are logged as they are."""

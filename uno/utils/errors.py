@@ -47,3 +47,8 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     shown = sorted(candidates)[:12]
     more = '' if len(candidates) <= 12 else f' (+{len(candidates) - 12} more)'
     return 'valid names: ' + ', '.join(shown) + more
+
+
+class TrainingStopped(RuntimeError):
+    """A run stopped on purpose (e.g. too many non-finite losses); the
+    message says why and where the last good checkpoint is."""

