@@ -96,33 +96,55 @@ def test_understanding_path_is_bit_identical_after_a_uno_step(
         trainer.model.decoder.layers[0].experts['gen'].q_proj.weight)
 
 
-def test_prompt_masking(uno_model_cfg):
-    """Perturbing the prompt leaves caption logits and metaquery outputs
-    unchanged; perturbing the noisy latents changes them."""
-    trainer = _trainer(uno_model_cfg)
-    model = trainer.model
-    plan = t2i_sample(seed=0, caption_len=3, num_queries=4)
+def _perturbation_outputs(model, trainer, plan):
+    """Outputs for the plan, with other prompt words, with other noise."""
     batch = pack_sequences([plan], latent_stride=4)
     trainer.objectives.prepare(model, batch,
                                torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(batch)
-        prompt = batch.segment_ids == 0
-        changed = batch.input_ids.clone()
-        changed[prompt & (changed >= 10)] += 7  # other prompt words
         other = pack_sequences([plan], latent_stride=4)
-        other.input_ids = changed
         other.extras = dict(batch.extras)
-        out = model(other)
-        torch.testing.assert_close(out.ce_logits, ref.ce_logits, rtol=0,
-                                   atol=0)
-        torch.testing.assert_close(out.mq_hidden, ref.mq_hidden, rtol=0,
-                                   atol=0)
-        assert not torch.allclose(out.velocity, ref.velocity)  # reads it
+        prompt = batch.segment_ids == 0
+        other.input_ids = batch.input_ids.clone()
+        other.input_ids[prompt & (other.input_ids >= 10)] += 7
+        new_prompt = model(other)
+        other.input_ids = batch.input_ids
+        other.extras['noisy_latents'] = batch.extras['noisy_latents'] + 0.5
+        new_noise = model(other)
+    return ref, new_prompt, new_noise
 
-        noisy = dict(batch.extras)
-        noisy['noisy_latents'] = noisy['noisy_latents'] + 0.5
-        other.input_ids, other.extras = batch.input_ids, noisy
-        out = model(other)
-        assert not torch.allclose(out.ce_logits, ref.ce_logits)
-        assert not torch.allclose(out.mq_hidden, ref.mq_hidden)
+
+@pytest.mark.parametrize('layers', [1, 2])
+def test_prompt_masking(uno_model_cfg, layers):
+    """Caption and metaqueries never attend to the prompt directly.
+
+    With one layer their outputs are bit-identical under another prompt.
+    In deeper models prompt information can reach them only through the
+    noisy image's hidden states (the generation expert's representation,
+    the path UNO trains); with the noisy image itself cut off from the
+    prompt they are bit-identical at any depth. Other noise always
+    changes them: they read the noisy latents.
+    """
+    cfg = dict(uno_model_cfg, llm=dict(uno_model_cfg['llm'],
+                                       num_layers=layers))
+    trainer = _trainer(cfg)
+    model = trainer.model
+    plan = t2i_sample(seed=0, caption_len=3, num_queries=4)
+    if layers > 1:
+        plan.segments[1].sees = ()  # the noisy image does not read it
+    ref, new_prompt, new_noise = _perturbation_outputs(model, trainer, plan)
+    assert torch.equal(new_prompt.ce_logits, ref.ce_logits)
+    assert torch.equal(new_prompt.mq_hidden, ref.mq_hidden)
+    assert not torch.allclose(new_noise.ce_logits, ref.ce_logits)
+    assert not torch.allclose(new_noise.mq_hidden, ref.mq_hidden)
+
+
+def test_deep_models_read_the_prompt_only_through_the_noisy_image(
+        uno_model_cfg):
+    trainer = _trainer(uno_model_cfg)  # 2 layers, default visibility
+    ref, new_prompt, _ = _perturbation_outputs(
+        trainer.model, trainer, t2i_sample(seed=0, caption_len=3,
+                                           num_queries=4))
+    assert not torch.allclose(new_prompt.velocity, ref.velocity)
+    assert not torch.equal(new_prompt.ce_logits, ref.ce_logits)

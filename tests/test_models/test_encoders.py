@@ -13,8 +13,13 @@ from uno.registry import ENCODERS, MODELS
 from uno.structures import Segment, SequencePlan
 
 VIT = dict(img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=4)
-SIGLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-              num_attention_heads=4, image_size=16, patch_size=4)
+SIGLIP = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=16,
+    patch_size=4)
 
 
 def _images(n, size, seed=0, width=None):
@@ -77,8 +82,8 @@ def test_timm_vit_local_weights_round_trip(tmp_path, ext):
 
 
 def test_timm_vit_by_name_builds_offline():
-    enc = _build(TimmViTEncoder, model_name='vit_tiny_patch16_224',
-                 img_size=32)
+    enc = _build(
+        TimmViTEncoder, model_name='vit_tiny_patch16_224', img_size=32)
     assert (enc.feature_dim, enc.stride) == (192, 16)
     assert enc(_images(1, 32)).shape == (1, 4, 192)
 
@@ -107,8 +112,8 @@ def test_siglip_matches_transformers_and_loads_a_local_folder(tmp_path):
     for seed in (1, 2):  # two loads, both equal the reference
         enc = _build(SiglipVisionEncoder, seed=seed, pretrained=tmp_path)
         torch.testing.assert_close(enc(x), want)
-    last = SiglipVisionEncoder(pretrained=tmp_path, select_layer=-1,
-                               use_post_layernorm=False)
+    last = SiglipVisionEncoder(
+        pretrained=tmp_path, select_layer=-1, use_post_layernorm=False)
     torch.testing.assert_close(last(x), hidden[-1])
 
 
@@ -143,8 +148,11 @@ def test_vae_encode_decode_shapes_and_batch_invariance():
 
 
 def test_vae_scale_shift_and_bagel_token_order():
-    enc = _build(AutoencoderKLEncoder, config=TINY_VAE_CONFIG,
-                 scaling_factor=0.5, shift_factor=0.1)
+    enc = _build(
+        AutoencoderKLEncoder,
+        config=TINY_VAE_CONFIG,
+        scaling_factor=0.5,
+        shift_factor=0.1)
     x = _images(1, 16)
     with torch.no_grad():
         z = enc.vae.encode(x).latent_dist.mean[0]  # (C, 8, 8)
@@ -152,11 +160,10 @@ def test_vae_scale_shift_and_bagel_token_order():
         want = torch.einsum('chpwq->hwpqc', z.reshape(4, 4, 2, 4, 2))
         torch.testing.assert_close(enc.encode(x)[0], want.reshape(16, 16))
         tokens = enc.encode(x)
-        img = enc.vae.decode(enc.unpatchify(tokens, (4, 4)) / 0.5 +
-                             0.1).sample
+        img = enc.vae.decode(enc.unpatchify(tokens, (4, 4)) / 0.5 + 0.1).sample
         torch.testing.assert_close(enc.decode(tokens, (4, 4)), img)
-    sampled = _build(AutoencoderKLEncoder, config='tiny',
-                     sample_posterior=True)
+    sampled = _build(
+        AutoencoderKLEncoder, config='tiny', sample_posterior=True)
     assert not torch.equal(sampled.encode(x), sampled.encode(x))
 
 
@@ -175,8 +182,8 @@ def test_vae_loads_a_diffusers_folder(tmp_path):
     x = _images(2, 16)
     for path in (tmp_path / 'vae', tmp_path):
         dst = _build(AutoencoderKLEncoder, seed=1, pretrained=str(path))
-        torch.testing.assert_close(dst.encode(x), src.encode(x),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            dst.encode(x), src.encode(x), rtol=0, atol=0)
 
 
 def _to_ldm_names(state, n_blocks):
@@ -187,9 +194,10 @@ def _to_ldm_names(state, n_blocks):
                    r'encoder.down.\1.block.', k)
         k = re.sub(r'^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.',
                    r'encoder.down.\1.downsample.', k)
-        k = re.sub(r'^decoder\.up_blocks\.(\d+)\.(resnets|upsamplers\.0)\.',
-                   lambda m: f'decoder.up.{n_blocks - 1 - int(m[1])}.' +
-                   ('block.' if m[2] == 'resnets' else 'upsample.'), k)
+        k = re.sub(
+            r'^decoder\.up_blocks\.(\d+)\.(resnets|upsamplers\.0)\.',
+            lambda m: f'decoder.up.{n_blocks - 1 - int(m[1])}.' +
+            ('block.' if m[2] == 'resnets' else 'upsample.'), k)
         k = re.sub(r'\.mid_block\.resnets\.(\d+)\.',
                    lambda m: f'.mid.block_{int(m[1]) + 1}.', k)
         if '.mid_block.attentions.0.' in k:
@@ -205,8 +213,9 @@ def _to_ldm_names(state, n_blocks):
 
 def test_vae_loads_a_single_file_with_flux_names(tmp_path):
     from safetensors.torch import save_file
-    cfg = dict(TINY_VAE_CONFIG, use_quant_conv=False,
-               use_post_quant_conv=False)  # as FLUX
+    cfg = dict(
+        TINY_VAE_CONFIG, use_quant_conv=False,
+        use_post_quant_conv=False)  # as FLUX
     src = _build(AutoencoderKLEncoder, config=cfg)
     path = str(tmp_path / 'ae.safetensors')
     save_file(_to_ldm_names(src.vae.state_dict(), 2), path)
@@ -232,28 +241,29 @@ def test_registry_build_and_missing_pretrained(cfg, tmp_path):
 
 
 def _vit_plan(image):
-    return SequencePlan([
+    segs = [
         Segment('text', tokens=[BOS, 10, 11, EOS]),
         Segment('vit', image=0, markers=(VS, VE)),
         Segment('text', tokens=[BOS, 12, EOS]),
-    ], images=[image])
+    ]
+    return SequencePlan(segs, images=[image])
 
 
 def test_uno_model_embeds_vit_segments(tiny_model_cfg):
     torch.manual_seed(0)
-    model = MODELS.build(dict(tiny_model_cfg, und_encoder=dict(
-        type='TimmViTEncoder',
-        config=dict(img_size=8, patch_size=4, embed_dim=16, depth=1,
-                    num_heads=2))))
+    vit = dict(img_size=8, patch_size=4, embed_dim=16, depth=1, num_heads=2)
+    model = MODELS.build(
+        dict(tiny_model_cfg,
+             und_encoder=dict(type='TimmViTEncoder', config=vit)))
     outs = []
     for seed in (0, 1):
         batch = pack_sequences([_vit_plan(_images(1, 8, seed)[0])],
-                               latent_stride=4, vit_stride=4)
+                               latent_stride=4,
+                               vit_stride=4)
         assert batch.vit_index.numel() == 4
         with torch.no_grad():
             outs.append((model(batch).hidden, batch))
     (h0, batch), (h1, _) = outs
-    vit = batch.vit_index
-    assert not torch.allclose(h0[vit], h1[vit])
+    assert not torch.allclose(h0[batch.vit_index], h1[batch.vit_index])
     prompt = batch.segment_ids == 0  # before the image: unaffected
     torch.testing.assert_close(h0[prompt], h1[prompt])

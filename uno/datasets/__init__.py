@@ -10,10 +10,22 @@ from .plans import (UnoPlanOptions, caption_plan, edit_plan, t2i_plan,
                     text_segment, uno_segments)
 from .shapesworld_t2i import ShapesWorldT2IDataset
 from .tokenizer import WordTokenizer
+from .collate import count_broken, pack_and_count
+from .file_datasets import EditDataset, ImageCaptionDataset
+from .jsonl_base import BrokenSampleError, JsonlImageDataset
+from .transforms import (CenterCrop, Pipeline, RandomCrop,
+                         RandomHorizontalFlip, ResizeToStride, ToTensorImage,
+                         build_pipeline)
 
 __all__ = [
     'shapesworld', 'pack_sequences', 'ShapesWorldT2IDataset',
     'WordTokenizer', 'build_tokenizer', 'to_tensor_image', 'to_uint8_image',
     't2i_plan', 'text_segment', 'edit_plan', 'caption_plan', 'uno_segments',
     'UnoPlanOptions'
+]
+__all__ += [
+    'pack_and_count', 'count_broken', 'ImageCaptionDataset', 'EditDataset',
+    'JsonlImageDataset', 'BrokenSampleError', 'ResizeToStride', 'CenterCrop',
+    'RandomCrop', 'RandomHorizontalFlip', 'ToTensorImage', 'Pipeline',
+    'build_pipeline'
 ]

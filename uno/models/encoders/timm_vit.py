@@ -99,8 +99,9 @@ class TimmViTEncoder(nn.Module):
                              f'for a ViT of depth {depth}')
         self.select_layer = index
         # pruning must follow the weight loading: checkpoints hold all blocks
-        self.model.prune_intermediate_layers(
-            [index], prune_norm=not final_norm, prune_head=True)
+        self.model.prune_intermediate_layers([index],
+                                             prune_norm=not final_norm,
+                                             prune_head=True)
         cfg = getattr(self.model, 'pretrained_cfg', None) or {}
         mean = mean if mean is not None else cfg.get('mean', (0.5, ) * 3)
         std = std if std is not None else cfg.get('std', (0.5, ) * 3)
@@ -149,9 +150,10 @@ class TimmViTEncoder(nn.Module):
             Tensor: ``(I, N, feature_dim)`` with ``N = (H / s) * (W / s)``,
             row-major, no class or register tokens.
         """
-        x = images.to(self.mean.dtype)
+        x = images.float()
         if self.normalize:
-            x = ((x + 1) / 2 - self.mean) / self.std  # (I, 3, H, W)
+            mean, std = self.mean.float(), self.std.float()
+            x = ((x + 1) / 2 - mean) / std  # (I, 3, H, W)
         x = x.to(self.model.patch_embed.proj.weight.dtype)
         # blocks after the selected one are pruned, so this is its output
         x = self.model.forward_features(x)  # (I, P + N, C)

@@ -96,11 +96,12 @@ class AutoencoderKLEncoder(nn.Module):
                              'pretrained path')
         self.vae.eval()
         cfg = self.vae.config
-        self.scaling_factor = float(
-            cfg.scaling_factor if scaling_factor is None else scaling_factor)
-        shift = cfg.get('shift_factor') if shift_factor is None else \
-            shift_factor
-        self.shift_factor = float(shift or 0.0)
+        if scaling_factor is None:
+            scaling_factor = cfg.scaling_factor
+        if shift_factor is None:
+            shift_factor = cfg.get('shift_factor') or 0.0
+        self.scaling_factor = float(scaling_factor)
+        self.shift_factor = float(shift_factor)
         self.patch_size = patch_size
         self.sample_posterior = sample_posterior
 

@@ -1,0 +1,419 @@
+"""GenEval for ShapesWorld: metadata, GenEval's scoring rules, the metric.
+
+Entries use the schema of GenEval's ``prompts/evaluation_metadata.jsonl``
+(``tag``, ``include``, optional ``exclude``, ``prompt``; ShapesWorld shapes
+are GenEval's classes), and an image is judged by the rules of GenEval's
+``evaluation/evaluate_images.py``: detections are kept per class by
+confidence (a stricter threshold for counting), includes are AND-ed,
+excludes OR-ed, colour and position are checked on the most confident
+objects only, and relative position compares centre offsets after
+subtracting a fraction of the box sizes. The summary is that of
+``evaluation/summary_scores.py``: the overall score is the mean of the
+per-tag accuracies. Rules re-implemented from djghosh13/geneval (MIT);
+no code is copied. The detector is swappable (:class:`GenEvalMetric`), so
+the same code scores real GenEval prompts with GenEval's own detector.
+"""
+import json
+from collections import defaultdict
+from typing import (Callable, Dict, Iterable, List, Optional, Sequence, Set,
+                    Tuple)
+
+import numpy as np
+from mmengine.evaluator import BaseMetric
+
+from uno.datasets.shapesworld import Scene, ShapesWorld
+from uno.registry import EVALUATORS
+from .shapes_detector import Detection, ShapesDetector, as_image
+
+# GenEval's tags, in the order of its evaluation_metadata.jsonl
+GENEVAL_TAGS = ('single_object', 'two_object', 'counting', 'colors',
+                'position', 'color_attr')
+# ShapesWorld scene tag that each GenEval tag is made from
+SCENE_TAG = {
+    'single_object': 'single_object',
+    'colors': 'single_object',
+    'two_object': 'two_object',
+    'counting': 'counting',
+    'position': 'position',
+    'color_attr': 'color_attr',
+}
+# evaluate_images.py defaults: --options threshold, counting_threshold,
+# max_objects, max_overlap and position_threshold
+THRESHOLD = 0.3
+COUNTING_THRESHOLD = 0.9
+MAX_OBJECTS = 16
+MAX_OVERLAP = 1.0
+POSITION_THRESHOLD = 0.1
+
+
+# --- metadata ----------------------------------------------------------------
+def scene_metadata(scene: Scene, tag: str, prompt: str) -> dict:
+    """The GenEval entry that checks ``scene`` under GenEval tag ``tag``.
+
+    Only what the tag tests is required, as in GenEval: classes for
+    ``single_object``/``two_object``/``position``, counts (with an
+    ``exclude`` of count + 1) for ``counting``, and colours for
+    ``colors``/``color_attr``. A position entry lists the reference object
+    first and gives the other ``position: [relation, 0]``, so
+    ``'a photo of A above B'`` becomes ``[B, A above #0]``.
+    """
+    objs = scene.objects
+
+    def req(obj, color=False):
+        out = {'class': obj.shape, 'count': 1}
+        if color:
+            out['color'] = obj.color
+        return out
+
+    entry = {'tag': tag}
+    if tag in ('single_object', 'colors'):
+        entry['include'] = [req(objs[0], tag == 'colors')]
+    elif tag in ('two_object', 'color_attr'):
+        entry['include'] = [req(o, tag == 'color_attr') for o in objs]
+    elif tag == 'counting':
+        cls, n = objs[0].shape, len(objs)
+        entry['include'] = [{'class': cls, 'count': n}]
+        entry['exclude'] = [{'class': cls, 'count': n + 1}]
+    elif tag == 'position':
+        first, second = objs
+        entry['include'] = [
+            req(second), dict(req(first), position=[scene.relation, 0])
+        ]
+    else:
+        raise ValueError(f'unknown GenEval tag {tag!r}')
+    entry['prompt'] = prompt
+    return entry
+
+
+def _usable(scene: Scene, tag: str) -> bool:
+    # GenEval matches objects by class only, so a position prompt needs two
+    # classes: with one, both includes would pick the same object
+    return tag != 'position' or (scene.objects[0].shape !=
+                                 scene.objects[1].shape)
+
+
+def make_geneval_items(world: ShapesWorld,
+                       n_per_tag: int,
+                       split: str = 'test',
+                       seed: int = 0,
+                       tags: Sequence[str] = GENEVAL_TAGS
+                       ) -> List[Tuple[dict, Scene]]:
+    """GenEval entries with the ShapesWorld scenes they were made from.
+
+    Scenes ``world.scene(i, split)`` are visited at indices drawn from a
+    generator seeded with ``seed``; each is assigned to a GenEval tag that
+    still needs entries (single-object scenes alternate between
+    ``single_object`` and ``colors``). Prompts are ``world.prompt(scene)``,
+    the text the world's models are trained on.
+
+    Args:
+        world (ShapesWorld): The world.
+        n_per_tag (int): Entries per tag.
+        split (str): Split of the scenes. Defaults to 'test'.
+        seed (int): Seed of the visited indices. Defaults to 0.
+        tags (Sequence[str]): GenEval tags to make. Defaults to all six.
+
+    Returns:
+        list[tuple[dict, Scene]]: Grouped by tag in the order of ``tags``.
+    """
+    bad = [t for t in tags if t not in GENEVAL_TAGS]
+    if bad:
+        raise ValueError(f'unknown GenEval tags {bad}; use {GENEVAL_TAGS}')
+    missing = [
+        t for t in tags if SCENE_TAG[t] not in world.sampler.tags or (
+            t == 'position' and len(world.shapes) < 2)
+    ]
+    if missing:
+        raise ValueError(f'cannot make GenEval tags {missing} with this '
+                         f'world')
+    rng = np.random.default_rng(seed)
+    items = {t: [] for t in tags}
+    for _ in range(1000 + 100 * n_per_tag * len(tags)):
+        open_tags = [t for t in tags if len(items[t]) < n_per_tag]
+        if not open_tags:
+            break
+        scene = world.scene(int(rng.integers(2**31 - 1)), split)
+        wanted = [t for t in open_tags if SCENE_TAG[t] == scene.tag]
+        if not wanted or not _usable(scene, wanted[0]):
+            continue
+        tag = min(wanted, key=lambda t: len(items[t]))  # first on ties
+        entry = scene_metadata(scene, tag, world.prompt(scene))
+        items[tag].append((entry, scene))
+    else:
+        raise RuntimeError(f'could not fill {n_per_tag} entries per tag')
+    return [item for t in tags for item in items[t]]
+
+
+def make_geneval_metadata(world: ShapesWorld,
+                          n_per_tag: int,
+                          split: str = 'test',
+                          seed: int = 0) -> List[dict]:
+    """GenEval-schema entries of ShapesWorld, see
+    :func:`make_geneval_items` (same arguments, entries only)."""
+    return [e for e, _ in make_geneval_items(world, n_per_tag, split, seed)]
+
+
+def write_jsonl(entries: Iterable[dict], path: str) -> None:
+    """Write one JSON object per line (GenEval's metadata format)."""
+    with open(path, 'w', encoding='utf-8') as f:
+        for entry in entries:
+            f.write(json.dumps(entry) + '\n')
+
+
+def read_jsonl(path: str) -> List[dict]:
+    """Read one JSON object per non-empty line."""
+    with open(path, encoding='utf-8') as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# --- GenEval's rules ---------------------------------------------------------
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two ``(x0, y0, x1, y1)`` boxes (pixel edges)."""
+    iw = max(min(a[2], b[2]) - max(a[0], b[0]), 0)
+    ih = max(min(a[3], b[3]) - max(a[1], b[1]), 0)
+    inter = iw * ih
+    union = ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) -
+             inter)
+    return inter / union if union > 0 else 0.0
+
+
+def relative_position(box_a: Sequence[float],
+                      box_b: Sequence[float],
+                      threshold: float = POSITION_THRESHOLD) -> Set[str]:
+    """Relations that hold for A relative to B (GenEval's rule).
+
+    The centre offset loses ``threshold`` times the summed box sizes per
+    axis (clipped at 0); of the remainder, divided by the offset's length,
+    an axis component beyond 0.5 gives ``'left of'``/``'right of'`` (x) or
+    ``'above'``/``'below'`` (y, image rows grow downwards). Overlapping
+    centres give no relation.
+    """
+    boxes = np.asarray([box_a[:4], box_b[:4]], dtype=np.float64)
+    boxes = boxes.reshape(2, 2, 2)  # (object, corner, xy)
+    center_a, center_b = boxes.mean(1)
+    dim_a, dim_b = np.abs(boxes[:, 1] - boxes[:, 0])
+    offset = center_a - center_b
+    revised = np.maximum(
+        np.abs(offset) - threshold * (dim_a + dim_b), 0) * np.sign(offset)
+    if np.all(np.abs(revised) < 1e-3):
+        return set()
+    dx, dy = revised / np.linalg.norm(offset)
+    relations = set()
+    if dx < -0.5:
+        relations.add('left of')
+    if dx > 0.5:
+        relations.add('right of')
+    if dy < -0.5:
+        relations.add('above')
+    if dy > 0.5:
+        relations.add('below')
+    return relations
+
+
+def group_detections(detections: Iterable[Detection],
+                     tag: str,
+                     threshold: float = THRESHOLD,
+                     counting_threshold: float = COUNTING_THRESHOLD,
+                     max_objects: int = MAX_OBJECTS,
+                     max_overlap: float = MAX_OVERLAP
+                     ) -> Dict[str, List[Detection]]:
+    """Detections kept per class, most confident first (GenEval's filter).
+
+    Scores must exceed ``threshold`` (``counting_threshold`` for counting
+    prompts); at most ``max_objects`` per class; a box overlapping a kept
+    one of its class by IoU >= ``max_overlap`` is suppressed (1.0: never).
+    """
+    thr = counting_threshold if tag == 'counting' else threshold
+    by_class = defaultdict(list)
+    for det in detections:
+        if det.score > thr:
+            by_class[det.cls].append(det)
+    kept = {}
+    for cls, dets in by_class.items():
+        order = sorted(dets, key=lambda d: -d.score)[:max_objects]
+        out = []
+        while order:
+            best = order.pop(0)
+            out.append(best)
+            if max_overlap < 1:
+                order = [
+                    d for d in order if box_iou(best.box, d.box) < max_overlap
+                ]
+        kept[cls] = out
+    return kept
+
+
+def evaluate_image(detections: Iterable[Detection],
+                   metadata: dict,
+                   threshold: float = THRESHOLD,
+                   counting_threshold: float = COUNTING_THRESHOLD,
+                   max_objects: int = MAX_OBJECTS,
+                   max_overlap: float = MAX_OVERLAP,
+                   position_threshold: float = POSITION_THRESHOLD
+                   ) -> Tuple[bool, str]:
+    """Judge one image's detections against a GenEval entry.
+
+    Each include needs ``count`` objects of its class; the colour and the
+    position of the ``count`` most confident ones are checked, the
+    position against every object matched by the include it references
+    (an include that failed cannot be referenced). Each exclude fails the
+    image if ``count`` or more objects of its class are kept.
+
+    Args:
+        detections (Iterable[Detection]): Objects with ``cls``, ``color``,
+            ``box`` and ``score``.
+        metadata (dict): A GenEval entry.
+        threshold, counting_threshold, max_objects, max_overlap: See
+            :func:`group_detections`.
+        position_threshold (float): See :func:`relative_position`.
+
+    Returns:
+        tuple[bool, str]: Whether the image is correct and, if not, why
+        (one line per failed clause).
+    """
+    objects = group_detections(detections, metadata.get('tag', ''),
+                               threshold, counting_threshold, max_objects,
+                               max_overlap)
+    reasons, matched_groups = [], []
+    for req in metadata.get('include', []):
+        cls, count = req['class'], req['count']
+        found = objects.get(cls, [])[:count]
+        matched = len(found) >= count
+        if not matched:
+            reasons.append(f'expected {cls}>={count}, found {len(found)}')
+        elif 'color' in req:
+            colors = [d.color for d in found]
+            if colors.count(req['color']) < count:
+                matched = False
+                reasons.append(f"expected {req['color']} {cls}>={count}, "
+                               f'found {sorted(colors)}')
+        if matched and 'position' in req:
+            relation, target = req['position']
+            targets = matched_groups[target]
+            if targets is None:
+                matched = False
+                reasons.append(f'no target for {cls} to be {relation}')
+            else:
+                for obj in found:
+                    for other in targets:
+                        rels = relative_position(obj.box, other.box,
+                                                 position_threshold)
+                        if relation not in rels:
+                            matched = False
+                            reasons.append(
+                                f'expected {cls} {relation} target, found '
+                                f"{' and '.join(sorted(rels)) or 'none'}")
+                            break
+                    if not matched:
+                        break
+        matched_groups.append(found if matched else None)
+    for req in metadata.get('exclude', []):
+        num = len(objects.get(req['class'], []))
+        if num >= req['count']:
+            reasons.append(f"expected {req['class']}<{req['count']}, "
+                           f'found {num}')
+    return not reasons, '\n'.join(reasons)
+
+
+def summarize(results: Sequence[dict]) -> Dict[str, float]:
+    """GenEval's summary of per-image results.
+
+    Args:
+        results (Sequence[dict]): ``tag`` and ``correct`` per image, and
+            ``prompt`` (or ``metadata``) to group images of one prompt.
+
+    Returns:
+        dict: ``<tag>`` accuracy per tag, ``overall`` (mean of the per-tag
+        accuracies), ``correct_images`` (fraction of images),
+        ``correct_prompts`` (fraction of prompts with a correct image),
+        ``num_images`` and ``<tag>/num_correct``, ``<tag>/num_images``.
+    """
+    per_tag = defaultdict(list)
+    per_prompt = defaultdict(list)
+    for res in results:
+        per_tag[res['tag']].append(bool(res['correct']))
+        key = res.get('metadata', res.get('prompt'))
+        per_prompt[key].append(bool(res['correct']))
+    out = {}
+    for tag, flags in per_tag.items():
+        out[tag] = float(np.mean(flags))
+        out[f'{tag}/num_correct'] = int(sum(flags))
+        out[f'{tag}/num_images'] = len(flags)
+    tag_scores = [out[t] for t in per_tag]
+    out['overall'] = float(np.mean(tag_scores)) if tag_scores else 0.0
+    flags = [bool(r['correct']) for r in results]
+    out['correct_images'] = float(np.mean(flags)) if flags else 0.0
+    out['correct_prompts'] = (float(np.mean([any(v) for v in per_prompt.values()
+                                             ])) if per_prompt else 0.0)
+    out['num_images'] = len(flags)
+    return out
+
+
+def build_detector(detector) -> Callable:
+    """A detector from None (ShapesDetector), a config dict or a callable."""
+    if detector is None:
+        return ShapesDetector()
+    if isinstance(detector, dict):
+        return EVALUATORS.build(detector)
+    if callable(detector):
+        return detector
+    raise TypeError(f'detector must be None, a config dict or a callable, '
+                    f'got {type(detector).__name__}')
+
+
+@EVALUATORS.register_module()
+class GenEvalMetric(BaseMetric):
+    """GenEval accuracy of generated images (``geneval/<tag>``, ``overall``).
+
+    Each data sample is a dict with ``image`` (``(H, W, 3)`` uint8) and
+    ``metadata`` (a GenEval entry, or its JSON string).
+
+    Args:
+        detector (dict | Callable, optional): A config built from
+            ``EVALUATORS`` or a callable mapping an image to detections
+            (objects with ``cls``, ``color``, ``box``, ``score``); register
+            a wrapper of GenEval's Mask2Former + CLIP colour classifier to
+            score real GenEval images. Defaults to None
+            (:class:`ShapesDetector`).
+        threshold, counting_threshold, max_objects, max_overlap,
+            position_threshold: GenEval's options, see
+            :func:`evaluate_image`. Default to GenEval's.
+        prefix (str): Metric name prefix. Defaults to 'geneval'.
+    """
+    default_prefix = 'geneval'
+
+    def __init__(self,
+                 detector=None,
+                 threshold: float = THRESHOLD,
+                 counting_threshold: float = COUNTING_THRESHOLD,
+                 max_objects: int = MAX_OBJECTS,
+                 max_overlap: float = MAX_OVERLAP,
+                 position_threshold: float = POSITION_THRESHOLD,
+                 prefix: Optional[str] = 'geneval',
+                 collect_device: str = 'cpu') -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        self.detector = build_detector(detector)
+        self.rules = dict(
+            threshold=threshold,
+            counting_threshold=counting_threshold,
+            max_objects=max_objects,
+            max_overlap=max_overlap,
+            position_threshold=position_threshold)
+
+    def process(self, data_batch, data_samples: Sequence[dict]) -> None:
+        for sample in data_samples:
+            metadata = sample['metadata']
+            if isinstance(metadata, str):
+                metadata = json.loads(metadata)
+            dets = self.detector(as_image(sample['image']))
+            correct, reason = evaluate_image(dets, metadata, **self.rules)
+            self.results.append(
+                dict(
+                    tag=metadata['tag'],
+                    correct=correct,
+                    reason=reason,
+                    prompt=metadata.get('prompt', ''),
+                    metadata=json.dumps(metadata, sort_keys=True)))
+
+    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        return summarize(results)
