@@ -275,9 +275,6 @@ _base_ = [
     '{repo}/configs/_base_/schedules/iter_200_adamw.py',
     '{repo}/configs/_base_/default_runtime.py',
 ]
-custom_imports = dict(
-    imports=['uno.engine.hooks.broken_sample_hook'],
-    allow_failed_imports=False)
 train_dataloader = dict(
     batch_size=4,
     num_workers=0,

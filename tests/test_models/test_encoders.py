@@ -253,8 +253,9 @@ def test_uno_model_embeds_vit_segments(tiny_model_cfg):
     torch.manual_seed(0)
     vit = dict(img_size=8, patch_size=4, embed_dim=16, depth=1, num_heads=2)
     model = MODELS.build(
-        dict(tiny_model_cfg,
-             und_encoder=dict(type='TimmViTEncoder', config=vit)))
+        dict(
+            tiny_model_cfg,
+            und_encoder=dict(type='TimmViTEncoder', config=vit)))
     outs = []
     for seed in (0, 1):
         batch = pack_sequences([_vit_plan(_images(1, 8, seed)[0])],

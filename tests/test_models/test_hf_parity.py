@@ -20,7 +20,8 @@ from uno.utils.errors import UnoConfigError
 
 SHAPES = dict(vocab_size=96, hidden_size=64, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2,
-              intermediate_size=96, rms_norm_eps=1e-6, max_position_embeddings=64)
+              intermediate_size=96, rms_norm_eps=1e-6,
+              max_position_embeddings=64)
 ARCHS = dict(
     qwen2=(Qwen2Config, Qwen2ForCausalLM, dict(rope_theta=1e6)),
     llama=(LlamaConfig, LlamaForCausalLM,

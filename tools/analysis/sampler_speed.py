@@ -57,21 +57,24 @@ def build_model(args):
     return model.to(args.device).eval()
 
 
-def time_sampler(model, sampler, prompts, args):
-    """Best wall time of ``repeats`` runs (after one warm-up) and the
-    images of the last run."""
-    best = float('inf')
+def time_samplers(model, samplers, prompts, args):
+    """Best wall time of each sampler over ``repeats`` rounds (after one
+    warm-up round) and its images. The samplers take turns within a round
+    so that a change in machine load affects both alike."""
+    best = [float('inf')] * len(samplers)
+    images = [None] * len(samplers)
     for i in range(args.repeats + 1):
-        gen = torch.Generator(args.device).manual_seed(0)
-        if args.device.startswith('cuda'):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        images = sampler.sample(model, prompts, TOKENIZER, args.image_size,
-                                gen)
-        if args.device.startswith('cuda'):
-            torch.cuda.synchronize()
-        if i:  # the first run warms up allocators and kernels
-            best = min(best, time.perf_counter() - start)
+        for j, sampler in enumerate(samplers):
+            gen = torch.Generator(args.device).manual_seed(0)
+            if args.device.startswith('cuda'):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            images[j] = sampler.sample(model, prompts, TOKENIZER,
+                                       args.image_size, gen)
+            if args.device.startswith('cuda'):
+                torch.cuda.synchronize()
+            if i:  # round 0 warms up allocators and kernels
+                best[j] = min(best[j], time.perf_counter() - start)
     return best, images
 
 
@@ -90,19 +93,15 @@ def main():
           f'prompt {args.prompt_len} tokens, batch {args.batch}, '
           f'{args.steps} steps, cfg {args.cfg_scale}, {args.device} '
           f'({torch.get_num_threads()} threads), best of {args.repeats}')
-    results = {}
-    for cache in (False, True):
-        sampler = FlowSampler(num_steps=args.steps, cfg_scale=args.cfg_scale,
-                              use_kv_cache=cache)
-        seconds, images = time_sampler(model, sampler, prompts, args)
-        results[cache] = (seconds, images)
-        name = 'cached' if cache else 'uncached'
-        print(f'{name:>9}: {seconds:7.3f} s/batch, '
-              f'{args.batch / seconds:8.2f} images/s')
-    diff = (results[True][1] - results[False][1]).abs().max().item()
-    print(f'speed-up: {results[False][0] / results[True][0]:.2f}x '
+    samplers = [FlowSampler(num_steps=args.steps, cfg_scale=args.cfg_scale,
+                            use_kv_cache=cache) for cache in (False, True)]
+    seconds, images = time_samplers(model, samplers, prompts, args)
+    for name, sec in zip(('uncached', 'cached'), seconds):
+        print(f'{name:>9}: {sec:7.3f} s/batch, '
+              f'{args.batch / sec:8.2f} images/s')
+    diff = (images[1] - images[0]).abs().max().item()
+    print(f'speed-up: {seconds[0] / seconds[1]:.2f}x '
           f'(max |cached - uncached| = {diff:.2e})')
-
 
 if __name__ == '__main__':
     main()

@@ -1,31 +1,29 @@
-"""Datasets, the sequence packer, tokenizers and plan builders.
+"""Datasets, the sequence packer, tokenizers, transforms and plan builders.
 
-Importing this package registers every dataset (DATASETS), the packer
-(FUNCTIONS: ``pack_sequences``) and the tokenizers (TOKENIZERS).
+Importing this package registers every dataset (DATASETS), the packers
+(FUNCTIONS: ``pack_sequences``, ``pack_and_count``), the transforms
+(TRANSFORMS) and the tokenizers (TOKENIZERS).
 """
 from . import shapesworld
 from .builder import build_tokenizer, to_tensor_image, to_uint8_image
+from .collate import count_broken, pack_and_count
+from .file_datasets import EditDataset, ImageCaptionDataset
+from .jsonl_base import BrokenSampleError, JsonlImageDataset
 from .packing import pack_sequences
 from .plans import (UnoPlanOptions, caption_plan, edit_plan, t2i_plan,
                     text_segment, uno_segments)
 from .shapesworld_t2i import ShapesWorldT2IDataset
 from .tokenizer import WordTokenizer
-from .collate import count_broken, pack_and_count
-from .file_datasets import EditDataset, ImageCaptionDataset
-from .jsonl_base import BrokenSampleError, JsonlImageDataset
 from .transforms import (CenterCrop, Pipeline, RandomCrop,
                          RandomHorizontalFlip, ResizeToStride, ToTensorImage,
                          build_pipeline)
 
 __all__ = [
-    'shapesworld', 'pack_sequences', 'ShapesWorldT2IDataset',
-    'WordTokenizer', 'build_tokenizer', 'to_tensor_image', 'to_uint8_image',
-    't2i_plan', 'text_segment', 'edit_plan', 'caption_plan', 'uno_segments',
-    'UnoPlanOptions'
-]
-__all__ += [
-    'pack_and_count', 'count_broken', 'ImageCaptionDataset', 'EditDataset',
-    'JsonlImageDataset', 'BrokenSampleError', 'ResizeToStride', 'CenterCrop',
-    'RandomCrop', 'RandomHorizontalFlip', 'ToTensorImage', 'Pipeline',
-    'build_pipeline'
+    'shapesworld', 'pack_sequences', 'pack_and_count', 'count_broken',
+    'ShapesWorldT2IDataset', 'ImageCaptionDataset', 'EditDataset',
+    'JsonlImageDataset', 'BrokenSampleError', 'WordTokenizer',
+    'build_tokenizer', 'to_tensor_image', 'to_uint8_image', 't2i_plan',
+    'text_segment', 'edit_plan', 'caption_plan', 'uno_segments',
+    'UnoPlanOptions', 'ResizeToStride', 'CenterCrop', 'RandomCrop',
+    'RandomHorizontalFlip', 'ToTensorImage', 'Pipeline', 'build_pipeline'
 ]

@@ -46,9 +46,13 @@ class ImageCaptionDataset(JsonlImageDataset):
         latent (bool): Caption task: show the image as clean latents (gen
             expert) instead of ViT tokens. Defaults to False.
         uno (dict, optional): UNO plan options. Defaults to None.
-        **kwargs: :class:`JsonlImageDataset` arguments
-            (``max_broken_fraction``, ``min_samples_for_threshold``,
-            ``max_refetch``, ``seed``).
+        max_broken_fraction (float): Raise once more than this fraction
+            of the samples read were broken. Defaults to 0.1.
+        min_samples_for_threshold (int): Reads before the threshold is
+            checked. Defaults to 50.
+        max_refetch (int): Following indices tried in place of a broken
+            sample (0: return None). Defaults to 0.
+        seed (int): Seed of the per-sample choices. Defaults to 0.
     """
 
     required_keys = ('image', 'caption')
@@ -137,7 +141,13 @@ class EditDataset(JsonlImageDataset):
         uno (dict, optional): UNO plan options; UNO captioning needs
             ``target_caption`` (a record without it is a broken sample).
             Defaults to None.
-        **kwargs: :class:`JsonlImageDataset` arguments.
+        max_broken_fraction (float): Raise once more than this fraction
+            of the samples read were broken. Defaults to 0.1.
+        min_samples_for_threshold (int): Reads before the threshold is
+            checked. Defaults to 50.
+        max_refetch (int): Following indices tried in place of a broken
+            sample (0: return None). Defaults to 0.
+        seed (int): Seed of the per-sample choices. Defaults to 0.
     """
 
     required_keys = ('source', 'target', 'instruction')

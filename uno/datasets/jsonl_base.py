@@ -119,6 +119,8 @@ class JsonlImageDataset(Dataset):
         self.num_broken = 0  # broken reads in this process
         self.num_read = 0  # all reads in this process
         self.records = self._load_records()
+        # read by mmengine's Runner (the visualizer's dataset_meta)
+        self.metainfo = dict(ann_file=self.ann_file, data_root=self.data_root)
 
     # --- annotations -------------------------------------------------------
     @staticmethod

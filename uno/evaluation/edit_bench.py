@@ -19,8 +19,7 @@ from scipy import ndimage
 
 from uno.datasets.shapesworld import EDIT_KINDS, EditPair
 from uno.registry import EVALUATORS
-from .geneval import build_detector
-from .shapes_detector import as_image
+from .shapes_detector import as_image, build_detector
 
 # one detector for score_edit calls that do not pass one (templates cached)
 _DEFAULT = build_detector(None)
@@ -28,7 +27,8 @@ _DEFAULT = build_detector(None)
 _STEP = {'left': (-1, 0), 'right': (1, 0), 'up': (0, -1), 'down': (0, 1)}
 
 
-def preserved_mask(size: int, region: Sequence[int],
+def preserved_mask(size: int,
+                   region: Sequence[int],
                    dilate: int = 2) -> np.ndarray:
     """True outside ``region`` grown by ``dilate`` pixels, ``(S, S)``."""
     inside = np.zeros((size, size), dtype=bool)
@@ -49,8 +49,8 @@ def psnr_l1(source: np.ndarray, output: np.ndarray,
     diff = source[mask].astype(np.float64) - output[mask]  # (P, 3)
     mse = float((diff**2).mean())
     psnr = math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-    return dict(preserved_psnr=psnr, preserved_l1=float(np.abs(diff).mean())
-                / 255.0)
+    return dict(
+        preserved_psnr=psnr, preserved_l1=float(np.abs(diff).mean()) / 255.0)
 
 
 def _center(box: Sequence[float]) -> np.ndarray:
@@ -83,8 +83,9 @@ def edit_satisfied(source_dets: List,
         hits = [d for d in dets if d.cls == subj.shape and d.color == color]
         if near is not None:
             hits = [
-                d for d in hits if np.linalg.norm(_center(d.box) - near) <=
-                place_tol * image_size
+                d for d in hits
+                if np.linalg.norm(_center(d.box) - near) <= place_tol *
+                image_size
             ]
         return hits
 
@@ -93,8 +94,8 @@ def edit_satisfied(source_dets: List,
             find(output_dets, pair.detail, where)
             and not find(output_dets, subj.color, where))
     if pair.kind == 'add':
-        return (len(find(output_dets, subj.color)) == len(
-            find(source_dets, subj.color)) + 1
+        return (len(find(output_dets,
+                         subj.color)) == len(find(source_dets, subj.color)) + 1
                 and len(output_dets) == len(source_dets) + 1)
     if pair.kind == 'remove':
         return not find(output_dets, subj.color)

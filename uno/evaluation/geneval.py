@@ -15,28 +15,21 @@ the same code scores real GenEval prompts with GenEval's own detector.
 """
 import json
 from collections import defaultdict
-from typing import (Callable, Dict, Iterable, List, Optional, Sequence, Set,
-                    Tuple)
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 from mmengine.evaluator import BaseMetric
 
 from uno.datasets.shapesworld import Scene, ShapesWorld
 from uno.registry import EVALUATORS
-from .shapes_detector import Detection, ShapesDetector, as_image
+from .shapes_detector import Detection, as_image, build_detector
 
 # GenEval's tags, in the order of its evaluation_metadata.jsonl
 GENEVAL_TAGS = ('single_object', 'two_object', 'counting', 'colors',
                 'position', 'color_attr')
-# ShapesWorld scene tag that each GenEval tag is made from
-SCENE_TAG = {
-    'single_object': 'single_object',
-    'colors': 'single_object',
-    'two_object': 'two_object',
-    'counting': 'counting',
-    'position': 'position',
-    'color_attr': 'color_attr',
-}
+# ShapesWorld scene tag that each GenEval tag is made from: the same name,
+# except that a 'colors' prompt is a single object with a stated colour
+SCENE_TAG = dict({t: t for t in GENEVAL_TAGS}, colors='single_object')
 # evaluate_images.py defaults: --options threshold, counting_threshold,
 # max_objects, max_overlap and position_threshold
 THRESHOLD = 0.3
@@ -77,7 +70,8 @@ def scene_metadata(scene: Scene, tag: str, prompt: str) -> dict:
     elif tag == 'position':
         first, second = objs
         entry['include'] = [
-            req(second), dict(req(first), position=[scene.relation, 0])
+            req(second),
+            dict(req(first), position=[scene.relation, 0])
         ]
     else:
         raise ValueError(f'unknown GenEval tag {tag!r}')
@@ -85,19 +79,12 @@ def scene_metadata(scene: Scene, tag: str, prompt: str) -> dict:
     return entry
 
 
-def _usable(scene: Scene, tag: str) -> bool:
-    # GenEval matches objects by class only, so a position prompt needs two
-    # classes: with one, both includes would pick the same object
-    return tag != 'position' or (scene.objects[0].shape !=
-                                 scene.objects[1].shape)
-
-
-def make_geneval_items(world: ShapesWorld,
-                       n_per_tag: int,
-                       split: str = 'test',
-                       seed: int = 0,
-                       tags: Sequence[str] = GENEVAL_TAGS
-                       ) -> List[Tuple[dict, Scene]]:
+def make_geneval_items(
+        world: ShapesWorld,
+        n_per_tag: int,
+        split: str = 'test',
+        seed: int = 0,
+        tags: Sequence[str] = GENEVAL_TAGS) -> List[Tuple[dict, Scene]]:
     """GenEval entries with the ShapesWorld scenes they were made from.
 
     Scenes ``world.scene(i, split)`` are visited at indices drawn from a
@@ -134,12 +121,15 @@ def make_geneval_items(world: ShapesWorld,
             break
         scene = world.scene(int(rng.integers(2**31 - 1)), split)
         wanted = [t for t in open_tags if SCENE_TAG[t] == scene.tag]
-        if not wanted or not _usable(scene, wanted[0]):
+        # GenEval matches objects by class only: in a position prompt with
+        # one class twice, both includes would pick the same object
+        one_class = len({o.shape for o in scene.objects}) == 1
+        if not wanted or (scene.tag == 'position' and one_class):
             continue
         tag = min(wanted, key=lambda t: len(items[t]))  # first on ties
         entry = scene_metadata(scene, tag, world.prompt(scene))
         items[tag].append((entry, scene))
-    else:
+    if any(len(items[t]) < n_per_tag for t in tags):
         raise RuntimeError(f'could not fill {n_per_tag} entries per tag')
     return [item for t in tags for item in items[t]]
 
@@ -169,9 +159,9 @@ def read_jsonl(path: str) -> List[dict]:
 # --- GenEval's rules ---------------------------------------------------------
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     """IoU of two ``(x0, y0, x1, y1)`` boxes (pixel edges)."""
-    iw = max(min(a[2], b[2]) - max(a[0], b[0]), 0)
-    ih = max(min(a[3], b[3]) - max(a[1], b[1]), 0)
-    inter = iw * ih
+    inter = (
+        max(min(a[2], b[2]) - max(a[0], b[0]), 0) *
+        max(min(a[3], b[3]) - max(a[1], b[1]), 0))
     union = ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) -
              inter)
     return inter / union if union > 0 else 0.0
@@ -193,8 +183,8 @@ def relative_position(box_a: Sequence[float],
     center_a, center_b = boxes.mean(1)
     dim_a, dim_b = np.abs(boxes[:, 1] - boxes[:, 0])
     offset = center_a - center_b
-    revised = np.maximum(
-        np.abs(offset) - threshold * (dim_a + dim_b), 0) * np.sign(offset)
+    revised = np.maximum(np.abs(offset) - threshold *
+                         (dim_a + dim_b), 0) * np.sign(offset)
     if np.all(np.abs(revised) < 1e-3):
         return set()
     dx, dy = revised / np.linalg.norm(offset)
@@ -210,13 +200,13 @@ def relative_position(box_a: Sequence[float],
     return relations
 
 
-def group_detections(detections: Iterable[Detection],
-                     tag: str,
-                     threshold: float = THRESHOLD,
-                     counting_threshold: float = COUNTING_THRESHOLD,
-                     max_objects: int = MAX_OBJECTS,
-                     max_overlap: float = MAX_OVERLAP
-                     ) -> Dict[str, List[Detection]]:
+def group_detections(
+        detections: Iterable[Detection],
+        tag: str,
+        threshold: float = THRESHOLD,
+        counting_threshold: float = COUNTING_THRESHOLD,
+        max_objects: int = MAX_OBJECTS,
+        max_overlap: float = MAX_OVERLAP) -> Dict[str, List[Detection]]:
     """Detections kept per class, most confident first (GenEval's filter).
 
     Scores must exceed ``threshold`` (``counting_threshold`` for counting
@@ -243,14 +233,14 @@ def group_detections(detections: Iterable[Detection],
     return kept
 
 
-def evaluate_image(detections: Iterable[Detection],
-                   metadata: dict,
-                   threshold: float = THRESHOLD,
-                   counting_threshold: float = COUNTING_THRESHOLD,
-                   max_objects: int = MAX_OBJECTS,
-                   max_overlap: float = MAX_OVERLAP,
-                   position_threshold: float = POSITION_THRESHOLD
-                   ) -> Tuple[bool, str]:
+def evaluate_image(
+        detections: Iterable[Detection],
+        metadata: dict,
+        threshold: float = THRESHOLD,
+        counting_threshold: float = COUNTING_THRESHOLD,
+        max_objects: int = MAX_OBJECTS,
+        max_overlap: float = MAX_OVERLAP,
+        position_threshold: float = POSITION_THRESHOLD) -> Tuple[bool, str]:
     """Judge one image's detections against a GenEval entry.
 
     Each include needs ``count`` objects of its class; the colour and the
@@ -271,9 +261,8 @@ def evaluate_image(detections: Iterable[Detection],
         tuple[bool, str]: Whether the image is correct and, if not, why
         (one line per failed clause).
     """
-    objects = group_detections(detections, metadata.get('tag', ''),
-                               threshold, counting_threshold, max_objects,
-                               max_overlap)
+    objects = group_detections(detections, metadata.get('tag', ''), threshold,
+                               counting_threshold, max_objects, max_overlap)
     reasons, matched_groups = [], []
     for req in metadata.get('include', []):
         cls, count = req['class'], req['count']
@@ -343,22 +332,11 @@ def summarize(results: Sequence[dict]) -> Dict[str, float]:
     out['overall'] = float(np.mean(tag_scores)) if tag_scores else 0.0
     flags = [bool(r['correct']) for r in results]
     out['correct_images'] = float(np.mean(flags)) if flags else 0.0
-    out['correct_prompts'] = (float(np.mean([any(v) for v in per_prompt.values()
-                                             ])) if per_prompt else 0.0)
+    out['correct_prompts'] = (
+        float(np.mean([any(v)
+                       for v in per_prompt.values()])) if per_prompt else 0.0)
     out['num_images'] = len(flags)
     return out
-
-
-def build_detector(detector) -> Callable:
-    """A detector from None (ShapesDetector), a config dict or a callable."""
-    if detector is None:
-        return ShapesDetector()
-    if isinstance(detector, dict):
-        return EVALUATORS.build(detector)
-    if callable(detector):
-        return detector
-    raise TypeError(f'detector must be None, a config dict or a callable, '
-                    f'got {type(detector).__name__}')
 
 
 @EVALUATORS.register_module()

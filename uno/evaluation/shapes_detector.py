@@ -12,7 +12,7 @@ shifts, blur), not only on crisp renders.
 """
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -65,8 +65,8 @@ def as_image(image) -> np.ndarray:
     return image
 
 
-def _draw(shape: str, size: Tuple[int, int],
-          box: Tuple[int, int, int, int]) -> np.ndarray:
+def _draw(shape: str, size: Tuple[int, int], box: Tuple[int, int, int,
+                                                        int]) -> np.ndarray:
     """Bool mask of ``size`` (w, h) with ``shape`` filling the int box."""
     img = Image.new('L', size, 0)
     draw = ImageDraw.Draw(img)
@@ -109,8 +109,8 @@ def _unit_moments() -> np.ndarray:
         mx, my = xs[mask].sum() / n, ys[mask].sum() / n
         vx = ((xs[mask] - mx)**2).sum() / n
         vy = ((ys[mask] - my)**2).sum() / n
-        out.append((mx / side - 0.5, my / side - 0.5, vx / side**2,
-                    vy / side**2))
+        out.append(
+            (mx / side - 0.5, my / side - 0.5, vx / side**2, vy / side**2))
     return np.array(out)
 
 
@@ -163,11 +163,16 @@ def soft_template_iou(alpha: np.ndarray, supersample: int = 4) -> np.ndarray:
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
     """``mask`` with enclosed background filled (one labelling pass)."""
-    outside, _ = ndimage.label(np.pad(~mask, 1, constant_values=True))
-    border = np.unique(
-        np.concatenate([outside[0], outside[-1], outside[:, 0],
-                        outside[:, -1]]))
-    return mask | ~np.isin(outside[1:-1, 1:-1], border)
+    h, w = mask.shape
+    padded = np.ones((h + 2, w + 2), dtype=bool)
+    padded[1:-1, 1:-1] = ~mask
+    outside, num = ndimage.label(padded)  # 4-connected background
+    if num == 1:
+        return mask
+    hole = np.ones(num + 1, dtype=bool)
+    hole[0] = False  # the mask itself
+    hole[outside[0]] = False  # the padding touches all outer background
+    return mask | hole[outside[1:-1, 1:-1]]
 
 
 @EVALUATORS.register_module()
@@ -204,13 +209,14 @@ class ShapesDetector:
         [('circle', 'red'), ('star', 'blue')]
     """
 
-    def __init__(self,
-                 colors: Sequence[str] = tuple(COLOR_RGB),
-                 color_tol: float = 100.0,
-                 min_area: float = 0.006,
-                 background: Optional[Tuple[int, int, int]] = None,
-                 soft: bool = True,
-                 iou_range: Tuple[float, float] = (0.5, 0.75)) -> None:
+    def __init__(
+        self,
+        colors: Sequence[str] = tuple(COLOR_RGB),
+        color_tol: float = 100.0,
+        min_area: float = 0.006,
+        background: Optional[Tuple[int, int, int]] = None,
+        soft: bool = True,
+        iou_range: Tuple[float, float] = (0.5, 0.75)) -> None:
         unknown = [c for c in colors if c not in COLOR_RGB]
         if unknown or not colors:
             raise ValueError(f'colors must be a non-empty subset of '
@@ -239,13 +245,18 @@ class ShapesDetector:
             bg = estimate_background(image)
         else:
             bg = np.asarray(self.background, dtype=np.float32)
-        refs = np.concatenate([self.palette, bg[None]])  # (C + 1, 3)
-        pix = image.astype(np.float32)[:, :, None, :]  # (H, W, 1, 3)
-        dist = np.sqrt(((pix - refs)**2).sum(-1))  # (H, W, C + 1)
-        nearest = dist.argmin(-1)  # (H, W)
-        near_dist = np.take_along_axis(dist, nearest[..., None], -1)[..., 0]
-        is_color = (nearest < len(self.colors)) & (near_dist <= self.color_tol)
-        return np.where(is_color, nearest, -1), bg
+        # background first: argmin breaks ties towards it, so a background
+        # of a palette colour is not one image-sized object
+        refs = np.concatenate([bg[None], self.palette])  # (1 + C, 3)
+        pix = image.reshape(-1, 3).astype(np.float32)  # (H W, 3)
+        # squared distances |p|^2 - 2 p.r + |r|^2 as one matrix product
+        dist2 = ((pix**2).sum(1, keepdims=True) - 2 * pix @ refs.T +
+                 (refs**2).sum(1))  # (H W, 1 + C)
+        nearest = dist2.argmin(1)  # (H W,)
+        near2 = dist2[np.arange(len(pix)), nearest]
+        is_color = (nearest > 0) & (near2 <= self.color_tol**2)
+        labels = np.where(is_color, nearest - 1, -1)
+        return labels.reshape(image.shape[:2]), bg
 
     def classify(self,
                  mask: np.ndarray,
@@ -276,11 +287,11 @@ class ShapesDetector:
         """Coverage of ``color`` over background in the slice ``sl`` grown
         by one pixel, zero on ``~keep`` (pixels of other objects)."""
         ys, xs = sl
-        pad = (slice(max(ys.start - 1, 0), ys.stop + 1),
-               slice(max(xs.start - 1, 0), xs.stop + 1))
+        pad = (slice(max(ys.start - 1, 0),
+                     ys.stop + 1), slice(max(xs.start - 1, 0), xs.stop + 1))
         ref = self.palette[color] - bg  # (3,)
         pix = image[pad].astype(np.float32) - bg  # (h, w, 3)
-        alpha = np.clip(pix @ ref / (ref @ ref), 0.0, 1.0)  # (h, w)
+        alpha = np.clip(pix @ ref / max(ref @ ref, 1.0), 0.0, 1.0)  # (h, w)
         alpha[alpha < 0.1] = 0.0  # background noise would bias moments
         alpha = alpha * keep[pad]
         # restore the one-pixel margin cut off at the image border
@@ -328,3 +339,17 @@ class ShapesDetector:
                               ((x0 + x1) / 2, (y0 + y1) / 2), area, score))
         dets.sort(key=lambda d: (-d.score, d.box[1], d.box[0]))
         return dets
+
+
+def build_detector(detector=None) -> Callable:
+    """A detector from None (:class:`ShapesDetector`), a config dict built
+    from ``EVALUATORS`` (e.g. a wrapper of GenEval's own detector) or a
+    callable, which is returned as is."""
+    if detector is None:
+        return ShapesDetector()
+    if isinstance(detector, dict):
+        return EVALUATORS.build(detector)
+    if callable(detector):
+        return detector
+    raise TypeError(f'detector must be None, a config dict or a callable, '
+                    f'got {type(detector).__name__}')

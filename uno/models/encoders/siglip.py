@@ -116,8 +116,17 @@ class SiglipVisionEncoder(nn.Module):
         cfg.num_hidden_layers = index + 1
         cfg.vision_use_head = False
         if pretrained is not None:
-            tower = SiglipVisionModel.from_pretrained(
-                path, config=cfg, local_files_only=True)
+            # later layers and the head of the checkpoint are skipped;
+            # a missing weight would be silently random, so refuse it
+            tower, info = SiglipVisionModel.from_pretrained(
+                path,
+                config=cfg,
+                local_files_only=True,
+                output_loading_info=True)
+            if info['missing_keys']:
+                raise RuntimeError(
+                    f'{pretrained!r} lacks SigLIP vision weights: '
+                    f"{sorted(info['missing_keys'])[:5]}")
         else:
             tower = SiglipVisionModel(cfg)
         if not use_post_layernorm:

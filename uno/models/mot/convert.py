@@ -276,5 +276,8 @@ def _short(keys: Iterable[str], n: int = 6) -> str:
     return ', '.join(keys[:n]) + more
 
 
-__all__ = ['mot_config_from_hf', 'hf_to_uno', 'uno_to_hf', 'hf_key_to_uno',
-           'uno_key_to_hf', 'expected_uno_keys', 'is_derived_key', 'SUPPORTED_MODEL_TYPES']
+__all__ = [
+    'mot_config_from_hf', 'hf_to_uno', 'uno_to_hf', 'hf_key_to_uno',
+    'uno_key_to_hf', 'expected_uno_keys', 'is_derived_key',
+    'SUPPORTED_MODEL_TYPES'
+]
