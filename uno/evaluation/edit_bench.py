@@ -78,24 +78,21 @@ def edit_satisfied(source_dets: List,
     """
     subj = pair.subject
     where = _center(subj.box(image_size))
+    tol = place_tol * image_size
 
     def find(dets, color, near=None):
-        hits = [d for d in dets if d.cls == subj.shape and d.color == color]
-        if near is not None:
-            hits = [
-                d for d in hits
-                if np.linalg.norm(_center(d.box) - near) <= place_tol *
-                image_size
-            ]
-        return hits
+        return [
+            d for d in dets if d.cls == subj.shape and d.color == color and (
+                near is None or np.linalg.norm(_center(d.box) - near) <= tol)
+        ]
 
     if pair.kind == 'recolor':
         return bool(
             find(output_dets, pair.detail, where)
             and not find(output_dets, subj.color, where))
     if pair.kind == 'add':
-        return (len(find(output_dets,
-                         subj.color)) == len(find(source_dets, subj.color)) + 1
+        before = len(find(source_dets, subj.color))
+        return (len(find(output_dets, subj.color)) == before + 1
                 and len(output_dets) == len(source_dets) + 1)
     if pair.kind == 'remove':
         return not find(output_dets, subj.color)
@@ -103,9 +100,8 @@ def edit_satisfied(source_dets: List,
         hits = find(output_dets, subj.color)
         if len(hits) != 1:
             return False
-        shift = _center(hits[0].box) - where
-        return float(shift @ _STEP[pair.detail]) >= (
-            move_threshold * image_size)
+        shift = _center(hits[0].box) - where  # (2,)
+        return float(shift @ _STEP[pair.detail]) >= move_threshold * image_size
     raise ValueError(f'unknown edit kind {pair.kind!r}')
 
 

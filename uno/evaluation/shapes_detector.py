@@ -4,11 +4,13 @@ It stands in for GenEval's Mask2Former + CLIP colour classifier on
 ShapesWorld: pixels are assigned to the nearest palette colour (or the
 background, estimated from the image border) within a distance tolerance,
 each colour's connected components become candidate objects, and a
-component's shape is the rendered template (circle, square, triangle,
-diamond, star drawn into the component's bounding box) with the highest
-IoU. Colour distances rather than exact equality, hole filling and a
-minimum area make it usable on imperfect generations (noise, small colour
-shifts, blur), not only on crisp renders.
+component's shape is the template (circle, square, triangle, diamond,
+star) that matches it best: drawn crisply into its bounding box, which is
+exact on renders, or drawn antialiased at the size and place given by the
+component's colour-coverage moments, which tolerates blur. Colour
+distances rather than exact equality, hole filling and a minimum area make
+it usable on imperfect generations (noise, colour shifts, blur), not only
+on crisp renders.
 """
 from dataclasses import dataclass
 from functools import lru_cache
@@ -139,6 +141,8 @@ def soft_template_iou(alpha: np.ndarray, supersample: int = 4) -> np.ndarray:
     """
     h, w = alpha.shape
     mass = alpha.sum()
+    if mass <= 0:
+        return np.zeros(len(SHAPES))
     ys, xs = np.mgrid[0:h, 0:w] + 0.5  # pixel centres
     mx, my = (alpha * xs).sum() / mass, (alpha * ys).sum() / mass
     vx = (alpha * (xs - mx)**2).sum() / mass
