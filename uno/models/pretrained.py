@@ -19,6 +19,7 @@ import json
 import math
 import os
 import os.path as osp
+import shutil
 import time
 from dataclasses import dataclass, field, fields
 from typing import Iterable, Iterator, List, Optional, Tuple, Union
@@ -162,7 +163,12 @@ def dequantize_gguf(path: str,
             path, gguf_file=gguf_file, local_files_only=True).save_pretrained(
                 tmp)
     os.makedirs(osp.dirname(osp.abspath(out_dir)), exist_ok=True)
-    os.replace(tmp, out_dir)  # atomic: readers never see half a folder
+    try:
+        os.replace(tmp, out_dir)  # atomic: readers never see half a folder
+    except OSError:
+        if not osp.isfile(osp.join(out_dir, 'config.json')):
+            raise
+        shutil.rmtree(tmp)  # another process finished first
     return out_dir
 
 
