@@ -9,10 +9,13 @@ from .builder import build_tokenizer, to_tensor_image, to_uint8_image
 from .collate import count_broken, pack_and_count
 from .file_datasets import EditDataset, ImageCaptionDataset
 from .jsonl_base import BrokenSampleError, JsonlImageDataset
+from .mixture import MixtureDataset
 from .packing import pack_sequences
 from .plans import (UnoPlanOptions, caption_plan, edit_plan, t2i_plan,
                     text_segment, uno_segments)
 from .shapesworld_t2i import ShapesWorldT2IDataset
+from .shapesworld_tasks import (ShapesWorldCaptionDataset,
+                                ShapesWorldEditDataset)
 from .tokenizer import WordTokenizer
 from .transforms import (CenterCrop, Pipeline, RandomCrop,
                          RandomHorizontalFlip, ResizeToStride, ToTensorImage,
@@ -20,7 +23,9 @@ from .transforms import (CenterCrop, Pipeline, RandomCrop,
 
 __all__ = [
     'shapesworld', 'pack_sequences', 'pack_and_count', 'count_broken',
-    'ShapesWorldT2IDataset', 'ImageCaptionDataset', 'EditDataset',
+    'ShapesWorldT2IDataset', 'ShapesWorldCaptionDataset',
+    'ShapesWorldEditDataset', 'MixtureDataset', 'ImageCaptionDataset',
+    'EditDataset',
     'JsonlImageDataset', 'BrokenSampleError', 'WordTokenizer',
     'build_tokenizer', 'to_tensor_image', 'to_uint8_image', 't2i_plan',
     'text_segment', 'edit_plan', 'caption_plan', 'uno_segments',

@@ -109,8 +109,10 @@ def _inject_plan_options(dataset, uno: dict, where: str) -> None:
     """
     if not isinstance(dataset, dict):
         return
-    for child in [dataset.get('dataset')] + list(dataset.get('datasets',
-                                                             [])):
+    children = dataset.get('datasets') or []
+    if isinstance(children, dict):  # MixtureDataset: keyed by name
+        children = list(children.values())
+    for child in [dataset.get('dataset')] + list(children):
         _inject_plan_options(child, uno, where)
     cls = DATASETS.get(dataset.get('type')) if isinstance(
         dataset.get('type'), str) else dataset.get('type')
