@@ -220,3 +220,36 @@ def test_captioner_stops_at_eos(model):
         assert len(calls) == 4
         if cache:  # finished captions are dropped from the steps
             assert calls == [3, 3, 2, 2]
+
+
+def test_edit_plans_cached_equals_uncached(uno_model_cfg):
+    """Editing: the condition (clean source latents, source ViT tokens,
+    instruction) is cached; results equal the uncached sampler."""
+    from uno.datasets.plans import edit_plan
+    from uno.structures import SequencePlan
+    torch.manual_seed(0)
+    model = MODELS.build(uno_model_cfg).eval()
+    torch.nn.init.normal_(model.llm2vae.weight, std=0.1)
+    tok = TinyTokenizer()
+    sources = torch.rand(2, 3, 8, 8) * 2 - 1
+    blank = torch.zeros(3, 8, 8)
+
+    def plans(instruction):
+        return [SequencePlan(edit_plan(instruction, tok), images=[s, blank])
+                for s in sources]
+
+    out = []
+    for cached in (True, False):
+        sampler = FlowSampler(num_steps=3, cfg_scale=2.0,
+                              use_kv_cache=cached)
+        out.append(sampler.sample_plans(
+            model, plans([10, 11]), plans([]),
+            generator=torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-5)
+    assert out[0].shape == (2, 3, 8, 8)
+    # the source image conditions the result
+    other = FlowSampler(num_steps=3, cfg_scale=2.0).sample_plans(
+        model, [SequencePlan(edit_plan([10, 11], tok),
+                             images=[-s, blank]) for s in sources],
+        plans([]), generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(other, out[0])

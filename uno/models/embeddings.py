@@ -11,14 +11,20 @@ import torch
 from torch import Tensor, nn
 
 
-def sinusoid(x: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """Sin-cos features of ``x`` ``(N,)`` -> ``(N, dim)`` (cos first)."""
+def sinusoid(x: Tensor, dim: int, max_period: float = 10000.0,
+             sin_first: bool = False) -> Tensor:
+    """Sin-cos features of ``x`` ``(N,)`` -> ``(N, dim)``.
+
+    Frequencies ``max_period ** (-k / (dim // 2))``; cos first (DiT's and
+    BAGEL's timestep order) unless ``sin_first``.
+    """
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) *
                       torch.arange(half, device=x.device, dtype=torch.float32)
                       / half)  # (half,)
     args = x.float()[:, None] * freqs[None]  # (N, half)
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    pair = [torch.sin(args), torch.cos(args)]
+    emb = torch.cat(pair if sin_first else pair[::-1], dim=-1)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
     return emb
@@ -52,14 +58,19 @@ class TimestepEmbedder(nn.Module):
 def sincos_2d(pos: Tensor, dim: int) -> Tensor:
     """Fixed 2-D position embedding of ``(row, col)`` pairs.
 
+    Laid out as BAGEL's ``PositionEmbedding`` tables (MAE's 2-D sin-cos):
+    ``[sin(c w), cos(c w), sin(r w), cos(r w)]`` with ``w_k = 10000 **
+    (-k / (dim / 4))``, so BAGEL checkpoints see the positions they were
+    trained with.
+
     Args:
         pos (Tensor): ``(N, 2)`` integer rows and columns.
-        dim (int): Output width (the first half encodes rows).
+        dim (int): Output width (the first half encodes columns).
 
     Returns:
         Tensor: ``(N, dim)`` float32.
     """
     half = dim // 2
-    rows = sinusoid(pos[:, 0], half)
-    cols = sinusoid(pos[:, 1], dim - half)
-    return torch.cat([rows, cols], dim=-1)
+    cols = sinusoid(pos[:, 1], half, sin_first=True)
+    rows = sinusoid(pos[:, 0], dim - half, sin_first=True)
+    return torch.cat([cols, rows], dim=-1)

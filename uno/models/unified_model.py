@@ -11,6 +11,7 @@ no loss and samples no noise: that is the objectives' job
 from typing import Optional, Sequence
 
 import torch
+from mmengine.logging import MMLogger
 from torch import Tensor, nn
 
 from uno.registry import ATTENTION, ENCODERS, MODELS
@@ -57,10 +58,18 @@ class UnoModel(nn.Module):
             differentiable). Defaults to freezing the latent encoder only.
         timestep_scale (float): See :class:`TimestepEmbedder`. Defaults to
             1000.0.
+        pretrained_llm (dict, optional): Initialise the und expert,
+            embeddings and lm_head from a local causal LM and copy the
+            und expert into the gen expert (BAGEL's recipe): arguments of
+            :func:`uno.models.pretrained.load_pretrained_llm` (``path``,
+            ``gguf_file``, ``copy_to_gen``, ``strict_shapes``). Defaults
+            to None.
     """
     config_schema = dict(llm=tuple(MoTConfig.__dataclass_fields__),
                          metaquery=('num_queries', 'init_std'),
-                         freeze=FREEZABLE)
+                         freeze=FREEZABLE,
+                         pretrained_llm=('path', 'gguf_file', 'copy_to_gen',
+                                         'strict_shapes'))
 
     def __init__(self,
                  llm: dict,
@@ -69,7 +78,8 @@ class UnoModel(nn.Module):
                  attention: Optional[dict] = None,
                  metaquery: Optional[dict] = None,
                  freeze: Optional[dict] = None,
-                 timestep_scale: float = 1000.0):
+                 timestep_scale: float = 1000.0,
+                 pretrained_llm: Optional[dict] = None):
         super().__init__()
         self.cfg = MoTConfig.from_dict(dict(llm))
         d = self.cfg.hidden_size
@@ -94,6 +104,12 @@ class UnoModel(nn.Module):
         self.metaquery = MetaQueryTokens(hidden_size=d, **(metaquery or {}))
         self.attention = ATTENTION.build(attention or dict(type='sdpa'))
         self._init_weights()
+        if pretrained_llm is not None:
+            # after _init_weights (which would overwrite the weights) and
+            # before freezing and any FSDP wrapping
+            from .pretrained import load_pretrained_llm
+            report = load_pretrained_llm(self, **pretrained_llm)
+            MMLogger.get_current_instance().info(str(report))
         self.apply_freeze(freeze or {})
 
     # ------------------------------------------------------------------

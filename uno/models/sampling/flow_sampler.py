@@ -29,15 +29,20 @@ from uno.structures import PackedBatch, SequencePlan
 from .packed_cache import model_device_dtype, prefill, rank_in, run_decoder
 
 
-def t2i_batch(prompts: Sequence[Sequence[int]], tokenizer, image_size: int,
-              stride: int, uncond: bool) -> PackedBatch:
-    """Pack the T2I plans of ``prompts`` (then as many empty prompts when
-    ``uncond``) around blank ``image_size`` canvases."""
+def t2i_plans(prompts: Sequence[Sequence[int]], tokenizer,
+              image_size: int) -> List[SequencePlan]:
+    """T2I plans of ``prompts`` around blank ``image_size`` canvases."""
     canvas = torch.zeros(3, image_size, image_size)
-    texts = list(prompts) + ([[]] * len(prompts) if uncond else [])
-    plans = [SequencePlan(t2i_plan(p, tokenizer), images=[canvas])
-             for p in texts]
-    return pack_sequences(plans, latent_stride=stride)
+    return [SequencePlan(t2i_plan(p, tokenizer), images=[canvas])
+            for p in prompts]
+
+
+def _noisy_image(plan: SequencePlan) -> Tensor:
+    noisy = [s for s in plan.segments if s.kind == 'noisy_latent']
+    if len(noisy) != 1 or plan.segments[-1] is not noisy[0]:
+        raise ValueError('a sampling plan must end with its one noisy '
+                         'image segment')
+    return plan.images[noisy[0].image]
 
 
 class _FullVelocity:
@@ -75,10 +80,14 @@ class _CachedVelocity:
         self.is_text = torch.zeros_like(self.noisy)
         self.is_text[batch.text_index] = True
         self.prefix = torch.nonzero(~self.noisy).flatten()  # (L_p,)
-        if not bool(self.is_text[self.prefix].all()):
-            raise NotImplementedError('the cached sampler supports '
-                                      'text-only conditions')
-        x = model.embed_tokens(batch.input_ids[self.prefix])  # (L_p, D)
+        # embed the whole sequence once (noisy rows get placeholders) and
+        # keep the condition's rows: text, clean latents, ViT tokens
+        batch.extras = dict(
+            noisy_latents=model.vae2llm.weight.new_zeros(
+                batch.noisy_index.numel(), model.latent_encoder.latent_dim),
+            timesteps=torch.ones(batch.noisy_images.numel(),
+                                 device=batch.device))
+        x = model.embed(batch)[self.prefix]  # (L_p, D)
         _, self.cache = prefill(model, batch, x, self.prefix)
         self.parts = {}
 
@@ -185,16 +194,58 @@ class FlowSampler:
         """
         if not prompts:
             raise ValueError('sample() needs at least one prompt')
+        uncond = [[]] * len(prompts) if self.cfg_scale != 1.0 else None
+        return self.sample_plans(
+            model, t2i_plans(prompts, tokenizer, image_size),
+            None if uncond is None else t2i_plans(uncond, tokenizer,
+                                                  image_size),
+            generator=generator)
+
+    @torch.no_grad()
+    def sample_plans(self,
+                     model: nn.Module,
+                     plans: Sequence[SequencePlan],
+                     uncond_plans: Optional[Sequence[SequencePlan]] = None,
+                     generator: Optional[torch.Generator] = None) -> Tensor:
+        """Generate the noisy image of each plan (any task: T2I, editing).
+
+        Args:
+            model (nn.Module): A :class:`UnoModel`.
+            plans (Sequence[SequencePlan]): Conditional plans, each ending
+                with its one noisy-image segment (whose image is only a
+                placeholder of the output size).
+            uncond_plans (Sequence[SequencePlan], optional): The same plans
+                with the text condition dropped, for guidance; required
+                when ``cfg_scale != 1``. Defaults to None.
+            generator (torch.Generator, optional): Source of the initial
+                noise. Defaults to None.
+
+        Returns:
+            Tensor: Images ``(B, 3, H, W)`` in ``[-1, 1]``.
+        """
         encoder = model.latent_encoder
-        if image_size % encoder.stride:
-            raise ValueError(f'image_size={image_size} is not a multiple '
-                             f'of the latent stride {encoder.stride}')
-        device, _ = model_device_dtype(model)
-        num, side = len(prompts), image_size // encoder.stride
+        sizes = {tuple(_noisy_image(p).shape[-2:]) for p in plans}
+        if len(sizes) != 1:
+            raise ValueError(f'plans of one call need one output size, got '
+                             f'{sorted(sizes)}')
+        (height, width), = sizes
+        if height % encoder.stride or width % encoder.stride:
+            raise ValueError(f'output size {height}x{width} is not a '
+                             f'multiple of the latent stride '
+                             f'{encoder.stride}')
         guided_ever = self.cfg_scale != 1.0
-        batch = t2i_batch(prompts, tokenizer, image_size, encoder.stride,
-                          uncond=guided_ever).to(device)
-        x = torch.randn((num, side * side, encoder.latent_dim),
+        if guided_ever and (uncond_plans is None
+                            or len(uncond_plans) != len(plans)):
+            raise ValueError('cfg_scale != 1 needs one unconditional plan '
+                             'per plan')
+        device, _ = model_device_dtype(model)
+        num = len(plans)
+        grid = (height // encoder.stride, width // encoder.stride)
+        packed = list(plans) + (list(uncond_plans) if guided_ever else [])
+        batch = pack_sequences(packed, latent_stride=encoder.stride,
+                               vit_stride=getattr(model.und_encoder,
+                                                  'stride', 0)).to(device)
+        x = torch.randn((num, grid[0] * grid[1], encoder.latent_dim),
                         generator=generator,
                         device=generator.device if generator else device)
         x = x.to(device)  # (B, N, C), integrated in fp32
@@ -206,4 +257,4 @@ class FlowSampler:
             v_c, v_u = velocity(x, t, guided)  # (B, N, C) each
             v = v_u + self.cfg_scale * (v_c - v_u) if guided else v_c
             x = x - v * (t - t_next)
-        return encoder.decode(x, (side, side)).clamp(-1, 1)
+        return encoder.decode(x, grid).clamp(-1, 1)
