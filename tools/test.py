@@ -41,14 +41,15 @@ def main():
 
     def _run():
         from uno.utils.errors import UnoConfigError
-        from uno.utils.paths import config_identity, default_work_dir
+        from uno.utils.paths import config_identity
         cfg = load_config(args.config, args.cfg_options)
         if not osp.isfile(args.checkpoint):
             raise UnoConfigError(f'checkpoint {args.checkpoint} does not '
                                  'exist')
-        # a separate work dir keeps the training run's MLflow id intact
+        # next to the checkpoint, in its own folder: the training run's
+        # MLflow id file stays intact
         cfg.work_dir = args.work_dir or osp.join(
-            cfg.get('work_dir') or default_work_dir(args.config), 'eval')
+            osp.dirname(osp.abspath(args.checkpoint)), 'eval')
         cfg.load_from, cfg.resume = args.checkpoint, False
         cfg.launcher = args.launcher
         run_name = config_identity(args.config).run_name + '-eval'

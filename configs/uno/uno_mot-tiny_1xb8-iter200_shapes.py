@@ -5,5 +5,6 @@ _base_ = [
     '../_base_/datasets/shapesworld_t2i.py',
     '../_base_/objectives/flow_cap_reg.py',
     '../_base_/schedules/iter_200_adamw.py',
+    '../_base_/benchmarks/shapesworld.py',
     '../_base_/default_runtime.py',
 ]

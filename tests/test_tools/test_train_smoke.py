@@ -90,3 +90,41 @@ def test_bad_config_is_one_clear_line(tmp_path, option, names):
     for name in names:
         assert name in lines[0]
     assert 'Traceback' not in res.stderr
+
+
+def test_test_tool_runs_benchmarks(tmp_path):
+    """tools/test.py on a 4-iteration checkpoint: metrics.json, grids,
+    and an MLflow evaluation run."""
+    trained = _train(tmp_path, iters=4)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    ckpt = tmp_path / 'work_dirs' / 'smoke' / 'iter_4.pth'
+    out = tmp_path / 'metrics.json'
+    env = dict(os.environ,
+               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+    res = subprocess.run(
+        [sys.executable, 'tools/test.py', SMOKE, str(ckpt), '--out',
+         str(out), '--cfg-options',
+         'test_dataloader.dataset.tasks.geneval.n_per_tag=2',
+         'test_dataloader.dataset.tasks.edit.num_samples=4',
+         'test_dataloader.dataset.tasks.caption.num_samples=4',
+         'benchmark.sampler.num_steps=2', 'test_dataloader.batch_size=8'],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.load(open(out))['metrics']
+    for key in ('geneval/overall', 'geneval/counting', 'edit/satisfied',
+                'understanding/attr_acc', 'understanding/perplexity'):
+        assert key in metrics
+    assert metrics['geneval/num_images'] == 12  # 6 tags x 2
+    grids = tmp_path / 'work_dirs' / 'smoke' / 'eval' / 'grids'
+    assert (grids / 'geneval_position.png').is_file()
+    assert (grids / 'edit_recolor.png').is_file()
+    assert 'geneval/overall' in res.stdout
+
+    import mlflow
+    client = mlflow.MlflowClient(env['MLFLOW_TRACKING_URI'])
+    exp = client.get_experiment_by_name('smoke')
+    runs = {r.info.run_name: r for r in client.search_runs(
+        [exp.experiment_id])}
+    run = runs['flow_mot-tiny_1xb8-iter200_shapes-t2i-eval']
+    assert 'geneval/overall' in run.data.metrics
+    assert run.data.tags['checkpoint'] == str(ckpt)

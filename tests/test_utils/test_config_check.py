@@ -163,9 +163,9 @@ def test_unknown_type_in_nested_pipeline(tmp_path, base_cfg):
 
 def test_unknown_type_at_unmapped_path(tmp_path, base_cfg):
     cfg = _load(tmp_path, base_cfg,
-                "benchmarks = dict(toy=dict(type='LocalVisBakend'))\n")
+                "strategy = dict(toy=dict(type='LocalVisBakend'))\n")
     assert _error(cfg).startswith(
-        "unknown type 'LocalVisBakend' at benchmarks.toy.type "
+        "unknown type 'LocalVisBakend' at strategy.toy.type "
         "(any registry): did you mean 'LocalVisBackend'")
 
 

@@ -5,6 +5,7 @@ Importing this package registers every dataset (DATASETS), the packers
 (TRANSFORMS) and the tokenizers (TOKENIZERS).
 """
 from . import shapesworld
+from .benchmarks import GenEvalPrompts, ShapesWorldBenchmark, list_collate
 from .builder import build_tokenizer, to_tensor_image, to_uint8_image
 from .collate import count_broken, pack_and_count
 from .file_datasets import EditDataset, ImageCaptionDataset
@@ -30,5 +31,6 @@ __all__ = [
     'build_tokenizer', 'to_tensor_image', 'to_uint8_image', 't2i_plan',
     'text_segment', 'edit_plan', 'caption_plan', 'uno_segments',
     'UnoPlanOptions', 'ResizeToStride', 'CenterCrop', 'RandomCrop',
-    'RandomHorizontalFlip', 'ToTensorImage', 'Pipeline', 'build_pipeline'
+    'RandomHorizontalFlip', 'ToTensorImage', 'Pipeline', 'build_pipeline',
+    'ShapesWorldBenchmark', 'GenEvalPrompts', 'list_collate'
 ]

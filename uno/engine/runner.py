@@ -28,6 +28,7 @@ def build_runner(cfg: Config) -> Runner:
     """
     from uno.utils.config_check import validate_config
     validate_config(cfg)
+    _check_benchmark(cfg.get('benchmark') or {})
     cfg = copy.deepcopy(cfg)
     uno = plan_options(cfg)
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -37,7 +38,9 @@ def build_runner(cfg: Config) -> Runner:
         type='UnoTrainer',
         model=cfg.model,
         objectives=cfg.objectives,
-        seed=cfg.get('randomness', {}).get('seed') or 0)
+        seed=cfg.get('randomness', {}).get('seed') or 0,
+        tokenizer=cfg.get('tokenizer'),
+        **(cfg.get('benchmark') or {}))
     optim_wrapper = cfg.get('optim_wrapper')
     if optim_wrapper is not None:
         optim_wrapper = copy.deepcopy(optim_wrapper)
@@ -127,3 +130,20 @@ def _inject_plan_options(dataset, uno: dict, where: str) -> None:
             f"{dataset['uno'].get('num_queries', 0)} differs from "
             f"model.metaquery.num_queries={uno['num_queries']}; leave "
             'dataset.uno out to derive it from the model')
+
+
+def _check_benchmark(benchmark: dict) -> None:
+    """``benchmark = dict(sampler=..., captioner=...)``: known keys only."""
+    from uno.models.sampling import Captioner, FlowSampler
+    from uno.utils.errors import did_you_mean
+    parts = dict(sampler=FlowSampler, captioner=Captioner)
+    for key, value in benchmark.items():
+        if key not in parts:
+            raise UnoConfigError(f"unknown key 'benchmark.{key}': "
+                                 f'{did_you_mean(key, parts)}')
+        names = list(inspect.signature(parts[key]).parameters)
+        for arg in value or {}:
+            if arg not in names:
+                raise UnoConfigError(
+                    f"unknown argument 'benchmark.{key}.{arg}' of "
+                    f'{parts[key].__name__}: {did_you_mean(arg, names)}')

@@ -13,10 +13,12 @@ import torch
 from mmengine.logging import MessageHub
 from mmengine.model import BaseDataPreprocessor, BaseModel
 
+from uno.models.sampling import Captioner, FlowSampler
 from uno.objectives import ObjectiveSet
-from uno.registry import MODELS
+from uno.registry import MODELS, TOKENIZERS
 from uno.structures import PackedBatch
 from uno.utils.dist import all_reduce_sum
+from .benchmark_predict import predict_benchmark
 from uno.utils.dist import rank as dist_rank
 
 
@@ -27,6 +29,8 @@ class PackedBatchPreprocessor(BaseDataPreprocessor):
     def forward(self, data: PackedBatch, training: bool = False) -> dict:
         if isinstance(data, dict) and 'batch' in data:
             data = data['batch']
+        if isinstance(data, list):  # benchmark items: moved when used
+            return dict(batch=data)
         return dict(batch=data.to(self.device))
 
 
@@ -42,6 +46,12 @@ class UnoTrainer(BaseModel):
             run draws exactly the noise the interrupted one would have;
             validation noise is seeded by the sample index, so held-out
             losses are comparable across checkpoints. Defaults to 0.
+        tokenizer (dict, optional): TOKENIZERS config; needed by the
+            benchmarks (sampling and captioning). Defaults to None.
+        sampler (dict, optional): :class:`FlowSampler` arguments of the
+            benchmarks. Defaults to 25 steps, shift 3, CFG 4.
+        captioner (dict, optional): :class:`Captioner` arguments of the
+            understanding benchmark. Defaults to greedy, 32 tokens.
         data_preprocessor (dict, optional): Defaults to
             ``PackedBatchPreprocessor``.
     """
@@ -50,6 +60,9 @@ class UnoTrainer(BaseModel):
                  model: dict,
                  objectives: Dict[str, dict],
                  seed: int = 0,
+                 tokenizer: Optional[dict] = None,
+                 sampler: Optional[dict] = None,
+                 captioner: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None):
         # built from uno's registry here: outside a Runner there is no
         # default scope, and mmengine would search its root registry only
@@ -59,6 +72,10 @@ class UnoTrainer(BaseModel):
         self.objectives = ObjectiveSet(objectives)
         self.objectives.setup(self.model)
         self.seed = seed
+        self.tokenizer = None if tokenizer is None else \
+            TOKENIZERS.build(tokenizer)
+        self.sampler = FlowSampler(**(sampler or {}))
+        self.captioner = Captioner(**(captioner or {}))
         self._skipped = self._streak = 0  # non-finite steps
 
     def train_step(self, data, optim_wrapper) -> Dict[str, torch.Tensor]:
@@ -114,8 +131,16 @@ class UnoTrainer(BaseModel):
         return self.objectives(outputs, batch)
 
     @torch.no_grad()
-    def predict(self, batch: PackedBatch) -> List[dict]:
-        """Per-sample losses of every objective under fixed noise."""
+    def predict(self, batch: Union[PackedBatch, List[dict]]) -> List[dict]:
+        """Per-sample losses of every objective under fixed noise, or the
+        benchmark outputs of a list of benchmark items."""
+        if isinstance(batch, list):
+            if self.tokenizer is None:
+                raise ValueError('benchmarks need the config\'s top-level '
+                                 '`tokenizer`')
+            return predict_benchmark(self.model, batch, self.tokenizer,
+                                     self.sampler, self.captioner,
+                                     self.seed)
         first = batch.meta[0].get('index', 0) if batch.meta else 0
         gen = torch.Generator(device=batch.device)
         gen.manual_seed(self.seed * 1_000_003 + int(first))

@@ -378,8 +378,13 @@ class GenEvalMetric(BaseMetric):
             max_overlap=max_overlap,
             position_threshold=position_threshold)
 
+    #: benchmark samples of other tasks are ignored
+    task = 'geneval'
+
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
+            if sample.get('task', self.task) != self.task:
+                continue
             metadata = sample['metadata']
             if isinstance(metadata, str):
                 metadata = json.loads(metadata)
@@ -394,4 +399,6 @@ class GenEvalMetric(BaseMetric):
                     metadata=json.dumps(metadata, sort_keys=True)))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        if not results:  # the benchmark had no sample of this task
+            return {}
         return summarize(results)

@@ -224,8 +224,13 @@ class UnderstandingMetric(BaseMetric):
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.with_size = with_size
 
+    #: benchmark samples of other tasks are ignored
+    task = 'caption'
+
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
+            if sample.get('task', self.task) != self.task:
+                continue
             res = score_caption(sample['caption'], sample['scene'],
                                 self.with_size)
             nll = sample.get('nll')
@@ -235,6 +240,8 @@ class UnderstandingMetric(BaseMetric):
             self.results.append(res)
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        if not results:  # the benchmark had no sample of this task
+            return {}
         keys = ('objects_f1', 'color_acc', 'shape_acc', 'count_acc', 'exact')
         out = {k: float(np.mean([r[k] for r in results])) for k in keys}
         out['attr_acc'] = float(

@@ -60,8 +60,7 @@ MMENGINE_TOP_LEVEL_KEYS = (
 # Keys uno's tools and Runner wrapper read. Extend it here (or, from a
 # project, by rebinding ``config_check.UNO_TOP_LEVEL_KEYS += ('key',)``).
 UNO_TOP_LEVEL_KEYS = ('objectives', 'tokenizer', 'custom_imports', 'strategy',
-                      'runner_type', 'benchmarks', 'sampler', 'tracking',
-                      'work_dirs_root', 'export')
+                      'runner_type', 'benchmark')
 
 
 class Slot(NamedTuple):

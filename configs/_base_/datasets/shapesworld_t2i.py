@@ -26,6 +26,4 @@ val_dataloader = dict(
         seed=0,
         prompt_dropout=0.0,
         tokenizer=tokenizer))
-test_dataloader = val_dataloader
 val_evaluator = dict(type='ObjectiveLossMetric')
-test_evaluator = val_evaluator
