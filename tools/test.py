@@ -4,8 +4,8 @@
         [--work-dir DIR] [--cfg-options k=v ...] [--launcher ...] [--debug]
 
 Runs the config's ``test_dataloader`` / ``test_evaluator``, prints the
-metrics as a table, writes them to ``metrics.json`` (in the evaluation
-work dir, or ``--out``) and logs them to a new MLflow evaluation run named
+metrics as a table, writes them to ``metrics.json`` (in ``eval/`` next to
+the checkpoint, or ``--out``), saves grids of the outputs to ``eval/grids`` and logs them to a new MLflow evaluation run named
 ``<config stem>-eval`` in the config's experiment.
 """
 import argparse

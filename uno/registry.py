@@ -16,6 +16,7 @@ from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import LOOPS as MMENGINE_LOOPS
 from mmengine.registry import METRICS as MMENGINE_METRICS
+from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import \
@@ -69,6 +70,8 @@ def _root(name, location):
 # --- selected by the Runner (children of the mmengine roots) ---------------
 # top models: the trainable unit the Runner drives (UnoTrainer)
 MODELS = _child('model', MMENGINE_MODELS, ['uno.models', 'uno.engine'])
+# model wrappers (DDP with the non-finite guard)
+MODEL_WRAPPERS = _child('model_wrapper', MMENGINE_MODEL_WRAPPERS, 'uno.engine')
 # datasets: ShapesWorld, file-backed image-caption / edit sets
 DATASETS = _child('dataset', MMENGINE_DATASETS, 'uno.datasets')
 # per-sample transforms of the data pipelines
@@ -103,7 +106,7 @@ ATTENTION = _root('attention', 'uno.models.attention')
 TOKENIZERS = _root('tokenizer', 'uno.datasets')
 
 __all__ = [
-    'MODELS', 'DATASETS', 'TRANSFORMS', 'DATA_SAMPLERS', 'FUNCTIONS', 'HOOKS',
+    'MODELS', 'MODEL_WRAPPERS', 'DATASETS', 'TRANSFORMS', 'DATA_SAMPLERS', 'FUNCTIONS', 'HOOKS',
     'LOOPS', 'OPTIM_WRAPPERS', 'OPTIM_WRAPPER_CONSTRUCTORS', 'VISBACKENDS', 'EVALUATORS', 'OBJECTIVES',
     'ENCODERS', 'ATTENTION', 'TOKENIZERS', 'build_with_suggestions',
     'registry_names', 'UnoConfigError'

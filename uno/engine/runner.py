@@ -14,7 +14,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from uno.registry import DATASETS, FUNCTIONS
+from uno.registry import DATASETS, FUNCTIONS, MODEL_WRAPPERS
 from uno.utils.errors import UnoConfigError
 
 DEFAULT_CONSTRUCTOR = 'TrainableOnlyOptimWrapperConstructor'
@@ -48,7 +48,7 @@ def build_runner(cfg: Config) -> Runner:
     env_cfg = copy.deepcopy(cfg.get('env_cfg', {}))
     env_cfg.setdefault('dist_cfg', {}).setdefault(
         'backend', 'nccl' if torch.cuda.is_available() else 'gloo')
-    return Runner(
+    return UnoRunner(
         model=trainer,
         work_dir=cfg.work_dir,
         train_dataloader=_resolve_collate(cfg.get('train_dataloader')),
@@ -75,6 +75,41 @@ def build_runner(cfg: Config) -> Runner:
         randomness=cfg.get('randomness', dict(seed=None)),
         experiment_name=cfg.get('experiment_name'),
         cfg=cfg)
+
+
+class UnoRunner(Runner):
+    """mmengine's Runner, with uno's DDP and CPU distributed set-up.
+
+    mmengine resolves ``model_wrapper_cfg.type`` in its root registry
+    only; uno's wrapper (the default under a launcher) is resolved here.
+    Under torchrun on a CPU-only machine the gloo process group is started
+    here, since mmengine's launcher assumes CUDA.
+    """
+
+    def setup_env(self, env_cfg: dict) -> None:
+        # mmengine's 'pytorch' launcher calls torch.cuda.set_device, which
+        # fails without a GPU; on CPU start the process group (gloo, from
+        # torchrun's environment) first, and mmengine keeps it
+        import torch.distributed as dist
+        if (self.distributed and self.launcher == 'pytorch'
+                and not dist.is_initialized()
+                and not torch.cuda.is_available()):
+            backend = env_cfg.get('dist_cfg', {}).get('backend', 'gloo')
+            dist.init_process_group(backend=backend)
+        super().setup_env(env_cfg)
+
+    def wrap_model(self, model_wrapper_cfg, model):
+        from mmengine.dist import is_distributed
+        if model_wrapper_cfg is None and is_distributed():
+            model_wrapper_cfg = dict(type='UnoDistributedDataParallel')
+        if model_wrapper_cfg is not None:
+            model_wrapper_cfg = copy.deepcopy(model_wrapper_cfg)
+            name = model_wrapper_cfg.get('type')
+            if isinstance(name, str) and name in MODEL_WRAPPERS:
+                # the scoped name makes mmengine's root lookup (and its
+                # build) descend into uno's child registry
+                model_wrapper_cfg['type'] = f'uno.{name}'
+        return super().wrap_model(model_wrapper_cfg, model)
 
 
 def _resolve_collate(dataloader):

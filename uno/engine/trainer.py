@@ -19,7 +19,6 @@ from uno.registry import MODELS, TOKENIZERS
 from uno.structures import PackedBatch
 from uno.utils.dist import all_reduce_sum
 from .benchmark_predict import predict_benchmark
-from uno.utils.dist import rank as dist_rank
 
 
 @MODELS.register_module()
@@ -117,7 +116,8 @@ class UnoTrainer(BaseModel):
         """``'loss'``: total and logs; ``'predict'``: per-sample metrics
         with fixed noise (validation)."""
         if mode == 'loss':
-            total, logs = self.compute_loss(batch, self._step_generator(batch))
+            self._seed_images(batch)
+            total, logs = self.compute_loss(batch)
             return dict(loss=total, logs=logs)
         if mode == 'predict':
             return self.predict(batch)
@@ -154,14 +154,25 @@ class UnoTrainer(BaseModel):
                 results[b][f'loss/{name}'] = value
         return results
 
-    def _step_generator(self, batch: PackedBatch) -> torch.Generator:
-        """A generator seeded by (seed, iteration, rank) for this step."""
+    def _seed_images(self, batch: PackedBatch) -> None:
+        """Seed every noisy image's noise by (seed, iteration, sample).
+
+        A resumed run draws exactly the noise the interrupted one would
+        have, and the noise of a sample does not depend on the rank or
+        batch it is in (DDP with N x B equals one process with N*B).
+        """
         hub = MessageHub.get_current_instance()
         iteration = int(hub.get_info('iter', 0) or 0)
-        gen = torch.Generator(device=batch.device)
-        gen.manual_seed(
-            (self.seed * 1_000_003 + iteration) * 1_009 + dist_rank())
-        return gen
+        sample = batch.sample_ids[batch.noisy_index]  # (N_noisy,)
+        first = torch.zeros(batch.noisy_images.numel(), dtype=torch.long,
+                            device=sample.device)
+        first.index_reduce_(0, batch.noisy_group, sample, 'amax',
+                            include_self=False)
+        index = [int(batch.meta[b].get('index', b)) if batch.meta else b
+                 for b in first.tolist()]
+        batch.extras['image_noise_seeds'] = [
+            ((self.seed * 1_000_003 + iteration) * 1_000_033 + i) % 2**63
+            for i in index]
 
     def parse_losses(self, losses: dict):
         """The total is the ObjectiveSet's; logs are logged as they are."""

@@ -61,18 +61,43 @@ class FlowMatchingObjective(BaseObjective):
             return
         x0 = model.encode_latents(batch.images[batch.noisy_images])
         x0 = x0.flatten(0, 1)  # (N_noisy, C), ordered like noisy_index
-        t = sample_timesteps(
-            batch.noisy_images.numel(), self.timestep_sampler, self.shift,
-            self.loc, self.scale, device=x0.device,
-            generator=generator)  # (I_noisy,)
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device,
-                          dtype=x0.dtype)  # (N_noisy, C)
+        seeds = batch.extras.get('image_noise_seeds')
+        if seeds is None:
+            t = sample_timesteps(
+                batch.noisy_images.numel(), self.timestep_sampler,
+                self.shift, self.loc, self.scale, device=x0.device,
+                generator=generator)  # (I_noisy,)
+            eps = torch.randn(x0.shape, generator=generator,
+                              device=x0.device, dtype=x0.dtype)
+        else:
+            t, eps = self._per_image_noise(batch, x0, seeds)
         tt = t[batch.noisy_group][:, None].to(x0.dtype)  # (N_noisy, 1)
         batch.extras.update(
             timesteps=t,
             noisy_latents=(1 - tt) * x0 + tt * eps,
             clean_latents=x0,
             flow_target=eps - x0)
+
+    def _per_image_noise(self, batch: PackedBatch, x0, seeds):
+        """``t`` and ``eps`` of each noisy image from its own seed.
+
+        Keyed by the image (sample index and step), the noise does not
+        depend on which rank or micro-batch the image lands in, so N
+        processes with batch B draw what one process with batch N*B
+        draws.
+        """
+        counts = torch.bincount(batch.noisy_group.cpu(),
+                                minlength=len(seeds)).tolist()
+        ts, eps = [], []
+        for seed, n in zip(seeds, counts):
+            gen = torch.Generator(device=x0.device)
+            gen.manual_seed(int(seed))
+            ts.append(sample_timesteps(
+                1, self.timestep_sampler, self.shift, self.loc, self.scale,
+                device=x0.device, generator=gen))
+            eps.append(torch.randn((n, x0.shape[1]), generator=gen,
+                                   device=x0.device, dtype=x0.dtype))
+        return torch.cat(ts), torch.cat(eps)  # (I_noisy,), (N_noisy, C)
 
     def forward(self, outputs: ModelOutputs,
                 batch: PackedBatch) -> ObjectiveResult:

@@ -1,0 +1,35 @@
+"""DistributedDataParallel that keeps uno's training-step contract.
+
+mmengine's ``MMDistributedDataParallel.train_step`` updates parameters
+itself, which would bypass :meth:`UnoTrainer.guarded_update` (the
+non-finite guard). This wrapper runs the same forward through DDP (so
+gradients are all-reduced) and then hands the update to the module.
+``find_unused_parameters`` is on by default: an objective at weight 0 or
+a batch without metaqueries leaves trainable parameters unused.
+On CPU (gloo) DDP takes no ``device_ids``; the Runner passes them anyway,
+so they are dropped here when the module is not on CUDA.
+"""
+from mmengine.model import MMDistributedDataParallel
+
+from uno.registry import MODEL_WRAPPERS
+
+
+@MODEL_WRAPPERS.register_module()
+class UnoDistributedDataParallel(MMDistributedDataParallel):
+    """DDP over :class:`UnoTrainer` with the guarded update."""
+
+    def __init__(self, module, device_ids=None, find_unused_parameters=True,
+                 **kwargs):
+        on_cuda = any(p.is_cuda for p in module.parameters())
+        super().__init__(
+            module=module,
+            device_ids=device_ids if on_cuda else None,
+            find_unused_parameters=find_unused_parameters,
+            **kwargs)
+
+    def train_step(self, data, optim_wrapper):
+        with optim_wrapper.optim_context(self):
+            data = self.module.data_preprocessor(data, training=True)
+            losses = self._run_forward(data, mode='loss')
+        total, logs = self.module.parse_losses(losses)
+        return self.module.guarded_update(optim_wrapper, total, logs)
