@@ -1,0 +1,4 @@
+"""REPA-style representation alignment as a uno proxy objective."""
+from .repa_objective import RepaAlignmentObjective
+
+__all__ = ['RepaAlignmentObjective']
