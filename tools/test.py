@@ -5,7 +5,8 @@
 
 Runs the config's ``test_dataloader`` / ``test_evaluator``, prints the
 metrics as a table, writes them to ``metrics.json`` (in ``eval/`` next to
-the checkpoint, or ``--out``), saves grids of the outputs to ``eval/grids`` and logs them to a new MLflow evaluation run named
+the checkpoint, or ``--out``), saves grids of the outputs to
+``eval/grids`` and logs both to a new MLflow evaluation run named
 ``<config stem>-eval`` in the config's experiment.
 """
 import argparse

@@ -106,8 +106,9 @@ ATTENTION = _root('attention', 'uno.models.attention')
 TOKENIZERS = _root('tokenizer', 'uno.datasets')
 
 __all__ = [
-    'MODELS', 'MODEL_WRAPPERS', 'DATASETS', 'TRANSFORMS', 'DATA_SAMPLERS', 'FUNCTIONS', 'HOOKS',
-    'LOOPS', 'OPTIM_WRAPPERS', 'OPTIM_WRAPPER_CONSTRUCTORS', 'VISBACKENDS', 'EVALUATORS', 'OBJECTIVES',
+    'MODELS', 'MODEL_WRAPPERS', 'DATASETS', 'TRANSFORMS', 'DATA_SAMPLERS',
+    'FUNCTIONS', 'HOOKS', 'LOOPS', 'OPTIM_WRAPPERS',
+    'OPTIM_WRAPPER_CONSTRUCTORS', 'VISBACKENDS', 'EVALUATORS', 'OBJECTIVES',
     'ENCODERS', 'ATTENTION', 'TOKENIZERS', 'build_with_suggestions',
     'registry_names', 'UnoConfigError'
 ]

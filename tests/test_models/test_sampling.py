@@ -77,7 +77,7 @@ def test_decoder_with_cache_equals_full_forward(model):
         batch, torch.arange(batch.num_tokens)), attn, attn.prepare(batch))
     # the prompts, then the noisy image, then the caption of sample 0
     parts = [(0, 3), (1, 4), (2, )]
-    past = None
+    past = seen = None
     for seg in parts:
         index = torch.nonzero(torch.isin(batch.segment_ids,
                                          torch.tensor(seg))).flatten()

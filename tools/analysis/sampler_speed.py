@@ -103,5 +103,6 @@ def main():
     print(f'speed-up: {seconds[0] / seconds[1]:.2f}x '
           f'(max |cached - uncached| = {diff:.2e})')
 
+
 if __name__ == '__main__':
     main()

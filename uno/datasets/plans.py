@@ -17,7 +17,8 @@ def text_segment(tokens: Sequence[int], tokenizer, kind: str = 'text',
     return Segment(kind, tokens=ids, loss=loss, **kwargs)
 
 
-def t2i_plan(prompt: Sequence[int], tokenizer, image: int = 0) -> List[Segment]:
+def t2i_plan(prompt: Sequence[int], tokenizer,
+             image: int = 0) -> List[Segment]:
     """Text-to-image: ``[prompt (und, causal), noisy image (gen, noise)]``.
 
     Args:
@@ -32,7 +33,6 @@ def t2i_plan(prompt: Sequence[int], tokenizer, image: int = 0) -> List[Segment]:
         text_segment(prompt, tokenizer),
         Segment('noisy_latent', image=image, markers=markers, loss=True),
     ]
-
 
 
 def edit_plan(instruction: Sequence[int], tokenizer, source: int = 0,
@@ -83,6 +83,7 @@ def caption_plan(caption: Sequence[int], tokenizer, image: int = 0,
     segments.append(text_segment(caption, tokenizer, kind='caption',
                                  loss=True))
     return segments
+
 
 @dataclass
 class UnoPlanOptions:

@@ -19,8 +19,30 @@ from .plans import UnoPlanOptions, t2i_plan, uno_segments
 from .shapesworld import ShapesWorld
 
 
+class ShapesWorldBase(Dataset):
+    """Shared arguments of the ShapesWorld datasets."""
+
+    def __init__(self, split: str, num_samples: int, image_size: int,
+                 seed: int, tokenizer, max_objects: int):
+        self.split, self.num_samples, self.seed = split, num_samples, seed
+        self.world = ShapesWorld(
+            image_size=image_size, max_objects=max_objects, seed=seed)
+        self.tokenizer = build_tokenizer(tokenizer or
+                                         dict(type='WordTokenizer'))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def _rng(self, index: int, stream: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, stream, index])
+
+    def _pick_caption(self, scene, rng) -> str:
+        options = self.world.captions(scene)
+        return options[rng.integers(len(options))]
+
+
 @DATASETS.register_module()
-class ShapesWorldT2IDataset(Dataset):
+class ShapesWorldT2IDataset(ShapesWorldBase):
     """Text-to-image plans over ShapesWorld scenes.
 
     Args:
@@ -58,25 +80,16 @@ class ShapesWorldT2IDataset(Dataset):
                              f'{text!r}')
         if not 0 <= prompt_dropout <= 1:
             raise ValueError('prompt_dropout must be in [0, 1]')
-        self.split, self.num_samples, self.seed = split, num_samples, seed
+        super().__init__(split, num_samples, image_size, seed, tokenizer,
+                         max_objects)
         self.prompt_dropout, self.text = prompt_dropout, text
         self.uno = UnoPlanOptions.build(uno)
-        self.world = ShapesWorld(
-            image_size=image_size, max_objects=max_objects, seed=seed)
-        self.tokenizer = build_tokenizer(tokenizer or
-                                         dict(type='WordTokenizer'))
-
-    def __len__(self) -> int:
-        return self.num_samples
 
     def __getitem__(self, index: int) -> SequencePlan:
         scene = self.world.scene(index, self.split)
-        rng = np.random.default_rng([self.seed, 7, index])
-        if self.text == 'prompt':
-            text = self.world.prompt(scene)
-        else:
-            options = self.world.captions(scene)
-            text = options[rng.integers(len(options))]
+        rng = self._rng(index, 7)
+        text = (self.world.prompt(scene) if self.text == 'prompt' else
+                self._pick_caption(scene, rng))
         dropped = rng.random() < self.prompt_dropout
         tokens = [] if dropped else self.tokenizer.encode(text)
         image = to_tensor_image(self.world.render(scene))  # (3, H, W)
@@ -84,8 +97,7 @@ class ShapesWorldT2IDataset(Dataset):
         caption = None
         if self.uno.enabled:
             # a re-phrasing of the scene, chosen independently of the prompt
-            options = self.world.captions(scene)
-            caption = options[rng.integers(len(options))]
+            caption = self._pick_caption(scene, rng)
             segments += uno_segments(
                 noisy=1, caption=self.tokenizer.encode(caption),
                 tokenizer=self.tokenizer, options=self.uno, target_image=0,

@@ -9,40 +9,15 @@ Everything is deterministic in ``(seed, split, index)``.
 """
 from typing import Optional, Union
 
-import numpy as np
-from torch.utils.data import Dataset
-
 from uno.registry import DATASETS
 from uno.structures import SequencePlan
-from .builder import build_tokenizer, to_tensor_image
+from .builder import to_tensor_image
 from .plans import UnoPlanOptions, caption_plan, edit_plan, uno_segments
-from .shapesworld import ShapesWorld
-
-
-class _ShapesWorldBase(Dataset):
-    """Shared arguments of the ShapesWorld datasets."""
-
-    def __init__(self, split: str, num_samples: int, image_size: int,
-                 seed: int, tokenizer, max_objects: int):
-        self.split, self.num_samples, self.seed = split, num_samples, seed
-        self.world = ShapesWorld(
-            image_size=image_size, max_objects=max_objects, seed=seed)
-        self.tokenizer = build_tokenizer(tokenizer or
-                                         dict(type='WordTokenizer'))
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def _rng(self, index: int, stream: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, stream, index])
-
-    def _pick_caption(self, scene, rng) -> str:
-        options = self.world.captions(scene)
-        return options[rng.integers(len(options))]
+from .shapesworld_t2i import ShapesWorldBase
 
 
 @DATASETS.register_module()
-class ShapesWorldCaptionDataset(_ShapesWorldBase):
+class ShapesWorldCaptionDataset(ShapesWorldBase):
     """Image -> caption plans over ShapesWorld scenes.
 
     Args:
@@ -86,7 +61,7 @@ class ShapesWorldCaptionDataset(_ShapesWorldBase):
 
 
 @DATASETS.register_module()
-class ShapesWorldEditDataset(_ShapesWorldBase):
+class ShapesWorldEditDataset(ShapesWorldBase):
     """Edit plans (recolour, add, remove, move) over ShapesWorld.
 
     Args:

@@ -220,7 +220,8 @@ class ShapesDetector:
         min_area: float = 0.006,
         background: Optional[Tuple[int, int, int]] = None,
         soft: bool = True,
-        iou_range: Tuple[float, float] = (0.5, 0.75)) -> None:
+        iou_range: Tuple[float, float] = (0.5, 0.75)
+    ) -> None:
         unknown = [c for c in colors if c not in COLOR_RGB]
         if unknown or not colors:
             raise ValueError(f'colors must be a non-empty subset of '

@@ -13,7 +13,8 @@ class UnoConfigError(ValueError):
     """A configuration is invalid; the message is one self-contained line."""
 
 
-def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> List[str]:
+def close_matches(name: str, candidates: Iterable[str],
+                  n: int = 3) -> List[str]:
     """Return up to ``n`` candidates that look like ``name``.
 
     Case is ignored for the comparison, and a candidate that contains

@@ -285,4 +285,3 @@ def make_routes(und_index: Tensor, gen_index: Tensor) -> Routes:
 
 __all__ = ['MoTDecoder', 'MoTDecoderLayer', 'ExpertBlock', 'KVCache',
            'make_routes', 'EXPERTS', 'Routes', 'MoTConfig']
-
