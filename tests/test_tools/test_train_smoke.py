@@ -128,3 +128,38 @@ def test_test_tool_runs_benchmarks(tmp_path):
     run = runs['flow_mot-tiny_1xb8-iter200_shapes-t2i-eval']
     assert 'geneval/overall' in run.data.metrics
     assert run.data.tags['checkpoint'] == str(ckpt)
+
+
+UNO = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
+
+
+@pytest.mark.parametrize('options, expect', [
+    ((), dict(caption=True, k=16)),
+    (('objectives.caption.weight=0', 'model.metaquery.num_queries=4'),
+     dict(caption=False, k=4)),
+])
+def test_uno_run_logs_each_objective(tmp_path, options, expect):
+    """The UNO smoke config logs loss/flow, loss/caption, loss/regression;
+    switching captioning off and changing K changes the run."""
+    env = dict(os.environ,
+               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+    res = subprocess.run(
+        [sys.executable, 'tools/train.py', UNO, '--work-dir',
+         str(tmp_path / 'work_dirs' / 'uno'), '--cfg-options',
+         'train_cfg.max_iters=2', 'train_cfg.val_interval=1000',
+         'default_hooks.logger.interval=1', 'log_processor.window_size=1',
+         'train_dataloader.batch_size=2', *options],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    import mlflow
+    client = mlflow.MlflowClient(env['MLFLOW_TRACKING_URI'])
+    exp = client.get_experiment_by_name('uno')
+    run = client.search_runs([exp.experiment_id])[0]
+    metrics, params = run.data.metrics, run.data.params
+    assert 'loss/flow' in metrics and 'loss/regression' in metrics
+    assert ('loss/caption' in metrics) == expect['caption']
+    assert params['model.metaquery.num_queries'] == str(expect['k'])
+    assert params['objectives.caption.weight'] == (
+        '0.5' if expect['caption'] else '0')
+    # K metaqueries per sample, batch 2: the regression token count
+    assert metrics['tokens/regression'] == 2 * expect['k']
