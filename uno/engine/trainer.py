@@ -166,8 +166,8 @@ class UnoTrainer(BaseModel):
         sample = batch.sample_ids[batch.noisy_index]  # (N_noisy,)
         first = torch.zeros(batch.noisy_images.numel(), dtype=torch.long,
                             device=sample.device)
-        first.index_reduce_(0, batch.noisy_group, sample, 'amax',
-                            include_self=False)
+        first.scatter_reduce_(0, batch.noisy_group, sample, 'amax',
+                              include_self=False)
         index = [int(batch.meta[b].get('index', b)) if batch.meta else b
                  for b in first.tolist()]
         batch.extras['image_noise_seeds'] = [
