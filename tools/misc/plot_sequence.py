@@ -99,15 +99,15 @@ def parse_args():
 def dataset_for_task(task: str, image_size: int, num_queries: int):
     """The ShapesWorld dataset whose plans show ``task``."""
     from uno.datasets import ShapesWorldEditDataset, ShapesWorldT2IDataset
-    uno = dict(caption=True, num_queries=num_queries) \
+    options = dict(caption=True, num_queries=num_queries) \
         if task.startswith('uno') else None
     if task in ('t2i', 'uno'):
         return ShapesWorldT2IDataset(image_size=image_size,
                                      prompt_dropout=0.0, tokenizer=TOKENIZER,
-                                     uno=uno)
+                                     uno=options)
     return ShapesWorldEditDataset(image_size=image_size,
                                   instruction_dropout=0.0,
-                                  tokenizer=TOKENIZER, uno=uno)
+                                  tokenizer=TOKENIZER, uno=options)
 
 
 def dataset_for_config(path: str, image_size: int):
@@ -195,8 +195,9 @@ def describe_segments(plans, batch):
         for s, seg in enumerate(plan.segments):
             positions = [i for i, v in enumerate(seg_ids) if v == g]
             sees = [k for k in range(s) if vis[s][k]]
+            name = names[s] if len(plans) == 1 else f'{names[s]} (s{b})'
             rows.append(dict(start=positions[0], end=positions[-1] + 1,
-                             kind=seg.kind, name=names[s], sample=b,
+                             kind=seg.kind, name=name, sample=b,
                              index=s, sees=sees, loss=seg.loss,
                              attn=seg.attn, explicit=seg.sees is not None))
             g += 1
@@ -222,23 +223,24 @@ def draw(plans, batch, tokenizer, title: str, out: str, dpi: int) -> None:
     rows = describe_segments(plans, batch)
     gen = set(batch.gen_index.tolist())
     labels = token_labels(batch, tokenizer)
-    cell = 0.32  # inches per token
-    width = max(11.0, length * cell + 2.5)
-    strip_h, mask_h = 3.4, length * cell
-    fig = plt.figure(figsize=(width, strip_h + mask_h + 1.6), dpi=dpi)
-    top = 1 - 0.55 / fig.get_figheight()
-    strip_frac = strip_h / fig.get_figheight()
-    left, right = 1.6 / width, 1 - 0.9 / width
-    ax_s = fig.add_axes([left, top - strip_frac, right - left, strip_frac])
-    mask_frac = mask_h / fig.get_figheight()
-    ax_m = fig.add_axes([left, 0.35 / fig.get_figheight(), right - left,
-                         mask_frac])
-    fig.suptitle(title, fontsize=13, y=1 - 0.12 / fig.get_figheight(),
-                 va='top')
+    cell = max(0.32, 8.0 / length)  # inches per token
+    # layout in inches: title, strip, gap for the mask's top labels, mask
+    left, right, title_h, strip_h, gap, bottom = 1.6, 2.9, 0.6, 2.5, 1.0, 0.5
+    width = left + length * cell + right
+    height = title_h + strip_h + gap + length * cell + bottom
+    fig = plt.figure(figsize=(width, height), dpi=dpi)
 
-    # (a) token strip: kind row (y 2..3) and expert row (y 1..1.6)
+    def box(x, y, w, h):  # inches from the top-left -> figure fraction
+        return [x / width, 1 - (y + h) / height, w / width, h / height]
+
+    ax_s = fig.add_axes(box(left, title_h, length * cell, strip_h))
+    ax_m = fig.add_axes(box(left, title_h + strip_h + gap, length * cell,
+                            length * cell))
+    fig.suptitle(title, fontsize=13, y=1 - 0.15 / height, va='top')
+
+    # (a) token strip: kind row (y 2..3.4) and expert row (y 1.2..1.8)
     ax_s.set_xlim(0, length)
-    ax_s.set_ylim(-2.6, 3.6)
+    ax_s.set_ylim(-0.9, 3.7)
     ax_s.axis('off')
     for row in rows:
         color = KIND_COLORS[row['kind']]
@@ -251,15 +253,12 @@ def draw(plans, batch, tokenizer, title: str, out: str, dpi: int) -> None:
             ax_s.add_patch(Rectangle((i, 1.2), 1, 0.6,
                                      facecolor=EXPERT_COLORS[expert],
                                      edgecolor='white', lw=0.8))
-            ax_s.text(i + 0.5, 1.5, expert[0], ha='center', va='center',
-                      fontsize=7, color='white')
+            ax_s.text(i + 0.5, 1.5, expert, ha='center', va='center',
+                      fontsize=6, color='white')
         experts = sorted({'gen' if i in gen else 'und'
-                          for i in range(row['start'], row['end'])},
-                         key=lambda e: e != 'und')
-        if row['kind'] in ('clean_latent', 'noisy_latent', 'vit'):
-            inner = 'gen' if row['kind'] != 'vit' else 'und'
-            experts = [f'{inner} (markers und)'] if inner == 'gen' \
-                else ['und']
+                          for i in range(row['start'], row['end'])})
+        if len(experts) == 2:
+            experts = ['gen (markers und)']
         mid = (row['start'] + row['end']) / 2
         ax_s.plot([row['start'] + 0.1, row['end'] - 0.1], [0.95, 0.95],
                   color='black', lw=1.2)
@@ -267,31 +266,26 @@ def draw(plans, batch, tokenizer, title: str, out: str, dpi: int) -> None:
                   va='top', fontsize=8)
     ax_s.text(-0.3, 2.7, 'tokens', ha='right', va='center', fontsize=9)
     ax_s.text(-0.3, 1.5, 'expert', ha='right', va='center', fontsize=9)
-    ax_s.text(0, 3.55, '(a) packed sequence: segment kind, expert '
-              'per token, what each segment sees, its loss',
-              fontsize=10, va='bottom')
+    ax_s.text(0, 3.6, '(a) packed sequence: segment kind and expert of '
+              'every token; per segment: attention, the segments it sees, '
+              'its loss', fontsize=10, va='bottom')
 
     # (b) mask: allowed cells in the key segment's colour, blocked white
-    image = [[(1, 1, 1)] * length for _ in range(length)]
     key_color = [None] * length
     for row in rows:
         rgb = matplotlib.colors.to_rgb(KIND_COLORS[row['kind']])
         for i in range(row['start'], row['end']):
             key_color[i] = rgb
-    for q in range(length):
-        for k in range(length):
-            if mask[q, k]:
-                image[q][k] = key_color[k]
+    image = [[key_color[k] if mask[q, k] else (1, 1, 1)
+              for k in range(length)] for q in range(length)]
     ax_m.imshow(image, interpolation='nearest', aspect='equal',
                 extent=(0, length, length, 0))
-    for row in rows:
-        for edge in (row['start'], ):
-            ax_m.axhline(edge, color='#555555', lw=0.7)
-            ax_m.axvline(edge, color='#555555', lw=0.7)
-    ax_m.axhline(length, color='#555555', lw=0.7)
-    ax_m.axvline(length, color='#555555', lw=0.7)
-    # blocks that prompt masking (an explicit `sees`) removed
-    masked_label = False
+    for edge in [r['start'] for r in rows] + [length]:
+        ax_m.axhline(edge, color='#555555', lw=0.7)
+        ax_m.axvline(edge, color='#555555', lw=0.7)
+    # blocks an explicit `sees` removed: the condition (prompt masking)
+    # in red, other earlier segments (e.g. the caption for metaqueries
+    # without see_caption) in grey
     for qrow in rows:
         if not qrow['explicit']:
             continue
@@ -300,24 +294,23 @@ def draw(plans, batch, tokenizer, title: str, out: str, dpi: int) -> None:
                     or krow['index'] >= qrow['index']
                     or krow['index'] in qrow['sees']):
                 continue
+            condition = krow['kind'] in ('text', 'vit', 'clean_latent')
+            color = '#c62828' if condition else '#888888'
             x, y = krow['start'], qrow['start']
             w, h = krow['end'] - x, qrow['end'] - y
             ax_m.add_patch(Rectangle((x, y), w, h, fill=False,
-                                     edgecolor='#c62828', lw=1.8, ls='--',
-                                     hatch='//', alpha=0.9))
-            if not masked_label:
-                ax_m.text(x + w / 2, y + h / 2, 'prompt\nmasked',
-                          ha='center', va='center', fontsize=8,
-                          color='#c62828', fontweight='bold',
-                          bbox=dict(facecolor='white', edgecolor='none',
-                                    alpha=0.85, pad=1))
-                masked_label = True
+                                     edgecolor=color, lw=1.5, ls='--',
+                                     hatch='//' if condition else '..'))
+            text = 'prompt\nmasked' if condition else 'not in\nsees'
+            ax_m.text(x + w / 2, y + h / 2, text, ha='center', va='center',
+                      fontsize=7.5, color=color, fontweight='bold',
+                      bbox=dict(facecolor='white', edgecolor='none',
+                                alpha=0.85, pad=1))
     ticks = [(r['start'] + r['end']) / 2 for r in rows]
     names = [f"[{r['index']}] {r['name']}" for r in rows]
-    ax_m.set_xticks(ticks)
-    ax_m.set_xticklabels(names, rotation=35, ha='right', fontsize=8)
     ax_m.xaxis.tick_top()
-    plt.setp(ax_m.get_xticklabels(), rotation=35, ha='left')
+    ax_m.set_xticks(ticks)
+    ax_m.set_xticklabels(names, rotation=30, ha='left', fontsize=8)
     ax_m.set_yticks(ticks)
     ax_m.set_yticklabels(names, fontsize=8)
     ax_m.set_xlabel('keys (attended to)', fontsize=9)
@@ -325,17 +318,23 @@ def draw(plans, batch, tokenizer, title: str, out: str, dpi: int) -> None:
     ax_m.tick_params(length=0)
     for side in ax_m.spines.values():
         side.set_visible(False)
+    kinds = {r['kind'] for r in rows}
     legend = [Patch(facecolor=c, label=k) for k, c in KIND_COLORS.items()
-              if k in {r['kind'] for r in rows}]
+              if k in kinds]
     legend += [Patch(facecolor=c, label=f'{e} expert')
                for e, c in EXPERT_COLORS.items()]
-    legend += [Patch(facecolor='white', edgecolor='#999999',
-                     label='blocked (white)'),
-               Patch(facecolor='white', edgecolor='#c62828', hatch='//',
-                     ls='--', label='removed by prompt masking')]
-    ax_m.legend(handles=legend, loc='upper left', bbox_to_anchor=(1.01, 1),
-                fontsize=8, frameon=False,
-                title='(b) mask: row may\nattend column', title_fontsize=9)
+    legend.append(Patch(facecolor='white', edgecolor='#999999',
+                        label='blocked'))
+    if any(r['explicit'] for r in rows):
+        legend += [
+            Patch(facecolor='white', edgecolor='#c62828', hatch='//',
+                  ls='--', label='prompt masking\n(condition not in sees)'),
+            Patch(facecolor='white', edgecolor='#888888', hatch='..',
+                  ls='--', label='other segment\nnot in sees')]
+    ax_m.legend(handles=legend, loc='upper left', bbox_to_anchor=(1.02, 1),
+                fontsize=8, frameon=False, title_fontsize=9,
+                title='(b) attention mask\nrow (query) may attend\n'
+                'column (key) where\ncoloured by the key kind')
     fig.savefig(out, dpi=dpi)
     plt.close(fig)
 

@@ -160,6 +160,40 @@ class UnoModel(nn.Module):
             for p in groups[part]:
                 p.requires_grad_(not frozen)
 
+    def fsdp_wrap_modules(self) -> list:
+        """The sub-modules FSDP shards as units of their own.
+
+        Every decoder layer (both experts: und frozen and gen trainable
+        live in one unit, which FSDP2 allows), the blocks of the
+        understanding encoder (an encoder's own ``fsdp_wrap_modules``,
+        else its first ``blocks``/``layers`` list), the connector, and
+        ``lm_head`` unless it is tied to the embeddings. The rest
+        (embeddings, latent I/O, time embedder, metaqueries, final
+        norms, the latent encoder) is read outside those modules'
+        ``forward`` and stays in the root unit.
+
+        Returns:
+            list[nn.Module]: Units in forward order, innermost first.
+        """
+        units = []
+        encoder = self.und_encoder
+        if encoder is not None:
+            own = getattr(encoder, 'fsdp_wrap_modules', None)
+            if callable(own):
+                units.extend(own())
+            else:
+                for name, module in encoder.named_modules():
+                    if name.endswith(('blocks', 'layers')) and isinstance(
+                            module, (nn.ModuleList, nn.Sequential)):
+                        units.extend(module)
+                        break
+        if self.connector is not None:
+            units.append(self.connector)
+        units.extend(self.decoder.layers)
+        if self.lm_head.weight is not self.embed_tokens.weight:
+            units.append(self.lm_head)
+        return units
+
     # ------------------------------------------------------------------
     @torch.no_grad()
     def encode_latents(self, images: Tensor) -> Tensor:

@@ -28,20 +28,26 @@ class CaptioningObjective(BaseObjective):
             the loss only to samples whose noisy image has ``t`` in the
             window. Defaults to None (all).
         label_smoothing (float): CE label smoothing. Defaults to 0.0.
+        noisy_captions (bool): Ask the data for UNO caption segments after
+            every noisy image (read from the noisy latents). False trains
+            only on the data's own supervised text, e.g. image-to-caption
+            samples in pretraining. Defaults to True.
     """
     requires = ('ce_logits', )
 
     def __init__(self,
                  weight: float = 1.0,
                  timestep_window: Optional[Sequence[float]] = None,
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0,
+                 noisy_captions: bool = True):
         super().__init__(weight)
+        self.noisy_captions = noisy_captions
         self.timestep_window = check_window(timestep_window)
         self.label_smoothing = label_smoothing
 
     @classmethod
     def plan_options(cls, cfg: dict) -> dict:
-        return dict(caption=True)
+        return dict(caption=bool(cfg.get('noisy_captions', True)))
 
     def forward(self, outputs: ModelOutputs,
                 batch: PackedBatch) -> ObjectiveResult:
