@@ -4,9 +4,9 @@
         [--work-dir DIR] [--cfg-options k=v ...] [--launcher ...] [--debug]
 
 Runs the config's ``test_dataloader`` / ``test_evaluator``, prints the
-metrics as a table, writes them to ``metrics.json`` (in ``eval/`` next to
-the checkpoint, or ``--out``), saves grids of the outputs to
-``eval/grids`` and logs both to a new MLflow evaluation run named
+metrics as a table, writes them to ``metrics.json`` (in
+``eval/<checkpoint name>/`` next to the checkpoint, or ``--out``), saves
+grids of the outputs to ``eval/<checkpoint name>/grids`` and logs both to a new MLflow evaluation run named
 ``<config stem>-eval`` in the config's experiment.
 """
 import argparse
@@ -47,10 +47,11 @@ def main():
         if not osp.isfile(args.checkpoint):
             raise UnoConfigError(f'checkpoint {args.checkpoint} does not '
                                  'exist')
-        # next to the checkpoint, in its own folder: the training run's
-        # MLflow id file stays intact
+        # next to the checkpoint, one folder per checkpoint: the training
+        # run's MLflow id file and other checkpoints' results stay intact
+        stem = osp.splitext(osp.basename(args.checkpoint))[0]
         cfg.work_dir = args.work_dir or osp.join(
-            osp.dirname(osp.abspath(args.checkpoint)), 'eval')
+            osp.dirname(osp.abspath(args.checkpoint)), 'eval', stem)
         cfg.load_from, cfg.resume = args.checkpoint, False
         cfg.launcher = args.launcher
         run_name = config_identity(args.config).run_name + '-eval'

@@ -115,7 +115,7 @@ def test_test_tool_runs_benchmarks(tmp_path):
                 'understanding/attr_acc', 'understanding/perplexity'):
         assert key in metrics
     assert metrics['geneval/num_images'] == 12  # 6 tags x 2
-    grids = tmp_path / 'work_dirs' / 'smoke' / 'eval' / 'grids'
+    grids = tmp_path / 'work_dirs' / 'smoke' / 'eval' / 'iter_4' / 'grids'
     assert (grids / 'geneval_position.png').is_file()
     assert (grids / 'edit_recolor.png').is_file()
     assert 'geneval/overall' in res.stdout

@@ -18,7 +18,8 @@ Examples::
     python tools/misc/plot_sequence.py uno-edit \\
         --out docs/figures/uno_edit_sequence.png
     python tools/misc/plot_sequence.py \\
-        configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py --out /tmp/seq.png
+        configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py --out /tmp/seq.png \\
+        --cfg-options objectives.caption.weight=0 model.metaquery.num_queries=4
 
 A config gives its training dataset, with the UNO plan options derived
 from its objectives exactly as ``build_runner`` derives them; images are
@@ -35,6 +36,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
 try:
     import uno  # noqa: F401
@@ -84,6 +86,9 @@ def parse_args():
     parser.add_argument('--num-queries', type=int, default=4,
                         help='metaqueries of the uno tasks')
     parser.add_argument('--dpi', type=int, default=110)
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override keys of CONFIG, e.g. objectives.caption.weight=0')
     args = parser.parse_args()
     if args.source is not None and args.task is not None:
         parser.error('give CONFIG_OR_TASK or --task, not both')
@@ -91,6 +96,8 @@ def parse_args():
     if args.source not in TASKS and not osp.isfile(args.source):
         parser.error(f'{args.source!r} is neither a task ({", ".join(TASKS)})'
                      ' nor a config file')
+    if args.cfg_options and args.source in TASKS:
+        parser.error('--cfg-options needs a config file')
     return args
 
 
@@ -110,7 +117,7 @@ def dataset_for_task(task: str, image_size: int, num_queries: int):
                                   tokenizer=TOKENIZER, uno=options)
 
 
-def dataset_for_config(path: str, image_size: int):
+def dataset_for_config(path: str, image_size: int, options=None):
     """The config's training dataset, with the plan options that
     ``build_runner`` derives from its objectives."""
     from mmengine.config import Config
@@ -118,6 +125,8 @@ def dataset_for_config(path: str, image_size: int):
     from uno.engine.runner import _inject_plan_options, plan_options
     from uno.registry import DATASETS
     cfg = Config.fromfile(path)
+    if options:
+        cfg.merge_from_dict(options)
     dataset = copy.deepcopy(cfg.train_dataloader.dataset)
     _inject_plan_options(dataset, plan_options(cfg), 'train_dataloader')
     _shrink(dataset, image_size)
@@ -353,7 +362,8 @@ def main():
                         'noisy target',
         }[args.source]
     else:
-        dataset = dataset_for_config(args.source, args.image_size)
+        dataset = dataset_for_config(args.source, args.image_size,
+                                     args.cfg_options)
         title = osp.basename(args.source)
     plans = [dataset[args.index + i] for i in range(args.samples)]
     plans = [p for p in plans if p is not None]

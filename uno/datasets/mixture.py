@@ -59,5 +59,8 @@ class MixtureDataset(Dataset):
         name, inner = self.source_of(index)
         sample = self.datasets[name][inner]
         if sample is not None:
-            sample.meta['source'] = name
+            # the mixture index identifies the sample (noise seeds, eval);
+            # the source's own index is kept beside it
+            sample.meta.update(source=name, source_index=inner,
+                               index=index)
         return sample

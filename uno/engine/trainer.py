@@ -40,9 +40,10 @@ class UnoTrainer(BaseModel):
     Args:
         model (dict): MODELS config of the unified model (``UnoModel``).
         objectives (dict): ``name -> OBJECTIVES config``.
-        seed (int): Base seed of the noise. Training noise is drawn from a
-            generator seeded by ``(seed, iteration, rank)``, so a resumed
-            run draws exactly the noise the interrupted one would have;
+        seed (int): Base seed of the noise. Each noisy image's training
+            noise is seeded by ``(seed, iteration, sample index)``, so a
+            resumed run draws exactly the noise the interrupted one would
+            have, whatever rank or batch the sample lands in;
             validation noise is seeded by the sample index, so held-out
             losses are comparable across checkpoints. Defaults to 0.
         tokenizer (dict, optional): TOKENIZERS config; needed by the
