@@ -44,7 +44,7 @@ def main():
         from uno.utils.errors import UnoConfigError
         from uno.utils.paths import config_identity
         cfg = load_config(args.config, args.cfg_options)
-        if not osp.isfile(args.checkpoint):
+        if not osp.exists(args.checkpoint):  # file or sharded folder
             raise UnoConfigError(f'checkpoint {args.checkpoint} does not '
                                  'exist')
         # next to the checkpoint, one folder per checkpoint: the training

@@ -57,7 +57,7 @@ def merge_args(cfg, args):
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
-        if not osp.isfile(args.resume):
+        if not osp.exists(args.resume):  # a file, or a sharded folder
             from uno.utils.errors import UnoConfigError
             raise UnoConfigError(f'--resume {args.resume}: no such file')
         cfg.resume, cfg.load_from = True, args.resume

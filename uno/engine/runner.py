@@ -9,6 +9,8 @@ the work dir and logged to MLflow is what the user wrote.
 """
 import copy
 import inspect
+import os.path as osp
+import re
 
 import torch
 from mmengine.config import Config
@@ -16,6 +18,11 @@ from mmengine.runner import Runner
 
 from uno.registry import DATASETS, FUNCTIONS, MODEL_WRAPPERS
 from uno.utils.errors import UnoConfigError
+from .checkpoint import state_dict_mismatch
+from .fsdp import UnoFSDP
+from .sharded_checkpoint import (checkpoint_extras, is_sharded_checkpoint,
+                                 load_sharded, load_sharded_meta,
+                                 save_sharded, sharded_tensors)
 
 DEFAULT_CONSTRUCTOR = 'TrainableOnlyOptimWrapperConstructor'
 
@@ -29,6 +36,7 @@ def build_runner(cfg: Config) -> Runner:
     from uno.utils.config_check import validate_config
     validate_config(cfg)
     _check_benchmark(cfg.get('benchmark') or {})
+    _check_load_from(cfg.get('load_from'))
     cfg = copy.deepcopy(cfg)
     uno = plan_options(cfg)
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -84,6 +92,16 @@ class UnoRunner(Runner):
     only; uno's wrapper (the default under a launcher) is resolved here.
     Under torchrun on a CPU-only machine the gloo process group is started
     here, since mmengine's launcher assumes CUDA.
+
+    Checkpoints: under :class:`UnoFSDP` every rank saves its shards into a
+    checkpoint folder (:mod:`uno.engine.sharded_checkpoint`); such a
+    folder loads (``load_from``, ``resume``) with or without FSDP.
+    Loading is strict: a checkpoint whose weights do not match the model
+    (missing, unexpected or shape-mismatched keys) fails with one
+    :class:`UnoConfigError` naming them, unless the config sets
+    ``load_strict = False`` (then what matches is loaded, with warnings).
+    With ``load_from``, objective heads (``objectives.*``) may be missing
+    or extra: a run may add or drop an objective.
     """
 
     def setup_env(self, env_cfg: dict) -> None:
@@ -105,11 +123,197 @@ class UnoRunner(Runner):
         if model_wrapper_cfg is not None:
             model_wrapper_cfg = copy.deepcopy(model_wrapper_cfg)
             name = model_wrapper_cfg.get('type')
+            if isinstance(name, str) and name.startswith('uno.'):
+                name = name[len('uno.'):]  # scoped, as config_check wants
             if isinstance(name, str) and name in MODEL_WRAPPERS:
                 # the scoped name makes mmengine's root lookup (and its
                 # build) descend into uno's child registry
                 model_wrapper_cfg['type'] = f'uno.{name}'
+                if is_distributed() and issubclass(
+                        MODEL_WRAPPERS.get(name), UnoFSDP):
+                    # not model.to(device) first, as mmengine does: FSDP
+                    # moves each rank's shard to the device, so the whole
+                    # model never sits on one accelerator
+                    model_wrapper_cfg['type'] = name
+                    return MODEL_WRAPPERS.build(
+                        model_wrapper_cfg, default_args=dict(module=model))
         return super().wrap_model(model_wrapper_cfg, model)
+
+    def _init_model_weights(self) -> None:
+        if not isinstance(self.model, UnoFSDP):
+            return super()._init_model_weights()
+        # mmengine then broadcasts every tensor from rank 0, which DTensor
+        # shards do not support; UnoFSDP checked the ranks agree instead
+        if hasattr(self.model.module, 'init_weights'):
+            self.model.module.init_weights()
+
+    # ------------------------------------------------------------------
+    # checkpoints: sharded under FSDP, strict loading
+    def save_checkpoint(self, out_dir, filename, file_client_args=None,
+                        save_optimizer=True, save_param_scheduler=True,
+                        meta=None, by_epoch=True, backend_args=None):
+        """mmengine's save (rank 0, one file) or, under :class:`UnoFSDP`,
+        a sharded checkpoint folder written by every rank."""
+        if not isinstance(self.model, UnoFSDP):
+            return super().save_checkpoint(
+                out_dir, filename, file_client_args, save_optimizer,
+                save_param_scheduler, meta, by_epoch, backend_args)
+        from mmengine.optim import OptimWrapper
+        extras = checkpoint_extras(self, meta, by_epoch,
+                                   save_param_scheduler)
+        self.call_hook('before_save_checkpoint', checkpoint=extras)
+        optimizer = None
+        if save_optimizer:
+            if not isinstance(self.optim_wrapper, OptimWrapper):
+                raise TypeError('sharded checkpoints support one '
+                                f'OptimWrapper, got {self.optim_wrapper}')
+            optimizer = self.optim_wrapper.optimizer
+        self.model.release()  # after validation: back to the shards
+        save_sharded(osp.join(out_dir, filename), self.model.module,
+                     optimizer, extras)
+
+    def resume(self, filename, resume_optimizer=True,
+               resume_param_scheduler=True, map_location='default'):
+        self._uno_resume = dict(optimizer=resume_optimizer)
+        try:
+            super().resume(filename, resume_optimizer,
+                           resume_param_scheduler, map_location)
+        finally:
+            self._uno_resume = None
+
+    def load_checkpoint(self, filename, map_location='cpu', strict=None,
+                        revise_keys=[(r'^module\.', '')]):
+        """Load weights (``load_from``) or a training state (``resume``).
+
+        Args:
+            filename (str): A ``.pth`` file, a sharded checkpoint folder,
+                or (``load_from``) an exported ``.safetensors`` file.
+            map_location: As mmengine's. Defaults to ``'cpu'``.
+            strict (bool, optional): None follows the config's
+                ``load_strict`` (default True). Defaults to None.
+            revise_keys (list): ``(pattern, replacement)`` renames of the
+                checkpoint's keys. Defaults to stripping ``module.``.
+
+        Raises:
+            UnoConfigError: With ``strict``, when the weights do not match
+                the model; when an FSDP run resumes from a ``.pth``.
+        """
+        from mmengine.model import is_model_wrapper
+        from mmengine.runner.checkpoint import (_load_checkpoint,
+                                                _load_checkpoint_to_model)
+        resume = getattr(self, '_uno_resume', None)
+        if strict is None:
+            strict = bool(self.cfg.get('load_strict', True))
+        model = self.model.module if is_model_wrapper(
+            self.model) else self.model
+        fsdp = isinstance(self.model, UnoFSDP)
+        if fsdp:
+            self.model.release()
+        if is_sharded_checkpoint(filename):
+            return self._load_sharded(filename, model, strict, resume)
+        if fsdp and resume is not None:
+            raise UnoConfigError(
+                f'cannot resume this FSDP run from {filename}: resume needs '
+                'a sharded checkpoint folder (pass the file as load_from '
+                'to start from its weights)')
+        if str(filename).endswith('.safetensors'):
+            from safetensors.torch import load_file
+            checkpoint = dict(state_dict={  # see tools/misc/export_weights
+                f'objectives.{k}' if k.startswith('objectives.') else
+                f'model.{k}': v for k, v in load_file(filename).items()})
+        elif fsdp:  # every rank reads the file: map it, do not copy it
+            checkpoint = torch.load(filename, map_location='cpu',
+                                    mmap=True, weights_only=False)
+        else:
+            checkpoint = _load_checkpoint(filename,
+                                          map_location=map_location)
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        state_dict = checkpoint.get('state_dict', checkpoint)
+        for pattern, repl in revise_keys:
+            state_dict = {re.sub(pattern, repl, k): v
+                          for k, v in state_dict.items()}
+        report = self._check_weights(model, state_dict, strict, filename,
+                                     resume is not None)
+        if fsdp:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions, set_model_state_dict)
+            bad = _shape_keys(report)
+            set_model_state_dict(
+                model, {k: v for k, v in state_dict.items()
+                        if k not in bad and k not in report['unexpected']},
+                options=StateDictOptions(full_state_dict=True,
+                                         strict=False))
+        else:
+            _load_checkpoint_to_model(model, checkpoint, strict=False,
+                                      revise_keys=revise_keys)
+        self._has_loaded = True
+        self.logger.info(f'Load checkpoint from {filename}')
+        return checkpoint
+
+    def _load_sharded(self, path, model, strict, resume):
+        """Load a sharded checkpoint folder (see :meth:`load_checkpoint`).
+        """
+        checkpoint = load_sharded_meta(path)
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        shapes = {k: torch.empty(s, dtype=d, device='meta')
+                  for k, (s, d) in sharded_tensors(path).items()}
+        report = self._check_weights(model, shapes, strict, path,
+                                     resume is not None)
+        bad = _shape_keys(report)
+        names = [k for k in shapes if k not in bad
+                 and k not in report['unexpected']]
+        optimizer = None
+        if resume is not None and resume['optimizer'] and sharded_tensors(
+                path, prefix='optimizer.'):
+            self.optim_wrapper = self.build_optim_wrapper(self.optim_wrapper)
+            optimizer = self.optim_wrapper.optimizer
+        load_sharded(path, model, optimizer, names)
+        self._has_loaded = True
+        self.logger.info(f'Load sharded checkpoint from {path}')
+        return checkpoint  # no 'optimizer': its state is loaded already
+
+    def _check_weights(self, model, state_dict, strict, filename,
+                       resume) -> dict:
+        """Mismatch report of ``state_dict`` against ``model``; with
+        ``strict``, a mismatch raises one :class:`UnoConfigError`."""
+        report = state_dict_mismatch(model, state_dict)
+        if not resume:  # a run may add or drop an objective (and its head)
+            heads = [k for kind in ('missing', 'unexpected')
+                     for k in report[kind] if k.startswith('objectives.')]
+            if heads:
+                self.logger.info(f'load_from: objective weights not in '
+                                 f'both model and checkpoint: {heads}')
+            for kind in ('missing', 'unexpected'):
+                report[kind] = [k for k in report[kind]
+                                if not k.startswith('objectives.')]
+        if strict and any(report.values()):
+            parts = []
+            for kind, keys in report.items():
+                if keys:
+                    more = f' (+{len(keys) - 5} more)' if len(keys) > 5 \
+                        else ''
+                    parts.append(f'{kind}: {", ".join(keys[:5])}{more}')
+            what = 'resume' if resume else 'load_from'
+            raise UnoConfigError(
+                f'{what}={filename} does not match the model: '
+                + '; '.join(parts) + ' (set load_strict=False in the '
+                'config to load only what matches)')
+        return report
+
+
+def _shape_keys(report: dict) -> set:
+    """Keys of the shape mismatches of a ``state_dict_mismatch`` report."""
+    return {s.split(': checkpoint ')[0] for s in report['shape']}
+
+
+def _check_load_from(path) -> None:
+    """A local ``load_from`` that does not exist fails before any build.
+    """
+    if not path or '://' in str(path):
+        return
+    if not osp.exists(osp.expanduser(str(path))):
+        raise UnoConfigError(f'load_from={path}: no such checkpoint file '
+                             'or folder')
 
 
 def _resolve_collate(dataloader):

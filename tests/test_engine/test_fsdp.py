@@ -1,0 +1,150 @@
+"""FSDP2 on CPU (gloo): 2 sharded processes x B train like 1 x 2B.
+
+The FSDP config is a delta of the UNO baseline. Two processes shard every
+decoder layer (frozen und + trainable gen expert in one unit), the ViT
+blocks and the connector; the losses, gradient norm and weights match a
+plain one-process run with the double batch, frozen weights do not move,
+checkpoints are sharded folders, and ``--resume`` continues from one.
+"""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from tests.conftest import REPO
+from uno.engine.sharded_checkpoint import (is_sharded_checkpoint,
+                                           load_sharded_meta, read_sharded,
+                                           sharded_tensors)
+from uno.registry import MODELS
+from uno.utils.config_check import config_diff
+
+BASELINE = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
+CONFIG = 'configs/uno/uno_mot-tiny_2xb4-fsdp-iter200_shapes.py'
+ITERS = 3
+FROZEN = ('model.decoder.layers.0.experts.und.', 'model.embed_tokens.',
+          'model.lm_head.', 'model.connector.', 'model.und_encoder.',
+          'model.decoder.norm.und.')
+TRAINED = ('model.decoder.layers.0.experts.gen.', 'model.llm2vae.',
+           'model.metaquery.', 'objectives.')
+
+
+def test_wrap_units_are_layers_encoder_blocks_connector_head():
+    cfg = Config.fromfile(osp.join(REPO, BASELINE))
+    model = MODELS.build(cfg.model)
+    units = model.fsdp_wrap_modules()
+    ids = {id(u) for u in units}
+    assert all(id(layer) in ids for layer in model.decoder.layers)
+    assert id(model.connector) in ids and id(model.lm_head) in ids
+    blocks = list(model.und_encoder.model.blocks)
+    assert blocks and all(id(b) in ids for b in blocks)
+    assert id(model.embed_tokens) not in ids  # read outside its forward
+    # one unit mixes frozen (und) and trainable (gen) parameters
+    flags = {p.requires_grad for p in model.decoder.layers[0].parameters()}
+    assert flags == {True, False}
+    cfg.model.llm.tie_word_embeddings = True
+    tied = MODELS.build(cfg.model)
+    # a tied lm_head stays with the embeddings, in the root unit
+    assert all(u is not tied.lm_head for u in tied.fsdp_wrap_modules())
+
+
+def test_fsdp_config_is_a_short_delta_of_the_baseline():
+    diff = config_diff(Config.fromfile(osp.join(REPO, BASELINE)),
+                       Config.fromfile(osp.join(REPO, CONFIG)))
+    keys = {k for k, _, _ in diff}
+    assert keys and all(k.startswith('model_wrapper_cfg')
+                        or k == 'train_dataloader.batch_size' for k in keys)
+    assert len(open(osp.join(REPO, CONFIG)).read().splitlines()) <= 15
+
+
+def _options(batch, iters=ITERS):
+    return [
+        '--cfg-options', f'train_cfg.max_iters={iters}',
+        'train_cfg.val_interval=1000', 'default_hooks.logger.interval=1',
+        'log_processor.window_size=1', f'train_dataloader.batch_size={batch}',
+        'default_hooks.checkpoint.interval=2'
+    ]
+
+
+def _losses(work_dir):
+    """Logged training rows by step, over every run in ``work_dir``."""
+    rows = {}
+    for root, _, files in os.walk(work_dir):
+        if 'scalars.json' in files:
+            with open(osp.join(root, 'scalars.json')) as f:
+                for line in f:
+                    row = json.loads(line)
+                    if 'loss' in row:
+                        rows[row['step']] = row
+    assert rows, f'no scalars.json under {work_dir}'
+    return rows
+
+
+def _weights(path):
+    return read_sharded(str(path), sharded_tensors(str(path)))
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_fsdp_two_processes_match_one_and_resume(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1',
+               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+    one, two = tmp_path / 'work_dirs/one', tmp_path / 'work_dirs/two'
+    single = subprocess.run(
+        [sys.executable, 'tools/train.py', BASELINE, '--work-dir', str(one),
+         *_options(4, ITERS + 1)], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    def dist(*extra, iters=ITERS):
+        res = subprocess.run(
+            ['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir',
+             str(two), *extra, *_options(2, iters)], cwd=REPO,
+            env=dict(env, PORT='29513'), capture_output=True, text=True,
+            timeout=600)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+        return res
+
+    dist()
+    # sharded checkpoints: one file per rank, meta by rank 0
+    ckpt = two / f'iter_{ITERS}.pth'
+    assert is_sharded_checkpoint(ckpt)
+    assert {'__0_0.distcp', '__1_0.distcp', 'meta.pth'} <= set(
+        os.listdir(ckpt))
+    assert load_sharded_meta(str(ckpt))['meta']['iter'] == ITERS
+
+    # the same run: losses (all UNO objectives), grad norm and weights
+    a = _losses(one)
+    b = _losses(two)
+    assert sorted(b) == list(range(1, ITERS + 1))
+    for step in b:
+        for key in ('loss', 'loss/flow', 'loss/caption', 'loss/regression',
+                    'tokens/flow', 'tokens/caption', 'grad_norm'):
+            assert a[step][key] == pytest.approx(b[step][key], rel=1e-4), \
+                (step, key)
+    wa = torch.load(one / f'iter_{ITERS + 1}.pth',
+                    weights_only=False)['state_dict']
+    w2, w3 = _weights(two / 'iter_2.pth'), _weights(ckpt)
+    assert set(w3) == set(wa)
+
+    # frozen weights stay put (and equal the plain run's), trained move
+    for key, value in w3.items():
+        if key.startswith(FROZEN):
+            assert torch.equal(value, w2[key]), key
+            assert torch.equal(value, wa[key]), key
+    moved = [k for k in w3 if k.startswith(TRAINED)]
+    assert moved and all(not torch.equal(w3[k], w2[k]) for k in moved)
+
+    # --resume continues from the latest sharded checkpoint
+    res = dist('--resume', iters=ITERS + 1)
+    assert 'resumed epoch: 0, iter: 3' in res.stdout + res.stderr
+    b = _losses(two)
+    assert a[ITERS + 1]['loss'] == pytest.approx(b[ITERS + 1]['loss'],
+                                                 rel=1e-4)
+    w4 = _weights(two / f'iter_{ITERS + 1}.pth')
+    for key, value in wa.items():
+        torch.testing.assert_close(value, w4[key], rtol=1e-3, atol=1e-5)

@@ -1,0 +1,104 @@
+"""``load_from`` is strict: a mismatched checkpoint is one clear error.
+
+mmengine's ``Runner.load_checkpoint`` only warns on missing, unexpected or
+shape-mismatched keys; ``UnoRunner`` fails (exit 2 from the tools) unless
+the config sets ``load_strict = False``.
+"""
+import copy
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from tests.conftest import REPO
+from uno.engine import UnoTrainer, build_runner
+from uno.utils.errors import UnoConfigError
+
+SMOKE = 'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py'
+UNO = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
+
+
+def _checkpoint(cfg, path, **llm):
+    """A checkpoint of ``cfg``'s trainer, with ``llm`` overrides."""
+    model = copy.deepcopy(cfg.model)
+    model.llm.update(llm)
+    torch.manual_seed(0)
+    trainer = UnoTrainer(model=model, objectives=cfg.objectives)
+    torch.save(dict(meta=dict(iter=1), state_dict=trainer.state_dict()),
+               path)
+    return str(path)
+
+
+def _runner(cfg_path, tmp_path, **options):
+    cfg = Config.fromfile(osp.join(REPO, cfg_path))
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.merge_from_dict(options)
+    return build_runner(cfg)
+
+
+def test_mismatch_raises_one_line_naming_the_keys(tmp_path):
+    cfg = Config.fromfile(osp.join(REPO, SMOKE))
+    small = _checkpoint(cfg, tmp_path / 'small.pth', hidden_size=32)
+    runner = _runner(SMOKE, tmp_path)
+    with pytest.raises(UnoConfigError) as err:
+        runner.load_checkpoint(small)
+    msg = str(err.value)
+    assert '\n' not in msg and msg.startswith(f'load_from={small} does not')
+    assert 'model.embed_tokens.weight: checkpoint (128, 32) vs model ' \
+        '(128, 64)' in msg and 'load_strict=False' in msg
+    # the same size loads, and a relaxed config loads what matches
+    runner.load_checkpoint(_checkpoint(cfg, tmp_path / 'same.pth'))
+    relaxed = _runner(SMOKE, tmp_path, load_strict=False)
+    relaxed.load_checkpoint(small)
+
+
+def test_objective_heads_may_differ_under_load_from_only(tmp_path):
+    uno = Config.fromfile(osp.join(REPO, UNO))
+    full = _checkpoint(uno, tmp_path / 'uno.pth')  # has a projector
+    no_reg = _runner(UNO, tmp_path, objectives=dict(
+        regression=dict(weight=0.0)))
+    assert not any(k.startswith('objectives.')
+                   for k in no_reg.model.state_dict())
+    no_reg.load_checkpoint(full)  # a dropped objective head is fine
+    no_reg._uno_resume = dict(optimizer=True)  # but not when resuming
+    with pytest.raises(UnoConfigError, match='unexpected: objectives.'):
+        no_reg.load_checkpoint(full)
+
+
+def test_missing_load_from_fails_before_building(tmp_path):
+    cfg = Config.fromfile(osp.join(REPO, SMOKE))
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.load_from = str(tmp_path / 'nope.pth')
+    with pytest.raises(UnoConfigError, match=f'load_from={cfg.load_from}'):
+        build_runner(cfg)
+    assert not osp.exists(cfg.work_dir)
+
+
+@pytest.mark.slow
+def test_train_exits_2_on_mismatch_and_trains_when_relaxed(tmp_path):
+    small = _checkpoint(Config.fromfile(osp.join(REPO, SMOKE)),
+                        tmp_path / 'small.pth', hidden_size=32)
+    env = dict(os.environ, OMP_NUM_THREADS='1',
+               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+
+    def train(*options):
+        return subprocess.run(
+            [sys.executable, 'tools/train.py', SMOKE, '--work-dir',
+             str(tmp_path / 'work'), '--cfg-options', 'train_cfg.max_iters=1',
+             'train_cfg.val_interval=1000', 'train_dataloader.batch_size=2',
+             f'load_from={small}', *options], cwd=REPO, env=env,
+            capture_output=True, text=True, timeout=600)
+
+    strict = train()
+    assert strict.returncode == 2, strict.stderr[-3000:]
+    lines = [x for x in strict.stderr.splitlines() if x.strip()]
+    assert lines[-1].startswith(f'error: load_from={small} does not match')
+    assert 'model.embed_tokens.weight' in lines[-1]
+    assert 'Traceback' not in strict.stderr
+    relaxed = train('load_strict=False')
+    assert relaxed.returncode == 0, relaxed.stderr[-3000:]
+    assert osp.isfile(tmp_path / 'work' / 'iter_1.pth')
