@@ -3,6 +3,23 @@
 Loads a config with ``--cfg-options``, turns uno's configuration errors into
 one clear line on stderr with exit status 2 (a traceback only with
 ``--debug``), and makes ``import uno`` work from a source checkout.
+
+What counts as a configuration error:
+
+* :class:`UnoConfigError`, raised by the loader, the validator and uno's
+  own checks anywhere in the run;
+* any exception while the config *file* is loaded or ``--cfg-options``
+  are merged (the file is the user's code);
+* a ``ValueError``, ``TypeError`` or ``KeyError`` raised inside a registry
+  build, i.e. by the constructor of a component built from a config dict
+  (:func:`uno.utils.config_check.config_build_errors`), whether in
+  ``build_runner`` or in the Runner's lazy builds of the dataloaders,
+  optimizer, schedulers and loops. Errors raised outside a build (a
+  training step, a hook) keep their traceback: they are bugs or data
+  problems, not the config's.
+
+MLflow's own INFO chatter on stderr (store migrations) is silenced unless
+``MLFLOW_LOGGING_LEVEL`` says otherwise; uno's backend reports the run.
 """
 import os
 import os.path as osp
@@ -14,6 +31,10 @@ if ROOT not in sys.path:
 
 os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('MLFLOW_LOGGING_LEVEL', 'WARNING')
+
+# the config loaded last, where build errors look up component paths
+_loaded = {}
 
 
 def load_config(path: str, options=None):
@@ -25,32 +46,50 @@ def load_config(path: str, options=None):
         raise UnoConfigError(f'config file {path} does not exist')
     try:
         cfg = Config.fromfile(path)
+    except UnoConfigError:
+        raise
     except FileNotFoundError as e:
         raise UnoConfigError(f'cannot load {path}: {e}') from e
     except (SyntaxError, ImportError, KeyError, NameError) as e:
         raise UnoConfigError(f'cannot parse {path}: '
                              f'{type(e).__name__}: {e}') from e
+    except Exception as e:  # the config file is code: any error is its own
+        raise UnoConfigError(f'cannot load {path}: '
+                             f'{type(e).__name__}: {e}') from e
     if options:
-        cfg.merge_from_dict(options)
+        try:
+            cfg.merge_from_dict(options)
+        except Exception as e:
+            raise UnoConfigError(f'cannot apply --cfg-options {options}: '
+                                 f'{type(e).__name__}: {e}') from e
+    _loaded['cfg'] = cfg
     return cfg
 
 
 def run_cli(main, debug: bool) -> None:
     """Run ``main()``; a configuration error is one line and exit 2, a
     deliberate stop (TrainingStopped) one line and exit 3."""
+    from uno.utils.config_check import config_build_errors
     from uno.utils.errors import TrainingStopped, UnoConfigError
     try:
-        main()
+        with config_build_errors(lambda: _loaded.get('cfg')):
+            main()
     except UnoConfigError as e:
         if debug:
             raise
-        print(f'error: {e}', file=sys.stderr)
+        print(f'error: {_one_line(e)}', file=sys.stderr)
         sys.exit(2)
     except TrainingStopped as e:
         if debug:
             raise
-        print(f'stopped: {e}', file=sys.stderr)
+        print(f'stopped: {_one_line(e)}', file=sys.stderr)
         sys.exit(3)
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         sys.exit(130)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` with its lines joined."""
+    return ' '.join(
+        line.strip() for line in str(exc).splitlines() if line.strip())

@@ -54,6 +54,10 @@ class BaseObjective(nn.Module):
     requires_layers: Tuple[int, ...] = ()
     #: run ``prepare`` even at weight 0 (it provides inputs others need)
     always_prepare: bool = False
+    #: reads the noisy latents (and timesteps) that an ``always_prepare``
+    #: objective writes; :class:`ObjectiveSet` refuses a set where no
+    #: objective provides them
+    needs_noisy_latents: bool = False
 
     def __init__(self, weight: float = 1.0):
         super().__init__()

@@ -35,6 +35,11 @@ class CaptioningObjective(BaseObjective):
     """
     requires = ('ce_logits', )
 
+    @property
+    def needs_noisy_latents(self) -> bool:
+        """UNO captions read the noisy latents; plain captions do not."""
+        return bool(self.noisy_captions)
+
     def __init__(self,
                  weight: float = 1.0,
                  timestep_window: Optional[Sequence[float]] = None,

@@ -8,6 +8,12 @@ processes with batch B train exactly like one process with batch N*B.
 
 Logged per objective: ``loss/<name>`` (the global mean), ``weight/<name>``
 and ``tokens/<name>`` (the global count); and ``loss``, the weighted total.
+
+Objectives that read the noisy latents (UNO captioning, regression) need
+one that writes them (flow matching, ``always_prepare``); the set refuses
+to build without it, and :meth:`ObjectiveSet.prepare` refuses a batch with
+noisy images that no objective prepared (data-dependent, e.g. plain
+captioning on text-to-image data).
 """
 from typing import Dict, Optional, Tuple
 
@@ -19,6 +25,10 @@ from uno.registry import OBJECTIVES
 from uno.structures import PackedBatch
 from uno.utils.dist import all_reduce_sum, world_size
 from uno.utils.errors import UnoConfigError
+
+
+_NEEDS_FLOW = ('objectives need noisy latents; add a flow objective '
+               '(weight 0 allowed)')
 
 
 class ObjectiveSet(nn.Module):
@@ -45,6 +55,24 @@ class ObjectiveSet(nn.Module):
                                      "contain '/' or '.'")
             built[name] = OBJECTIVES.build(cfg)
         self.objectives = nn.ModuleDict(built)
+        self._check_noisy_latents()
+
+    def _check_noisy_latents(self) -> None:
+        """Raise if an active objective reads noisy latents that no
+        objective prepares."""
+        if any(obj.always_prepare for obj in self.objectives.values()):
+            return
+        readers = [
+            f'objectives.{name} ({type(obj).__name__})'
+            for name, obj in self.objectives.items()
+            if obj.weight > 0 and getattr(obj, 'needs_noisy_latents', False)
+        ]
+        if readers:
+            raise UnoConfigError(
+                f'{_NEEDS_FLOW}: {", ".join(readers)} read the noisy '
+                'latents but no objective prepares them; e.g. '
+                "objectives.flow=dict(type='FlowMatchingObjective', "
+                'weight=0.0)')
 
     def setup(self, model: nn.Module) -> None:
         """Let every objective check the model (once, at build)."""
@@ -82,6 +110,10 @@ class ObjectiveSet(nn.Module):
         for obj in self.objectives.values():
             if obj.weight > 0 or obj.always_prepare:
                 obj.prepare(model, batch, generator)
+        if batch.noisy_index.numel() and 'noisy_latents' not in batch.extras:
+            raise UnoConfigError(
+                f'{_NEEDS_FLOW}: the data has noisy images but no objective '
+                f'of {sorted(self.objectives)} prepares their latents')
 
     def forward(
         self,

@@ -79,6 +79,7 @@ class VisualRegressionObjective(BaseObjective):
             with ``t`` in ``[lo, hi]``. Defaults to None.
     """
     requires = ('mq_hidden', )
+    needs_noisy_latents = True  # metaqueries read the noisy image
 
     def __init__(self,
                  weight: float = 1.0,

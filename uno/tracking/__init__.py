@@ -6,3 +6,7 @@ __all__ = [
     'UnoMLflowVisBackend', 'find_mlflow_backend', 'log_eval_metrics',
     'report_tracking'
 ]
+
+from .replay import replay_work_dir  # noqa: E402
+
+__all__ += ['replay_work_dir']

@@ -27,13 +27,40 @@ Keys mmengine's builders pop before calling the class (a hook's
 ``priority``, ...) are declared per slot. Only unknown keys are reported,
 never missing ones, so arguments the builders inject (``runner``,
 ``dataloader``, ``params``, ``optimizer``) need no special case.
+
+Values of scalar parameters are checked against the parameter's type
+annotation (``int``, ``float``, ``bool``, or ``Optional`` of one), or, for
+a parameter without annotation, against the type of its default: a string
+given for a number or a bool, and a fraction given for an annotated
+``int``, are errors (``train_dataloader.batch_size='eight'``,
+``model.llm.num_layers=2.5``). ``None`` is always accepted, and so is
+anything given for a parameter of another type: the check never rejects
+what the class might accept. The sub-keys of a ``config_schema`` dict
+are checked the same way when the class's ``config_schema_types`` (or
+:data:`SCHEMA_TYPES`) names the callable that receives them. Dicts without
+a ``type`` that a builder hands to a known callable (the dataloaders,
+:data:`PLAIN_SLOTS`) get the key and value checks too.
+
+What only a constructor can check (a negative weight, a window with ``lo >
+hi``, a size not divisible by the heads) fails while building;
+:func:`config_build_errors` turns a ``ValueError``, ``TypeError`` or
+``KeyError`` raised inside a registry build into one
+:class:`UnoConfigError` naming the component and its config path.
 """
+import contextlib
+import dataclasses
+import importlib
 import inspect
+import re
+import types
+import typing
 from fnmatch import fnmatchcase
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterator, List, NamedTuple,
+                    Optional, Sequence, Tuple)
 
 import mmengine.registry as mm
 from mmengine.registry import Registry
+from torch.utils.data import DataLoader
 
 from uno import registry as uno_registry
 from uno.registry import (ATTENTION, DATA_SAMPLERS, DATASETS, ENCODERS,
@@ -60,7 +87,7 @@ MMENGINE_TOP_LEVEL_KEYS = (
 # Keys uno's tools and Runner wrapper read. Extend it here (or, from a
 # project, by rebinding ``config_check.UNO_TOP_LEVEL_KEYS += ('key',)``).
 UNO_TOP_LEVEL_KEYS = ('objectives', 'tokenizer', 'custom_imports', 'strategy',
-                      'runner_type', 'benchmark')
+                      'runner_type', 'benchmark', 'load_strict')
 
 
 class Slot(NamedTuple):
@@ -118,8 +145,43 @@ COMPONENT_SLOTS = {
     'strategy': Slot((mm.STRATEGIES, )),
 }
 
+
+class PlainSlot(NamedTuple):
+    """A dict without ``type`` that a builder passes to a known callable.
+
+    Args:
+        target (callable): What receives the remaining keys.
+        builder_keys (tuple): Keys the builder pops before the call.
+    """
+    target: Callable
+    builder_keys: Tuple[str, ...] = ()
+
+
+# Path patterns (as in COMPONENT_SLOTS) -> plain slot. mmengine 0.10.7's
+# ``Runner.build_dataloader`` pops these keys and passes the rest to
+# torch's ``DataLoader``.
+PLAIN_SLOTS = {
+    '*_dataloader':
+    PlainSlot(DataLoader,
+              ('dataset', 'sampler', 'batch_sampler', 'collate_fn',
+               'worker_init_fn', 'num_batch_per_epoch',
+               'disable_subprocess_warning')),
+}
+
+# ``<class name>.<parameter>`` -> dotted path of the callable whose
+# parameters are the keys of that untyped dict, for classes that declare a
+# ``config_schema`` but no ``config_schema_types``.
+SCHEMA_TYPES = {
+    'UnoModel.llm': 'uno.models.mot.config.MoTConfig',
+    'UnoModel.metaquery': 'uno.models.metaquery.MetaQueryTokens',
+}
+
 # Keys of a component dict that are never arguments of the class.
 _RESERVED_KEYS = ('type', '_scope_')
+# What a constructor raises on a bad argument: turned into UnoConfigError
+# by config_build_errors.
+BUILD_ERRORS = (ValueError, TypeError, KeyError)
+_KIND_NAMES = dict(int='an int', float='a float', bool='a bool')
 
 
 class _Missing:
@@ -224,6 +286,8 @@ def _walk(value, path: Tuple[str, ...]) -> None:
     if isinstance(value, dict):
         if 'type' in value and path:
             _check_component(value, path)
+        elif path:
+            _check_plain(value, path)
         for key, sub in value.items():
             if not path and str(key).startswith('_'):
                 # private variables are checked where they are used
@@ -250,6 +314,25 @@ def _check_component(cfg: dict, path: Tuple[str, ...]) -> None:
             f'type at {where}.type must be a registered name or a class, '
             f'got {type(obj_type).__name__}')
     _check_arguments(cfg, obj, where, slot)
+
+
+def _check_plain(cfg: dict, path: Tuple[str, ...]) -> None:
+    """Check a dict without ``type`` that a builder passes to a callable."""
+    plain = next((slot for pattern, slot in PLAIN_SLOTS.items()
+                  if _match(tuple(pattern.split('.')), path)), None)
+    if plain is None:
+        return
+    where = '.'.join(path)
+    name = getattr(plain.target, '__name__', repr(plain.target))
+    params = _accepted_parameters(plain.target, None)
+    if params is not None:
+        allowed = params | set(plain.builder_keys)
+        for key in cfg:
+            if key not in allowed:
+                raise UnoConfigError(
+                    f"unknown key '{key}' at {where} (read by the runner "
+                    f'and {name}): {did_you_mean(key, allowed)}')
+    _check_values(cfg, plain.target, where)
 
 
 def _slot_for(path: Tuple[str, ...]) -> Optional[Slot]:
@@ -298,6 +381,7 @@ def _check_arguments(cfg: dict, obj, where: str, slot: Optional[Slot]):
                     if allowed else 'it takes no arguments here.')
                 raise UnoConfigError(
                     f"unknown argument '{key}' of {name} at {where}: {hint}")
+    _check_values(cfg, obj, where)
     schema = getattr(obj, 'config_schema', None) or {}
     for param, sub_keys in schema.items():
         sub = cfg.get(param)
@@ -308,6 +392,113 @@ def _check_arguments(cfg: dict, obj, where: str, slot: Optional[Slot]):
                 raise UnoConfigError(
                     f"unknown key '{key}' of {name}.{param} at "
                     f'{where}.{param}: {did_you_mean(key, sub_keys)}')
+        target = _schema_target(obj, param)
+        if target is not None:
+            _check_values(sub, target, f'{where}.{param}')
+
+
+def _schema_target(obj, param: str) -> Optional[Callable]:
+    """The callable that receives the keys of ``obj``'s schema dict."""
+    target = (getattr(obj, 'config_schema_types', None) or {}).get(param)
+    if target is None:
+        target = SCHEMA_TYPES.get(f"{getattr(obj, '__name__', '')}.{param}")
+    if isinstance(target, str):
+        module, _, attr = target.rpartition('.')
+        try:
+            target = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            return None
+    return target
+
+
+def _check_values(cfg: dict, obj, where: str) -> None:
+    """Raise if a scalar parameter of ``obj`` is given a wrong type."""
+    kinds = _value_kinds(obj)
+    name = getattr(obj, '__name__', repr(obj))
+    for key, value in cfg.items():
+        if key not in kinds or value is None:
+            continue
+        kind, annotated = kinds[key]
+        if isinstance(value, str):
+            problem = 'is a str'
+        elif (kind == 'int' and annotated and isinstance(value, float)
+              and not value.is_integer()):
+            problem = 'is not a whole number'
+        else:
+            continue
+        raise UnoConfigError(f'{where}.{key}={value!r} {problem}, but {name} '
+                             f'expects {_KIND_NAMES[kind]} there')
+
+
+def _value_kinds(obj) -> Dict[str, Tuple[str, bool]]:
+    """``{parameter: (kind, annotated)}`` for the scalar parameters of
+    ``obj``; kind is ``'int'``, ``'float'`` or ``'bool'``, from the
+    annotation, else from the default (``annotated`` is then False)."""
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    hints = _type_hints(obj)
+    kinds = {}
+    for p in params:
+        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        annotation = hints.get(p.name, p.annotation)
+        if annotation is not p.empty:
+            kind = _string_kind(annotation) if isinstance(
+                annotation, str) else _annotation_kind(annotation)
+            if kind is not None:
+                kinds[p.name] = (kind, True)
+            continue
+        for kind, cls in (('bool', bool), ('int', int), ('float', float)):
+            if isinstance(p.default, cls):
+                kinds[p.name] = (kind, False)
+                break
+    return kinds
+
+
+def _type_hints(obj) -> dict:
+    """Resolved annotations of ``obj``'s constructor (or of the function);
+    {} when they do not resolve."""
+    targets = [obj.__init__] if inspect.isclass(obj) else [obj]
+    if dataclasses.is_dataclass(obj):
+        targets.append(obj)  # the fields, if __init__'s do not resolve
+    for target in targets:
+        try:
+            return typing.get_type_hints(target)
+        except Exception:  # unresolvable forward references, builtins
+            continue
+    return {}
+
+
+def _string_kind(text: str) -> Optional[str]:
+    """:func:`_annotation_kind` of an unresolved string annotation such as
+    ``'int | None'`` or ``'Optional[float]'``."""
+    text = text.replace(' ', '').replace('typing.', '')
+    optional = re.fullmatch(r'Optional\[(\w+)\]', text)
+    parts = [optional.group(1)] if optional else [
+        p for p in text.split('|') if p != 'None'
+    ]
+    if len(parts) == 1 and parts[0] in _KIND_NAMES:
+        return parts[0]
+    return 'float' if sorted(parts) == ['float', 'int'] else None
+
+
+def _annotation_kind(annotation) -> Optional[str]:
+    """``'int'``, ``'float'`` or ``'bool'`` for a scalar annotation (or an
+    ``Optional`` of one), None for anything else."""
+    origin = typing.get_origin(annotation)
+    union_type = getattr(types, 'UnionType', None)
+    if origin is typing.Union or (union_type and origin is union_type):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            annotation = args[0]
+        elif set(args) == {int, float}:
+            return 'float'
+        else:
+            return None
+    return {bool: 'bool', int: 'int', float: 'float'}.get(annotation) \
+        if isinstance(annotation, type) else None
 
 
 def _accepted_parameters(obj, slot: Optional[Slot]) -> Optional[set]:
@@ -374,3 +565,130 @@ def _import_mmengine_components() -> None:
     """
     import mmengine._strategy  # noqa: F401
     import mmengine.runner  # noqa: F401
+
+
+@contextlib.contextmanager
+def config_build_errors(
+        get_cfg: Callable[[], Any] = lambda: None) -> Iterator[None]:
+    """Report argument errors raised while building components as config
+    errors.
+
+    While active, a ``ValueError``, ``TypeError`` or ``KeyError`` raised by
+    :meth:`mmengine.Registry.build` (the constructor of a component built
+    from a config dict, or the build itself) becomes an
+    :class:`UnoConfigError` naming the component, its path in the config
+    (when found) and the original message; an unexpected keyword argument
+    gets the closest parameter names of the class and its bases. The
+    innermost build converts, outer builds pass the error on. Errors raised
+    outside a registry build (a training step, a hook) are left alone, and
+    so are other exception types (a missing file, CUDA out of memory).
+
+    Args:
+        get_cfg (callable): Returns the loaded config, where component
+            paths are looked up; None leaves them out. Defaults to a
+            function returning None.
+    """
+    original = Registry.build
+
+    def build(registry, cfg, *args, **kwargs):
+        try:
+            return original(registry, cfg, *args, **kwargs)
+        except UnoConfigError:
+            raise
+        except BUILD_ERRORS as exc:
+            raise build_error(registry, cfg, exc, get_cfg()) from exc
+
+    Registry.build = build
+    try:
+        yield
+    finally:
+        Registry.build = original
+
+
+def build_error(registry: Registry, cfg, exc: BaseException,
+                root=None) -> UnoConfigError:
+    """The one-line :class:`UnoConfigError` of a failed build.
+
+    Args:
+        registry (Registry): The registry that built.
+        cfg (dict): The config dict it was given.
+        exc (BaseException): What the build raised.
+        root (Config | dict, optional): The whole config, to find the path
+            of ``cfg`` in. Defaults to None.
+
+    Returns:
+        UnoConfigError: ``cannot build <Type> at <path> (<Error>): <msg>``.
+    """
+    obj_type = cfg.get('type') if isinstance(cfg, dict) else None
+    obj = obj_type
+    if isinstance(obj_type, str):
+        with contextlib.suppress(Exception):
+            obj = registry.get(obj_type)
+    name = _type_name(obj if obj is not None else obj_type) or (
+        f"a '{registry.name}' component")
+    path = find_component(root, cfg) if root is not None else None
+    at = f' at {path}' if path else ''
+    message = ' '.join(
+        line.strip() for line in str(exc).splitlines() if line.strip())
+    if len(message) > 600:
+        message = message[:600] + '...'
+    hint = ''
+    unexpected = re.search(r"unexpected keyword argument '(\w+)'", message)
+    if unexpected and inspect.isclass(obj):
+        names = set()
+        for cls in obj.__mro__:
+            if '__init__' in vars(cls):
+                names |= _accepted_parameters(cls.__init__, None) or set()
+        names.discard('self')
+        if names:
+            hint = '; ' + did_you_mean(unexpected.group(1), names)
+    return UnoConfigError(f'cannot build {name}{at} '
+                          f'({type(exc).__name__}): {message}{hint}')
+
+
+def find_component(root, cfg) -> Optional[str]:
+    """The dotted path of the component dict of ``root`` that ``cfg`` was
+    built from, or None.
+
+    A component matches when its type names the same class and every key
+    it sets has the same value in ``cfg`` (builders may add keys, such as
+    an optimizer's ``params``). The first match in config order wins.
+
+    Args:
+        root (Config | dict): The whole config.
+        cfg (dict): The dict given to a registry build.
+    """
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        return None
+    want = _type_name(cfg['type'])
+    for path, comp in _components(_as_dict(root), ()):
+        if _type_name(comp['type']) != want:
+            continue
+        try:
+            same = all(
+                k in cfg and bool(cfg[k] == v) for k, v in comp.items()
+                if k not in _RESERVED_KEYS)
+        except Exception:  # values that do not compare (tensors)
+            same = False
+        if same:
+            return '.'.join(path) or None
+    return None
+
+
+def _components(value, path: Tuple[str, ...]):
+    """Yield ``(path, dict)`` for every dict with a ``type`` in ``value``."""
+    if isinstance(value, dict):
+        if 'type' in value and path:
+            yield path, value
+        for key, sub in value.items():
+            yield from _components(sub, path + (str(key), ))
+    elif isinstance(value, (list, tuple)):
+        for i, sub in enumerate(value):
+            yield from _components(sub, path + (str(i), ))
+
+
+def _type_name(obj_type) -> Optional[str]:
+    """``'uno.FlowMatchingObjective'`` or the class -> its bare name."""
+    if isinstance(obj_type, str):
+        return obj_type.rsplit('.', 1)[-1]
+    return getattr(obj_type, '__name__', None)

@@ -13,6 +13,16 @@ class UnoConfigError(ValueError):
     """A configuration is invalid; the message is one self-contained line."""
 
 
+class BackendUnavailableError(UnoConfigError, RuntimeError):
+    """A configured backend cannot do what the run asks of it on this
+    machine (e.g. train with ``flex`` attention on the CPU).
+
+    It is found only when the backend is used, so it is a RuntimeError for
+    the code that calls the backend, and a configuration error (one line,
+    exit status 2) for the tools.
+    """
+
+
 def close_matches(name: str, candidates: Iterable[str],
                   n: int = 3) -> List[str]:
     """Return up to ``n`` candidates that look like ``name``.

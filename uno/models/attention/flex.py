@@ -11,7 +11,11 @@ scores like eager attention.
 flex_attention has **no backward on the CPU** (torch raises
 ``NotImplementedError``); :meth:`FlexAttention.forward` refuses CPU inputs
 that require grad with an error that names the fix. Its forward matches
-SDPA on the CPU, which is what the tests check there.
+SDPA on the CPU, which is what the tests check there. Building the
+backend on a CPU-only machine is allowed (sampling and tests run flex
+without gradients), so a CPU training run fails at its first step, with
+:class:`BackendUnavailableError`: a RuntimeError that the tools report
+as one configuration-error line.
 """
 from typing import Any, Callable, Optional
 
@@ -20,7 +24,7 @@ from torch import Tensor
 
 from uno.registry import ATTENTION
 from uno.structures import PackedBatch
-from uno.utils.errors import UnoConfigError
+from uno.utils.errors import BackendUnavailableError, UnoConfigError
 from .base import AttentionBackend
 
 
@@ -107,7 +111,7 @@ class FlexAttention(AttentionBackend):
         needs_grad = torch.is_grad_enabled() and (
             q.requires_grad or k.requires_grad or v.requires_grad)
         if q.device.type == 'cpu' and needs_grad:
-            raise RuntimeError(
+            raise BackendUnavailableError(
                 "the 'flex' attention backend has no backward on the CPU "
                 '(torch: FlexAttention does not support backward on CPU); '
                 "train with model.attention=dict(type='sdpa') or 'auto', "

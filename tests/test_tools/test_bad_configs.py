@@ -1,0 +1,282 @@
+"""Malformed configs fail with one clear line, as a user would see them.
+
+Each case writes a small config to a temporary folder (``_base_`` pointing
+at the smoke or the UNO config by absolute path) or passes a
+``--cfg-options`` override, runs ``tools/train.py`` in a subprocess, and
+expects exit status 2 with exactly one non-empty line on stderr that
+starts with ``error: `` and names the key, the type and the fix, without
+a traceback (``--debug`` shows it: the last case).
+
+Most cases fail while the config is loaded and validated, i.e. after the
+~7 s it takes Python to import torch and mmengine; a few build the model
+or run one step. The selected cases run concurrently (one per core) in a
+module fixture, so the whole table takes a few minutes on two cores.
+"""
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple, Optional, Tuple
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import Registry
+
+from tests.conftest import REPO
+from uno.registry import OBJECTIVES
+from uno.utils.config_check import config_build_errors, validate_config
+from uno.utils.errors import UnoConfigError
+
+pytestmark = pytest.mark.slow
+
+SMOKE = osp.join(REPO,
+                 'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py')
+UNO = osp.join(REPO, 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py')
+ON_CPU = not torch.cuda.is_available()
+# a short run whenever a case gets as far as training
+FAST = ('train_cfg.max_iters=1', 'train_cfg.val_interval=1000',
+        'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1')
+
+
+STAGES = ('step', 'build', 'validate', 'load')
+
+
+class Case(NamedTuple):
+    """One malformed config and what its error line must contain.
+
+    ``{tmp}`` in ``body``, ``options``, ``args`` and ``config`` is the
+    case's temporary folder.
+    """
+    id: str
+    stage: str  # where it fails: load, validate, build (or lazy build), step
+    expect: Tuple[str, ...]
+    body: str = ''  # config lines below ``_base_``
+    options: Tuple[str, ...] = ()  # --cfg-options
+    args: Tuple[str, ...] = ()  # other command-line arguments
+    base: Optional[str] = SMOKE  # None: ``body`` is the whole file
+    config: Optional[str] = None  # a path instead of the written file
+    cpu_only: bool = False  # the config is valid where CUDA is
+
+
+CASES = [
+    Case('unknown-top-level-key', 'validate',
+         ("unknown top-level config key 'optim_wraper'", "'optim_wrapper'"),
+         body="optim_wraper = dict(type='OptimWrapper')"),
+    Case('unknown-objective-type', 'validate',
+         ("unknown type 'FlowMatching'", 'objectives.flow.type',
+          "'FlowMatchingObjective'"),
+         body="objectives = dict(flow=dict(type='FlowMatching'))"),
+    Case('unknown-objective-argument', 'validate',
+         ("unknown argument 'shfit'", 'FlowMatchingObjective',
+          'objectives.flow', "'shift'"),
+         options=('objectives.flow.shfit=3.0', )),
+    Case('unknown-model-subkey', 'validate',
+         ("unknown key 'hiden_size'", 'model.llm', "'hidden_size'"),
+         options=('model.llm.hiden_size=64', )),
+    Case('unknown-freeze-part', 'validate',
+         ("'lm_haed'", 'model.freeze', "'lm_head'"),
+         options=('model.freeze.lm_haed=True', )),
+    Case('unknown-attention-backend', 'validate',
+         ("unknown type 'flexx'", 'model.attention.type', "'flex'"),
+         options=('model.attention.type=flexx', )),
+    Case('batch-size-is-a-str', 'validate',
+         ('train_dataloader.batch_size', "'eight'", 'int'),
+         options=('train_dataloader.batch_size=eight', )),
+    Case('objective-weight-is-a-str', 'validate',
+         ('objectives.flow.weight', "'heavy'", 'float'),
+         options=('objectives.flow.weight=heavy', )),
+    Case('num-layers-is-a-float', 'validate',
+         ('model.llm.num_layers', '2.5', 'int'),
+         options=('model.llm.num_layers=2.5', )),
+    Case('negative-objective-weight', 'build',
+         ('objectives.flow', 'FlowMatchingObjective', 'weight must be >= 0'),
+         options=('objectives.flow.weight=-1.0', )),
+    Case('negative-num-queries', 'build',
+         ('model.metaquery.num_queries', '>= 0'),
+         options=('model.metaquery.num_queries=-1', )),
+    Case('regression-without-metaqueries', 'build',
+         ('VisualRegressionObjective needs metaqueries',
+          'model.metaquery.num_queries > 0'),
+         base=UNO, options=('model.metaquery.num_queries=0', )),
+    Case('caption-without-flow', 'build',
+         ('objectives need noisy latents',
+          'add a flow objective (weight 0 allowed)', 'objectives.caption'),
+         body="""\
+             objectives = dict(
+                 _delete_=True,
+                 caption=dict(type='CaptioningObjective', weight=1.0))"""),
+    Case('missing-base-file', 'load', ('nope_base.py', ),
+         body="_base_ = ['{tmp}/nope_base.py']", base=None),
+    Case('missing-config-file', 'load', ('{tmp}/nope.py', 'does not exist'),
+         config='{tmp}/nope.py'),
+    Case('resume-missing-checkpoint', 'load', ('--resume', '{tmp}/nope.pth'),
+         args=('--resume', '{tmp}/nope.pth')),
+    Case('load-from-missing-checkpoint', 'validate',
+         ('load_from', '{tmp}/nope.pth'),
+         options=('load_from={tmp}/nope.pth', )),
+    Case('xformers-on-cpu', 'build', ("'xformers' attention backend", 'CUDA'),
+         options=('model.attention.type=xformers', ), cpu_only=True),
+    Case('flex-training-on-cpu', 'step',
+         ("'flex' attention backend", 'CPU', "type='sdpa'"),
+         options=('model.attention.type=flex', ) + FAST, cpu_only=True),
+    Case('unknown-dataset-type', 'validate',
+         ("unknown type 'ShapesWorldT2I'", 'train_dataloader.dataset.type',
+          "'ShapesWorldT2IDataset'"),
+         options=('train_dataloader.dataset.type=ShapesWorldT2I', )),
+    Case('unknown-transform', 'validate',
+         ("unknown type 'CenterCrp'",
+          'train_dataloader.dataset.pipeline.0.type', "'CenterCrop'"),
+         body="""\
+             train_dataloader = dict(dataset=dict(
+                 _delete_=True, type='ImageCaptionDataset',
+                 ann_file='{tmp}/ann.jsonl',
+                 pipeline=[dict(type='CenterCrp', size=32)]))"""),
+    Case('unknown-sampler', 'validate',
+         ("unknown type 'InfiniteSamplr'", 'train_dataloader.sampler.type',
+          "'InfiniteSampler'"),
+         options=('train_dataloader.sampler.type=InfiniteSamplr', )),
+    Case('unknown-custom-hook', 'validate',
+         ("unknown type 'BenchmarkGridHok'", 'custom_hooks.0.type',
+          "'BenchmarkGridHook'"),
+         body="custom_hooks = [dict(type='BenchmarkGridHok')]"),
+    Case('unknown-vis-backend', 'validate',
+         ("unknown type 'MLflowVisBakend'", 'visualizer.vis_backends.1.type',
+          "'UnoMLflowVisBackend'"),
+         body="""\
+             visualizer = dict(vis_backends=[
+                 dict(type='LocalVisBackend'),
+                 dict(type='MLflowVisBakend')])"""),
+    Case('timestep-window-lo-above-hi', 'build',
+         ('objectives.caption', 'timestep_window', 'lo <= hi'),
+         base=UNO, options=('objectives.caption.timestep_window=(0.8,0.2)', )),
+    Case('unknown-benchmark-sampler-argument', 'validate',
+         ("'benchmark.sampler.num_step'", 'FlowSampler', "'num_steps'"),
+         options=('benchmark.sampler.num_step=10', )),
+    Case('syntax-error', 'load', ('cannot parse', 'SyntaxError'),
+         body='model = dict(', base=None),
+    Case('hidden-size-not-divisible-by-heads', 'build',
+         ('model.llm.hidden_size=66', 'num_heads=4'),
+         options=('model.llm.hidden_size=66', )),
+    Case('unknown-optimizer', 'validate',
+         ("unknown type 'AdamWW'", 'optim_wrapper.optimizer.type',
+          "'AdamW'"),
+         options=('optim_wrapper.optimizer.type=AdamWW', )),
+    Case('unknown-scheduler-argument', 'build',
+         ('cannot build LinearLR at param_scheduler', "'start_facter'",
+          "did you mean 'start_factor'"),
+         options=('param_scheduler.start_facter=0.5', ) + FAST),
+]
+DEBUG = Case('debug-shows-traceback', 'validate',
+             ('Traceback', 'UnoConfigError', 'wieght'),
+             options=('objectives.flow.wieght=0.5', ), args=('--debug', ))
+
+
+def _fill(text: str, tmp: str) -> str:
+    return text.replace('{tmp}', tmp)
+
+
+def _run(case: Case, tmp: str, store: str) -> subprocess.CompletedProcess:
+    """Write the case's config and run tools/train.py on it, with a copy
+    of the migrated MLflow store ``store`` (migrating costs seconds)."""
+    shutil.copy(store, osp.join(tmp, 'm.db'))
+    if case.config:
+        config = _fill(case.config, tmp)
+    else:
+        config = osp.join(tmp, 'bad_config.py')
+        lines = [] if case.base is None else [f'_base_ = [{case.base!r}]']
+        lines.append(_fill(textwrap.dedent(case.body), tmp))
+        with open(config, 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+    cmd = [sys.executable, 'tools/train.py', config, '--work-dir',
+           osp.join(tmp, 'work')]
+    cmd += [_fill(a, tmp) for a in case.args]
+    if case.options:
+        cmd += ['--cfg-options'] + [_fill(o, tmp) for o in case.options]
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f'sqlite:///{tmp}/m.db',
+               OMP_NUM_THREADS='1')
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope='module')
+def results(request, tmp_path_factory):
+    """Run every selected case at once, one subprocess per core."""
+    selected = []
+    for item in request.session.items:
+        callspec = getattr(item, 'callspec', None)
+        case = callspec.params.get('case') if callspec else None
+        if item.module is request.module and isinstance(case, Case) and (
+                ON_CPU or not case.cpu_only):
+            selected.append(case)
+    # the slow ones first, so that two workers finish together
+    selected.sort(key=lambda c: STAGES.index(c.stage))
+    store = tmp_path_factory.mktemp('store') / 'm.db'
+    import mlflow
+    mlflow.MlflowClient(f'sqlite:///{store}').search_experiments()
+    tmps = {c.id: str(tmp_path_factory.mktemp(c.id)) for c in selected}
+    workers = max(2, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {
+            c.id: pool.submit(_run, c, tmps[c.id], str(store))
+            for c in selected
+        }
+    return {k: (f.result(), tmps[k]) for k, f in futures.items()}
+
+
+@pytest.mark.parametrize('case', CASES, ids=[c.id for c in CASES])
+def test_bad_config_is_one_clear_line(case, results):
+    if case.cpu_only and not ON_CPU:
+        pytest.skip('valid where CUDA is available')
+    res, tmp = results[case.id]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert len(lines) == 1, res.stderr[-3000:]
+    assert lines[0].startswith('error: '), lines[0]
+    for fragment in case.expect:
+        assert _fill(fragment, tmp) in lines[0], lines[0]
+    assert 'Traceback' not in res.stderr
+
+
+@pytest.mark.parametrize('case', [DEBUG], ids=[DEBUG.id])
+def test_debug_shows_the_traceback(case, results):
+    res, _ = results[case.id]
+    assert res.returncode != 0
+    for fragment in case.expect:
+        assert fragment in res.stderr, res.stderr[-3000:]
+
+
+def test_value_checks_accept_valid_values():
+    """Ints for floats, whole floats for ints, None anywhere."""
+    cfg = Config.fromfile(SMOKE)
+    cfg.merge_from_dict({
+        'objectives.flow.weight': 2,
+        'model.llm.num_layers': 2.0,
+        'model.llm.qkv_bias': 0,
+        'train_dataloader.shuffle': None,
+        'train_dataloader.persistent_workers': False,
+        'optim_wrapper.optimizer.lr': 1,
+    })
+    validate_config(cfg)
+
+
+def test_build_errors_name_the_component():
+    cfg = Config.fromfile(UNO)
+    bad = dict(cfg.objectives.caption, timestep_window=(0.8, 0.2))
+    original = Registry.build
+    with config_build_errors(lambda: cfg):
+        with pytest.raises(UnoConfigError) as info:
+            OBJECTIVES.build(bad)
+        with pytest.raises(ValueError) as outside:  # not in a build
+            int('x')
+    assert str(info.value).startswith(
+        'cannot build CaptioningObjective at objectives.caption '
+        '(ValueError): timestep_window must satisfy')
+    assert type(outside.value) is ValueError
+    assert Registry.build is original
+    with pytest.raises(ValueError) as plain:  # inactive: untouched
+        OBJECTIVES.build(bad)
+    assert not isinstance(plain.value, UnoConfigError)

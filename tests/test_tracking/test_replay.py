@@ -1,0 +1,152 @@
+"""MLflow down during training: metrics stay local and are pushed later."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from uno.tracking import replay_work_dir
+from uno.tracking.mlflow_backend import RUN_ID_FILE
+from uno.tracking.replay import find_logs, read_scalars, replay_identity
+
+mlflow = pytest.importorskip('mlflow')
+
+SMOKE = 'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py'
+RUN_NAME = 'flow_mot-tiny_1xb8-iter200_shapes-t2i'
+
+
+def _train(work_dir, uri, iters, *args):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
+    cmd = [
+        sys.executable, 'tools/train.py', SMOKE, '--work-dir',
+        str(work_dir), '--cfg-options', f'train_cfg.max_iters={iters}',
+        'train_cfg.val_interval=1000', 'default_hooks.logger.interval=1',
+        'default_hooks.checkpoint.interval=2', 'log_processor.window_size=1',
+        'train_dataloader.batch_size=2', *args
+    ]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _write_log(work_dir, stamp, rows, config='model = dict(type="X")\n'):
+    vis = work_dir / stamp / 'vis_data'
+    vis.mkdir(parents=True)
+    (vis / 'scalars.json').write_text(''.join(
+        json.dumps(r) + '\n' for r in rows))
+    (vis / 'config.py').write_text(config)
+    return vis
+
+
+def osp_name(vis_dir):
+    """``<timestamp>`` of ``<work_dir>/<timestamp>/vis_data``."""
+    return os.path.basename(os.path.dirname(vis_dir))
+
+
+def test_read_scalars_filters_like_the_backend(tmp_path):
+    path = tmp_path / 'scalars.json'
+    path.write_text('{"loss": 1.5, "iter": 3, "lr": "x", "a b": 2, '
+                    '"nan": NaN, "step": 3}\n{"loss": 1.0, "st')
+    assert read_scalars(str(path)) == [(3, {'loss': 1.5, 'a b': 2.0})]
+    path.write_text('{"bad(key)": 1, "step": 5}\n')
+    assert read_scalars(str(path)) == [(5, {'bad_key_': 1.0})]
+
+
+def test_identity_from_the_work_dir(tmp_path):
+    default = tmp_path / 'work_dirs' / 'ablations' / 'mq' / 'uno_mq4'
+    default.mkdir(parents=True)
+    (default / 'uno_mq4.py').write_text('x = 1\n')
+    ident = replay_identity(str(default))
+    assert (ident.experiment, ident.run_name) == ('ablations/mq', 'uno_mq4')
+    custom = tmp_path / 'work_dirs' / 'smoke'
+    custom.mkdir()
+    (custom / f'{RUN_NAME}.py').write_text('x = 1\n')
+    ident = replay_identity(str(custom))
+    assert (ident.experiment, ident.run_name) == ('smoke', RUN_NAME)
+    ident = replay_identity(str(custom), config='/r/configs/uno/a_b.py')
+    assert (ident.experiment, ident.run_name) == ('uno', 'a_b')
+    outside = tmp_path / 'elsewhere'
+    outside.mkdir()
+    assert replay_identity(str(outside)).experiment == 'default'
+
+
+def test_replays_every_start_in_order_once(tmp_path):
+    work_dir = tmp_path / 'work_dirs' / 'toy'
+    cfg = ("visualizer = dict(vis_backends=[dict(type='LocalVisBackend'), "
+           "dict(type='UnoMLflowVisBackend', experiment_name='mine', "
+           "tags=dict(team='a'))])\n"
+           "objectives = dict(flow=dict(type='F', weight=0.5))\n")
+    _write_log(work_dir, '20250102_000000', [
+        dict(loss=2.0, step=3), dict(loss=1.5, step=4)], cfg)
+    _write_log(work_dir, '20250101_000000', [
+        dict(loss=3.0, step=1), dict(loss=2.5, step=2)], cfg)
+    assert [osp_name(log.vis_dir) for log in find_logs(str(work_dir))] == [
+        '20250101_000000', '20250102_000000'
+    ]
+    uri = f'sqlite:///{tmp_path}/m.db'
+    first = replay_work_dir(str(work_dir), tracking_uri=uri)
+    assert (first.experiment, first.num_metrics, first.num_logs,
+            first.continued) == ('mine', 4, 2, False)
+    again = replay_work_dir(str(work_dir), tracking_uri=uri)
+    assert (again.run_id, again.num_metrics, again.continued) == (
+        first.run_id, 0, True)
+    client = mlflow.MlflowClient(uri)
+    history = client.get_metric_history(first.run_id, 'loss')
+    assert sorted((m.step, m.value) for m in history) == [
+        (1, 3.0), (2, 2.5), (3, 2.0), (4, 1.5)]
+    run = client.get_run(first.run_id)
+    assert run.data.params['objectives.flow.weight'] == '0.5'
+    assert run.data.tags['team'] == 'a'
+    assert (work_dir / RUN_ID_FILE).read_text().strip() == first.run_id
+
+
+def test_missing_log_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no local log'):
+        replay_work_dir(str(tmp_path), tracking_uri='sqlite:///x.db')
+
+
+@pytest.mark.slow
+def test_unusable_store_keeps_metrics_for_replay_and_resume(tmp_path):
+    afile = tmp_path / 'afile'
+    afile.write_text('a regular file, not a folder')
+    work_dir = tmp_path / 'work_dirs' / 'smoke'
+
+    trained = _train(work_dir, f'sqlite:///{afile}/x.db', 4)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    log = trained.stdout + trained.stderr
+    assert log.count('MLflow tracking is off') == 1  # one warning
+    assert 'Traceback' not in log
+    assert not (work_dir / RUN_ID_FILE).exists()
+
+    uri = f'sqlite:///{tmp_path}/good.db'
+    pushed = subprocess.run(
+        [sys.executable, 'tools/misc/push_to_mlflow.py', str(work_dir),
+         '--tracking-uri', uri], cwd=REPO, capture_output=True, text=True,
+        timeout=600)
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    assert 'mlflow ui --backend-store-uri' in pushed.stdout
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name('smoke')
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    run_id = run.info.run_id
+    assert run.info.run_name == RUN_NAME
+    history = client.get_metric_history(run_id, 'loss/flow')
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    params = run.data.params
+    assert params['objectives.flow.weight'] == '1.0'
+    assert params['train_cfg.max_iters'] == '4'
+    assert params['train_dataloader.batch_size'] == '2'
+    assert params['optim_wrapper.optimizer.type'] == 'AdamW'
+    assert 'config.py' in [a.path for a in client.list_artifacts(run_id)]
+    assert (work_dir / RUN_ID_FILE).read_text().strip() == run_id
+
+    # the store is back: resuming continues the replayed run
+    resumed = _train(work_dir, uri, 6, '--resume')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(client.search_runs([exp.experiment_id])) == 1
+    history = client.get_metric_history(run_id, 'loss/flow')
+    assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]
