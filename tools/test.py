@@ -6,8 +6,9 @@
 Runs the config's ``test_dataloader`` / ``test_evaluator``, prints the
 metrics as a table, writes them to ``metrics.json`` (in
 ``eval/<checkpoint name>/`` next to the checkpoint, or ``--out``), saves
-grids of the outputs to ``eval/<checkpoint name>/grids`` and logs both to a new MLflow evaluation run named
-``<config stem>-eval`` in the config's experiment.
+grids of the outputs to ``eval/<checkpoint name>/grids`` and logs both
+to a new MLflow evaluation run named ``<config stem>-eval`` in the
+config's experiment.
 """
 import argparse
 import json
