@@ -148,3 +148,26 @@ def test_fsdp_two_processes_match_one_and_resume(tmp_path):
     w4 = _weights(two / f'iter_{ITERS + 1}.pth')
     for key, value in wa.items():
         torch.testing.assert_close(value, w4[key], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.dist
+def test_fsdp_bf16_two_iterations_on_cuda(tmp_path):
+    """Where CUDA is present: 2 FSDP iterations with bf16 parameters and
+    fp32 reductions (NCCL), one process per visible GPU (at most 2)."""
+    gpus = min(2, torch.cuda.device_count())
+    env = dict(os.environ,
+               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+    work = tmp_path / 'work_dirs/gpu'
+    res = subprocess.run(
+        ['bash', 'tools/dist_train.sh', CONFIG, str(gpus), '--work-dir',
+         str(work), *_options(2, 2),
+         "model_wrapper_cfg.param_dtype='bfloat16'",
+         "model_wrapper_cfg.reduce_dtype='float32'"],
+        cwd=REPO, env=dict(env, PORT='29533'), capture_output=True,
+        text=True, timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    rows = _losses(work)
+    assert sorted(rows) == [1, 2]
+    assert all(torch.isfinite(torch.tensor(r['loss'])) for r in rows.values())
+    assert is_sharded_checkpoint(str(work / 'iter_2.pth'))
