@@ -36,6 +36,19 @@ class ShapesWorldBase(Dataset):
     def _rng(self, index: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, stream, index])
 
+    def _add_uno_segments(self, segments, scene, rng, target_image: int):
+        """Append UNO's caption/metaquery segments after the plan's last
+        (noisy) segment, when ``self.uno`` asks; return the caption."""
+        if not self.uno.enabled:
+            return None
+        # a re-phrasing of the scene, chosen independently of the prompt
+        caption = self._pick_caption(scene, rng)
+        segments += uno_segments(
+            noisy=len(segments) - 1, caption=self.tokenizer.encode(caption),
+            tokenizer=self.tokenizer, options=self.uno,
+            target_image=target_image, first_index=len(segments))
+        return caption
+
     def _pick_caption(self, scene, rng) -> str:
         options = self.world.captions(scene)
         return options[rng.integers(len(options))]
@@ -94,14 +107,7 @@ class ShapesWorldT2IDataset(ShapesWorldBase):
         tokens = [] if dropped else self.tokenizer.encode(text)
         image = to_tensor_image(self.world.render(scene))  # (3, H, W)
         segments = t2i_plan(tokens, self.tokenizer)
-        caption = None
-        if self.uno.enabled:
-            # a re-phrasing of the scene, chosen independently of the prompt
-            caption = self._pick_caption(scene, rng)
-            segments += uno_segments(
-                noisy=1, caption=self.tokenizer.encode(caption),
-                tokenizer=self.tokenizer, options=self.uno, target_image=0,
-                first_index=len(segments))
+        caption = self._add_uno_segments(segments, scene, rng, 0)
         return SequencePlan(
             segments=segments,
             images=[image],

@@ -12,7 +12,7 @@ from typing import Optional, Union
 from uno.registry import DATASETS
 from uno.structures import SequencePlan
 from .builder import to_tensor_image
-from .plans import UnoPlanOptions, caption_plan, edit_plan, uno_segments
+from .plans import UnoPlanOptions, caption_plan, edit_plan
 from .shapesworld_t2i import ShapesWorldBase
 
 
@@ -100,14 +100,7 @@ class ShapesWorldEditDataset(ShapesWorldBase):
         dropped = rng.random() < self.instruction_dropout
         tokens = [] if dropped else self.tokenizer.encode(pair.instruction)
         segments = edit_plan(tokens, self.tokenizer, vit=self.vit)
-        caption = None
-        if self.uno.enabled:
-            caption = self._pick_caption(pair.target, rng)
-            noisy = len(segments) - 1
-            segments += uno_segments(
-                noisy=noisy, caption=self.tokenizer.encode(caption),
-                tokenizer=self.tokenizer, options=self.uno, target_image=1,
-                first_index=len(segments))
+        caption = self._add_uno_segments(segments, pair.target, rng, 1)
         images = [to_tensor_image(self.world.render(s))
                   for s in (pair.source, pair.target)]
         return SequencePlan(
