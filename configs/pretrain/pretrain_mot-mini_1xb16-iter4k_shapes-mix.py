@@ -18,12 +18,13 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=1.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=300),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=300, end=8000,
+         end=200),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=200, end=4000,
          eta_min=1e-4),
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=8000, val_interval=1000)
+# 4000 iterations of 16 samples: about 0.63 s/iter on an idle 2-core CPU
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=4000, val_interval=1000)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(
-    logger=dict(interval=50), checkpoint=dict(interval=1000))
+    logger=dict(interval=50), checkpoint=dict(interval=500))
