@@ -12,7 +12,12 @@ from uno.utils.config_check import MISSING, config_diff, validate_config
 CONFIGS = sorted(
     p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
                          recursive=True) if '_base_' not in p)
-BASELINE = osp.join(REPO, 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py')
+BASELINE = osp.join(REPO, 'configs/uno/uno_mot-mini_1xb8-iter600_shapes.py')
+SFT = osp.join(REPO, 'configs/sft/sft_mot-mini_1xb8-iter600_shapes.py')
+# (UNO, SFT) pairs that must differ only in `objectives`
+PAIRS = [(BASELINE, SFT),
+         (osp.join(REPO, 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'),
+          osp.join(REPO, 'configs/sft/sft_mot-tiny_1xb8-iter200_shapes.py'))]
 
 # ablation folder -> the only keys its configs may change
 INTENDED = {
@@ -52,10 +57,9 @@ def test_ablation_changes_only_its_knob(path):
     assert len(open(path).read().splitlines()) <= 15
 
 
-def test_uno_and_sft_differ_only_in_objectives():
-    sft = Config.fromfile(
-        osp.join(REPO, 'configs/sft/sft_mot-tiny_1xb8-iter200_shapes.py'))
-    diff = config_diff(sft, Config.fromfile(BASELINE))
+@pytest.mark.parametrize('uno,sft', PAIRS, ids=lambda p: _rel(p))
+def test_uno_and_sft_differ_only_in_objectives(uno, sft):
+    diff = config_diff(Config.fromfile(sft), Config.fromfile(uno))
     assert diff and all(k.startswith('objectives.') for k, _, _ in diff)
 
 
@@ -65,9 +69,8 @@ def test_plan_options_derive_from_objectives_and_model():
                        queries_see_caption=False)
     mq0 = Config.fromfile(osp.join(
         REPO, 'configs/ablations/metaquery_count/'
-        'uno_mot-tiny_1xb8-iter200_shapes_mq0.py'))
+        'uno_mot-mini_1xb8-iter600_shapes_mq0.py'))
     assert plan_options(mq0)['num_queries'] == 0
-    sft = Config.fromfile(
-        osp.join(REPO, 'configs/sft/sft_mot-tiny_1xb8-iter200_shapes.py'))
+    sft = Config.fromfile(SFT)
     assert plan_options(sft) == dict(caption=False, num_queries=0,
                                      queries_see_caption=False)

@@ -69,6 +69,24 @@ def test_objective_heads_may_differ_under_load_from_only(tmp_path):
         no_reg.load_checkpoint(full)
 
 
+def test_metaqueries_may_be_resized_under_load_from_only(tmp_path):
+    uno = Config.fromfile(osp.join(REPO, UNO))  # 16 metaqueries
+    mq16 = _checkpoint(uno, tmp_path / 'mq16.pth')
+    saved = torch.load(mq16)['state_dict']
+    mq64 = _runner(UNO, tmp_path, model=dict(metaquery=dict(num_queries=64)))
+    before = {k: v.clone() for k, v in mq64.model.state_dict().items()}
+    mq64.load_checkpoint(mq16)  # resized: left as built, the rest loads
+    after = mq64.model.state_dict()
+    for key, value in after.items():
+        if key.startswith('model.metaquery.'):
+            assert torch.equal(value, before[key])
+        elif key in saved:
+            assert torch.equal(value, saved[key]), key
+    mq64._uno_resume = dict(optimizer=True)  # resuming must match exactly
+    with pytest.raises(UnoConfigError, match='model.metaquery.'):
+        mq64.load_checkpoint(mq16)
+
+
 def test_missing_load_from_fails_before_building(tmp_path):
     cfg = Config.fromfile(osp.join(REPO, SMOKE))
     cfg.work_dir = str(tmp_path / 'work')

@@ -11,6 +11,7 @@ import copy
 import inspect
 import os.path as osp
 import re
+from collections import OrderedDict
 
 import torch
 from mmengine.config import Config
@@ -244,8 +245,12 @@ class UnoRunner(Runner):
                 options=StateDictOptions(full_state_dict=True,
                                          strict=False))
         else:
-            _load_checkpoint_to_model(model, checkpoint, strict=False,
-                                      revise_keys=revise_keys)
+            skipped = set(report['skipped'])
+            kept = OrderedDict(
+                (k, v) for k, v in state_dict.items() if k not in skipped)
+            kept._metadata = getattr(state_dict, '_metadata', OrderedDict())
+            _load_checkpoint_to_model(model, dict(state_dict=kept),
+                                      strict=False, revise_keys=[])
         self._has_loaded = True
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint
@@ -277,15 +282,21 @@ class UnoRunner(Runner):
         """Mismatch report of ``state_dict`` against ``model``; with
         ``strict``, a mismatch raises one :class:`UnoConfigError`."""
         report = state_dict_mismatch(model, state_dict)
-        if not resume:  # a run may add or drop an objective (and its head)
-            heads = [k for kind in ('missing', 'unexpected')
-                     for k in report[kind] if k.startswith('objectives.')]
-            if heads:
-                self.logger.info(f'load_from: objective weights not in '
-                                 f'both model and checkpoint: {heads}')
-            for kind in ('missing', 'unexpected'):
+        if not resume:  # post-training may add modules pretraining lacks
+            optional = [k for kind in ('missing', 'unexpected', 'shape')
+                        for k in report[kind]
+                        if k.startswith(LOAD_FROM_OPTIONAL)]
+            if optional:
+                self.logger.info(
+                    f'load_from: weights not in both model and checkpoint '
+                    f'(post-training modules, left as built): {optional}')
+            for kind in ('missing', 'unexpected', 'shape'):
                 report[kind] = [k for k in report[kind]
-                                if not k.startswith('objectives.')]
+                                if not k.startswith(LOAD_FROM_OPTIONAL)]
+            skipped = [k.split(': checkpoint ')[0] for k in optional
+                       if ': checkpoint ' in k]
+        else:
+            skipped = []
         if strict and any(report.values()):
             parts = []
             for kind, keys in report.items():
@@ -298,12 +309,20 @@ class UnoRunner(Runner):
                 f'{what}={filename} does not match the model: '
                 + '; '.join(parts) + ' (set load_strict=False in the '
                 'config to load only what matches)')
+        report['skipped'] = skipped  # shape mismatches load_from leaves
         return report
+
+
+# prefixes load_from may find missing, unexpected or of another shape:
+# the objectives' heads and the metaqueries, which only post-training
+# trains (a run may add, drop or resize them)
+LOAD_FROM_OPTIONAL = ('objectives.', 'model.metaquery.')
 
 
 def _shape_keys(report: dict) -> set:
     """Keys of the shape mismatches of a ``state_dict_mismatch`` report."""
-    return {s.split(': checkpoint ')[0] for s in report['shape']}
+    return {s.split(': checkpoint ')[0] for s in report['shape']} | set(
+        report.get('skipped', ()))
 
 
 def _check_load_from(path) -> None:
