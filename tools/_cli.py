@@ -20,6 +20,8 @@ What counts as a configuration error:
 
 MLflow's own INFO chatter on stderr (store migrations) is silenced unless
 ``MLFLOW_LOGGING_LEVEL`` says otherwise; uno's backend reports the run.
+``--mlflow-run-name`` / ``--mlflow-tag`` (:func:`add_mlflow_args`) name and
+tag the run of ``UnoMLflowVisBackend`` (tools/sweep.py uses them).
 """
 import os
 import os.path as osp
@@ -64,6 +66,52 @@ def load_config(path: str, options=None):
                                  f'{type(e).__name__}: {e}') from e
     _loaded['cfg'] = cfg
     return cfg
+
+
+def add_mlflow_args(parser) -> None:
+    """Add ``--mlflow-run-name`` and ``--mlflow-tag KEY=VALUE ...``."""
+    parser.add_argument(
+        '--mlflow-run-name', metavar='NAME',
+        help='MLflow run name (default: from the config file name)')
+    parser.add_argument(
+        '--mlflow-tag', nargs='+', action='extend', default=[],
+        metavar='KEY=VALUE', help='extra MLflow run tags, e.g. seed=1')
+
+
+def apply_mlflow_args(cfg, run_name=None, tags=(), default_run_name=None):
+    """Give the config's ``UnoMLflowVisBackend`` a run name and tags.
+
+    Args:
+        cfg (Config): The loaded config; changed in place.
+        run_name (str, optional): The run name; wins over the config's.
+        tags (Sequence[str]): ``KEY=VALUE`` strings, merged over the
+            backend's ``tags``.
+        default_run_name (str, optional): Used when neither ``run_name``
+            nor the config names the run.
+
+    Returns:
+        dict: The parsed tags.
+
+    Raises:
+        UnoConfigError: A tag without ``=`` or with an empty key.
+    """
+    from uno.utils.errors import UnoConfigError
+    parsed = {}
+    for item in tags or ():
+        key, sep, value = item.partition('=')
+        if not sep or not key.strip():
+            raise UnoConfigError(f'--mlflow-tag {item!r}: use KEY=VALUE')
+        parsed[key.strip()] = value
+    for backend in cfg.get('visualizer', {}).get('vis_backends', []):
+        if backend.get('type') != 'UnoMLflowVisBackend':
+            continue
+        if run_name:
+            backend['run_name'] = run_name
+        elif default_run_name:
+            backend.setdefault('run_name', default_run_name)
+        if parsed:
+            backend['tags'] = {**(backend.get('tags') or {}), **parsed}
+    return parsed
 
 
 def run_cli(main, debug: bool) -> None:

@@ -1,14 +1,17 @@
 """Evaluate a checkpoint with the benchmarks a config names.
 
     python tools/test.py CONFIG CHECKPOINT [--out metrics.json]
-        [--work-dir DIR] [--cfg-options k=v ...] [--launcher ...] [--debug]
+        [--work-dir DIR] [--cfg-options k=v ...] [--launcher ...]
+        [--mlflow-run-name NAME] [--mlflow-tag KEY=VALUE ...] [--debug]
 
 Runs the config's ``test_dataloader`` / ``test_evaluator``, prints the
 metrics as a table, writes them to ``metrics.json`` (in
 ``eval/<checkpoint name>/`` next to the checkpoint, or ``--out``), saves
 grids of the outputs to ``eval/<checkpoint name>/grids`` and logs both
 to a new MLflow evaluation run named ``<config stem>-eval`` in the
-config's experiment.
+config's experiment (``--mlflow-run-name`` names it instead). The run is
+tagged ``checkpoint`` (the path given, unless ``--mlflow-tag checkpoint=
+NAME`` says otherwise) and ``checkpoint_path``.
 """
 import argparse
 import json
@@ -17,7 +20,8 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _cli import load_config, run_cli  # noqa: E402
+from _cli import (add_mlflow_args, apply_mlflow_args,  # noqa: E402
+                  load_config, run_cli)
 
 
 def parse_args():
@@ -33,6 +37,7 @@ def parse_args():
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none')
+    add_mlflow_args(parser)
     parser.add_argument('--debug', action='store_true')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     return parser.parse_args()
@@ -56,9 +61,8 @@ def main():
         cfg.load_from, cfg.resume = args.checkpoint, False
         cfg.launcher = args.launcher
         run_name = config_identity(args.config).run_name + '-eval'
-        for backend in cfg.get('visualizer', {}).get('vis_backends', []):
-            if backend.get('type') == 'UnoMLflowVisBackend':
-                backend.setdefault('run_name', run_name)
+        tags = apply_mlflow_args(cfg, args.mlflow_run_name, args.mlflow_tag,
+                                 default_run_name=run_name)
         from uno.engine import build_runner
         runner = build_runner(cfg)
         metrics = runner.test()
@@ -70,7 +74,7 @@ def main():
             json.dump(dict(checkpoint=args.checkpoint, metrics=metrics), f,
                       indent=2)
         from uno.tracking import log_eval_metrics, report_tracking
-        log_eval_metrics(runner, metrics, args.checkpoint)
+        log_eval_metrics(runner, metrics, args.checkpoint, tags)
         width = max(len(k) for k in metrics) if metrics else 10
         print(f"\n{'metric':<{width}}  value")
         for key in sorted(metrics):

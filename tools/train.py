@@ -2,19 +2,26 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]]
         [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
-        [--seed N] [--debug]
+        [--seed N] [--mlflow-run-name NAME] [--mlflow-tag KEY=VALUE ...]
+        [--debug]
 
 The work dir defaults to ``work_dirs/<config path below configs/>``;
 ``--resume`` alone continues from the latest checkpoint there, ``--resume
 PATH`` from that checkpoint. Metrics go to the local log and to MLflow
-(the run and its tracking URI are printed at start and end).
+(the run and its tracking URI are printed at start and end), with the
+training wall-clock (``train/wall_clock_s``) and mean iteration time
+(``train/mean_iter_time_s``) of this process logged at the last step.
+``--mlflow-run-name`` / ``--mlflow-tag`` name and tag the MLflow run (a
+resumed run keeps its id and first name).
 """
 import argparse
 import os.path as osp
 import sys
+import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _cli import load_config, run_cli  # noqa: E402
+from _cli import (add_mlflow_args, apply_mlflow_args,  # noqa: E402
+                  load_config, run_cli)
 
 
 def parse_args():
@@ -41,6 +48,7 @@ def parse_args():
         default='none',
         help='job launcher (tools/dist_train.sh sets pytorch)')
     parser.add_argument('--seed', type=int, help='random seed')
+    add_mlflow_args(parser)
     parser.add_argument(
         '--debug', action='store_true', help='show full tracebacks')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -68,14 +76,34 @@ def merge_args(cfg, args):
     return cfg
 
 
+def log_train_timing(runner, seconds: float) -> None:
+    """Log the wall-clock of ``runner.train()`` and the mean iteration
+    time (IterTimerHook's ``train/time``) of this process to MLflow."""
+    from mmengine.logging import print_log
+
+    from uno.tracking import find_mlflow_backend
+    metrics = {'train/wall_clock_s': seconds}
+    buffer = runner.message_hub.log_scalars.get('train/time')
+    if buffer is not None and len(buffer.data[0]):
+        metrics['train/mean_iter_time_s'] = float(buffer.mean())
+    print_log(', '.join(f'{k}: {v:.3f}' for k, v in metrics.items()),
+              logger='current')
+    backend = find_mlflow_backend(runner)
+    if backend is not None:
+        backend.add_scalars(metrics, step=runner.iter)
+
+
 def main():
     args = parse_args()
 
     def _run():
         cfg = merge_args(load_config(args.config, args.cfg_options), args)
+        apply_mlflow_args(cfg, args.mlflow_run_name, args.mlflow_tag)
         from uno.engine import build_runner
         runner = build_runner(cfg)
+        start = time.perf_counter()
         runner.train()
+        log_train_timing(runner, time.perf_counter() - start)
         from uno.tracking import report_tracking
         report_tracking(runner)
 

@@ -1,4 +1,5 @@
 """Tell the user where a run's metrics are, and log evaluation results."""
+import os.path as osp
 from typing import Dict, Optional
 
 from mmengine.logging import print_log
@@ -31,13 +32,22 @@ def report_tracking(runner) -> None:
     print_log('\n'.join(lines), logger='current')
 
 
-def log_eval_metrics(runner, metrics: Dict[str, float],
-                     checkpoint: str) -> None:
-    """Log evaluation metrics at the checkpoint's iteration."""
+def log_eval_metrics(runner, metrics: Dict[str, float], checkpoint: str,
+                     tags: Optional[dict] = None) -> None:
+    """Log evaluation metrics at the checkpoint's iteration.
+
+    The run is tagged ``checkpoint`` and ``checkpoint_path`` (the
+    checkpoint as given, absolute); ``tags`` are set last, so
+    ``tags={'checkpoint': 'last'}`` names the checkpoint instead.
+    """
     backend = find_mlflow_backend(runner)
     if backend is None:
         return
     numeric = {k: v for k, v in metrics.items()
                if isinstance(v, (int, float))}
     backend.add_scalars(numeric, step=runner.iter)
-    backend.set_tags(dict(checkpoint=checkpoint))
+    backend.set_tags({
+        'checkpoint': checkpoint,
+        'checkpoint_path': osp.abspath(checkpoint),
+        **(tags or {})
+    })
