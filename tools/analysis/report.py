@@ -137,10 +137,13 @@ def default_metrics(records: List[dict]) -> List[str]:
         [m.startswith(p) for p in PREFIXES].index(True), m))
 
 
+_MISSING = object()
+
+
 def _lookup(tree, key: str):
     for part in key.split('.'):
         if not isinstance(tree, dict) or part not in tree:
-            return None
+            return _MISSING
         tree = tree[part]
     return tree
 
@@ -167,8 +170,9 @@ def knob_value(client, run, key: str, cache: dict) -> Optional[str]:
                     cache[kind, ref] = Config.fromfile(ref).to_dict()
             except Exception:
                 cache[kind, ref] = None
-        value = _lookup(cache[kind, ref], key) if cache[kind, ref] else None
-        if value is not None:
+        value = _lookup(cache[kind, ref], key) if cache[kind, ref] \
+            else _MISSING
+        if value is not _MISSING:  # a key set to None reads 'None'
             return str(value)
     return None
 

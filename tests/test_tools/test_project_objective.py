@@ -1,0 +1,95 @@
+"""A new objective in a project trains with the core tools, no uno/ edit.
+
+The walkthrough of ``docs/extending.md`` ("Outside uno/: a project") done
+by a test, as a new user would: a package outside the repository
+registers an objective into ``uno.registry.OBJECTIVES``, a config
+inherits a core config and imports the package with ``custom_imports``,
+and ``tools/train.py`` trains it and logs its loss.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+OBJECTIVE = '''
+"""Mean absolute velocity error: a one-file proxy objective."""
+from uno.objectives import BaseObjective, ObjectiveResult
+from uno.registry import OBJECTIVES
+
+
+@OBJECTIVES.register_module()
+class VelocityL1Objective(BaseObjective):
+    """L1 between predicted and target velocity, per noisy token.
+
+    Args:
+        weight (float): Loss weight. Defaults to 1.0.
+    """
+    requires = ('velocity', )
+
+    def forward(self, outputs, batch):
+        target = batch.extras['flow_target']  # (N_noisy, C)
+        per_item = (outputs.velocity.float() - target).abs().mean(-1)
+        return ObjectiveResult(per_item.sum(),
+                               per_item.new_tensor(float(per_item.numel())))
+'''
+
+CONFIG = '''
+_base_ = '{repo}/configs/sft/sft_mot-tiny_1xb8-iter200_shapes.py'
+custom_imports = dict(imports=['my_proxy'], allow_failed_imports=False)
+objectives = dict(l1=dict(type='VelocityL1Objective', weight=0.5))
+'''
+
+
+def test_new_project_objective_trains_with_core_tools(tmp_path):
+    project = tmp_path / 'myproject'
+    (project / 'my_proxy').mkdir(parents=True)
+    (project / 'my_proxy' / '__init__.py').write_text(OBJECTIVE)
+    config = project / 'l1_mot-tiny_1xb8-iter200_shapes.py'
+    config.write_text(CONFIG.format(repo=REPO))
+    work_dir = tmp_path / 'work'
+    env = dict(os.environ,
+               PYTHONPATH=os.pathsep.join([str(project), REPO]),
+               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+    cmd = [sys.executable, 'tools/train.py', str(config), '--work-dir',
+           str(work_dir), '--cfg-options', 'train_cfg.max_iters=2',
+           'train_cfg.val_interval=1000', 'default_hooks.logger.interval=1',
+           'train_dataloader.batch_size=2']
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = []
+    for root, _, files in os.walk(work_dir):
+        if 'scalars.json' in files:
+            with open(os.path.join(root, 'scalars.json')) as f:
+                rows += [json.loads(line) for line in f]
+    logged = [r for r in rows if 'loss/l1' in r]
+    assert len(logged) == 2
+    assert all(r['weight/l1'] == 0.5 and r['loss/l1'] > 0 for r in logged)
+    # the total is the weighted sum of the objectives' losses
+    for r in logged:
+        assert r['loss'] == pytest.approx(
+            r['loss/flow'] * r['weight/flow'] + 0.5 * r['loss/l1'], rel=1e-4)
+
+
+def test_unknown_project_objective_names_close_matches(tmp_path):
+    project = tmp_path / 'myproject'
+    (project / 'my_proxy').mkdir(parents=True)
+    (project / 'my_proxy' / '__init__.py').write_text(OBJECTIVE)
+    config = project / 'typo.py'
+    config.write_text(CONFIG.format(repo=REPO).replace(
+        "type='VelocityL1Objective'", "type='VelocityL1Objectiv'"))
+    env = dict(os.environ,
+               PYTHONPATH=os.pathsep.join([str(project), REPO]),
+               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+    result = subprocess.run(
+        [sys.executable, 'tools/train.py', str(config), '--work-dir',
+         str(tmp_path / 'work')], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=600)
+    assert result.returncode == 2
+    assert 'VelocityL1Objective' in result.stderr
