@@ -5,8 +5,10 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),  # iteration and data time
     logger=dict(type='LoggerHook', interval=10),  # console + vis backends
     param_scheduler=dict(type='ParamSchedulerHook'),
+    # saves atomically; rotation removes old files only after the new one
+    # is complete, so max_keep_ckpts=1 survives a kill mid-save
     checkpoint=dict(
-        type='CheckpointHook',
+        type='UnoCheckpointHook',
         by_epoch=False,
         interval=100,
         max_keep_ckpts=3,

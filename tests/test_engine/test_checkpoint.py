@@ -1,5 +1,7 @@
-"""Atomic checkpoint writes, trusted loading, clear mismatch errors."""
+"""Checkpoint files: inert loading, atomic writes, resume candidates."""
+import logging
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -7,18 +9,89 @@ import time
 
 import pytest
 import torch
-from mmengine.fileio import get_file_backend
 from torch import nn
 
-from uno.engine.checkpoint import (AtomicLocalBackend, atomic_write,
-                                   load_model_weights, load_trusted_local)
+from tests.conftest import REPO
+from uno.engine.checkpoint import (CheckpointError, atomic_write,
+                                   checkpoint_candidates,
+                                   load_checkpoint_file, load_model_weights,
+                                   remove_stale_temps, save_checkpoint_file,
+                                   write_last_checkpoint)
+
+TINY = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
 
 
-def test_local_writes_go_through_the_atomic_backend(tmp_path):
-    backend = get_file_backend(str(tmp_path / 'x.pth'))
-    assert isinstance(backend, AtomicLocalBackend)
-    backend.put_text('iter_3.pth', str(tmp_path / 'last_checkpoint'))
-    assert (tmp_path / 'last_checkpoint').read_text() == 'iter_3.pth'
+class _Payload:
+    """Unpickling this creates the folder ``path``: code execution."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.makedirs, (self.path,)
+
+
+def craft(tmp_path, **extra):
+    """A torch checkpoint that would create ``tmp_path/PWNED`` on load."""
+    marker = tmp_path / 'PWNED'
+    path = tmp_path / 'shared.pth'
+    torch.save(dict(state_dict={'w': torch.zeros(1)},
+                    meta=dict(iter=1, epoch=0), hook=_Payload(str(marker)),
+                    **extra), path)
+    return path, marker
+
+
+def test_crafted_file_is_refused_and_never_runs(tmp_path):
+    path, marker = craft(tmp_path)
+    with pytest.raises(CheckpointError, match='refused unloaded') as err:
+        load_checkpoint_file(str(path))
+    assert str(path) in str(err.value)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError):
+        load_checkpoint_file(str(path), mmap=True)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize('make, match', [
+    (lambda p: p.mkdir(), 'is a folder'),
+    (lambda p: p.write_bytes(b''), 'empty'),
+    (lambda p: p.write_bytes(os.urandom(4096)), 'damaged'),
+    (None, 'does not exist'),
+])
+def test_unreadable_files_give_one_line(tmp_path, make, match):
+    path = tmp_path / 'x.pth'
+    if make is not None:
+        make(path)
+    with pytest.raises(CheckpointError, match=match) as err:
+        load_checkpoint_file(str(path))
+    assert '\n' not in str(err.value)
+
+
+def test_truncated_checkpoint_is_damaged(tmp_path):
+    path = tmp_path / 'c.pth'
+    save_checkpoint_file(dict(w=torch.randn(1000)), str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match='damaged'):
+        load_checkpoint_file(str(path))
+
+
+def test_history_buffers_round_trip_without_unsafe_globals(tmp_path):
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+    path = tmp_path / 'c.pth'
+    original = HistoryBuffer([1.5, 2.5], [1, 2])
+    hub = dict(log_scalars={'loss': original},
+               runtime_info=dict(eta=np.float64(3.0), ids=[2, 4]))
+    save_checkpoint_file(dict(message_hub=hub, w=torch.ones(2)), str(path))
+    assert get_unsafe_globals_in_checkpoint(str(path)) == []
+    ckpt = load_checkpoint_file(str(path))
+    buf = ckpt['message_hub']['log_scalars']['loss']
+    assert isinstance(buf, HistoryBuffer)
+    assert buf.data[0].tolist() == [1.5, 2.5]
+    assert buf.data[1].tolist() == [1, 2] and buf.mean() == original.mean()
+    assert ckpt['message_hub']['runtime_info']['eta'] == 3.0
 
 
 def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
@@ -31,6 +104,8 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     monkeypatch.setattr(os, 'replace', boom)
     with pytest.raises(OSError):
         atomic_write(b'new', str(path))
+    with pytest.raises(OSError):
+        save_checkpoint_file(dict(w=torch.ones(1)), str(path))
     assert path.read_bytes() == b'old'
     assert os.listdir(tmp_path) == ['ckpt.pth']  # no temp file left
 
@@ -38,19 +113,16 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 WRITER = r'''
 import sys, torch
 sys.path.insert(0, {repo!r})
-from uno.engine.checkpoint import atomic_write
-import io
+from uno.engine.checkpoint import save_checkpoint_file
 i = 0
 while True:
-    buf = io.BytesIO()
-    torch.save({{'step': i, 'w': torch.full((2_000_000,), float(i))}}, buf)
-    atomic_write(buf.getvalue(), {path!r})
+    save_checkpoint_file({{'step': i, 'w': torch.full((2_000_000,),
+                                                      float(i))}}, {path!r})
     i += 1
 '''
 
 
 def test_sigkill_during_saves_leaves_a_loadable_checkpoint(tmp_path):
-    from tests.conftest import REPO
     path = str(tmp_path / 'ckpt.pth')
     proc = subprocess.Popen(
         [sys.executable, '-c', WRITER.format(repo=REPO, path=path)])
@@ -62,20 +134,130 @@ def test_sigkill_during_saves_leaves_a_loadable_checkpoint(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    ckpt = load_trusted_local(path)
+    ckpt = load_checkpoint_file(path)
     assert torch.all(ckpt['w'] == float(ckpt['step']))
 
 
-def test_trusted_loader_reads_mmengine_history(tmp_path):
-    from mmengine.logging import HistoryBuffer
-    path = tmp_path / 'c.pth'
-    torch.save(dict(message_hub=HistoryBuffer([1.0], [1])), path)
-    with pytest.raises(Exception):
-        torch.load(path)  # weights_only=True rejects it
-    assert isinstance(load_trusted_local(str(path))['message_hub'],
-                      HistoryBuffer)
-    with pytest.raises(FileNotFoundError, match='nope.pth'):
-        load_trusted_local(str(tmp_path / 'nope.pth'))
+def _touch(path, data=b'x'):
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_candidates_newest_first_and_pointer_first(tmp_path):
+    for step in (2, 10, 4):
+        _touch(tmp_path / f'iter_{step}.pth')
+    _touch(tmp_path / '.iter_12.pth.abc.tmp')  # a killed save
+    _touch(tmp_path / 'nonfinite_stop_iter_3.pth')
+    names = [os.path.basename(p) for p in checkpoint_candidates(tmp_path)]
+    assert names == ['iter_10.pth', 'iter_4.pth', 'iter_2.pth']
+    write_last_checkpoint(str(tmp_path), str(tmp_path / 'iter_4.pth'))
+    names = [os.path.basename(p) for p in checkpoint_candidates(tmp_path)]
+    assert names == ['iter_4.pth', 'iter_10.pth', 'iter_2.pth']
+    # a dangling pointer falls back to the files themselves
+    write_last_checkpoint(str(tmp_path), str(tmp_path / 'iter_99.pth'))
+    assert os.path.basename(checkpoint_candidates(tmp_path)[0]) == \
+        'iter_10.pth'
+    assert remove_stale_temps(str(tmp_path)) == ['.iter_12.pth.abc.tmp']
+    assert not (tmp_path / '.iter_12.pth.abc.tmp').exists()
+
+
+class _FakeRunner:
+    """What ``UnoRunner.load_or_resume`` uses of a runner."""
+
+    def __init__(self, work_dir, load_from=None):
+        self._has_loaded, self._resume = False, True
+        self._load_from, self.work_dir = load_from, str(work_dir)
+        self.logger = logging.getLogger('fake')
+        self.resumed = None
+
+    def resume(self, path):
+        load_checkpoint_file(path)
+        self.resumed = path
+
+
+def test_resume_skips_a_damaged_newest_checkpoint(tmp_path, caplog):
+    from uno.engine.runner import UnoRunner
+    save_checkpoint_file(dict(w=torch.ones(1)), str(tmp_path / 'iter_4.pth'))
+    _touch(tmp_path / 'iter_6.pth', os.urandom(100))  # no last_checkpoint
+    runner = _FakeRunner(tmp_path)
+    with caplog.at_level(logging.WARNING, logger='fake'):
+        UnoRunner.load_or_resume(runner)
+    assert runner.resumed.endswith('iter_4.pth')
+    assert 'iter_6.pth' in caplog.text and 'iter_4.pth' in caplog.text
+    (tmp_path / 'iter_4.pth').write_bytes(b'')
+    with pytest.raises(CheckpointError, match='no checkpoint in .* can be'):
+        UnoRunner.load_or_resume(_FakeRunner(tmp_path))
+
+
+def test_resume_in_an_empty_work_dir_starts_fresh(tmp_path):
+    from uno.engine.runner import UnoRunner
+    runner = _FakeRunner(tmp_path)
+    UnoRunner.load_or_resume(runner)
+    assert runner.resumed is None
+
+
+def _run_tool(monkeypatch, script, *argv):
+    """Run a tool in-process; its exit status (0 when it returns)."""
+    monkeypatch.setattr(sys, 'argv', [script, *argv])
+    monkeypatch.chdir(REPO)
+    try:
+        runpy.run_path(os.path.join(REPO, script), run_name='__main__')
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
+@pytest.mark.parametrize('how', ['load_from', 'resume'])
+def test_train_never_runs_a_crafted_checkpoint(tmp_path, monkeypatch,
+                                               capsys, how):
+    path, marker = craft(tmp_path)
+    monkeypatch.setenv('MLFLOW_TRACKING_URI',
+                       f'sqlite:///{tmp_path}/mlflow.db')
+    args = [TINY, '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+            'train_cfg.max_iters=1']
+    if how == 'load_from':
+        args.append(f'load_from={path}')
+    else:
+        args += ['--resume', str(path)]
+    assert _run_tool(monkeypatch, 'tools/train.py', *args) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and 'refused unloaded' in errors[0], err
+    assert 'Traceback' not in err
+    assert not marker.exists()
+
+
+def test_export_weights_never_runs_a_crafted_checkpoint(tmp_path,
+                                                        monkeypatch, capsys):
+    path, marker = craft(tmp_path)
+    code = _run_tool(monkeypatch, 'tools/misc/export_weights.py', str(path),
+                     str(tmp_path / 'out.safetensors'))
+    assert code == 2 and not marker.exists()
+    assert 'refused unloaded' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_test_tool_never_runs_a_crafted_checkpoint(tmp_path):
+    """The CLI contract: exit status 2, one line, no marker."""
+    path, marker = craft(tmp_path)
+    env = dict(os.environ,
+               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+    proc = subprocess.run(
+        [sys.executable, 'tools/test.py', TINY, str(path), '--work-dir',
+         str(tmp_path / 'eval')], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'refused unloaded' in lines[0], lines
+    assert not marker.exists()
+
+
+def test_resume_ignores_config_code_in_meta(tmp_path):
+    """mmengine's resume executes ``meta['config']``: uno drops it."""
+    from uno.engine.runner import _drop_code
+    checkpoint = dict(meta=dict(iter=1, config='import os'))
+    _drop_code(checkpoint, 'x.pth', logging.getLogger('fake'))
+    assert 'config' not in checkpoint['meta']
 
 
 def test_mismatch_names_keys_and_shapes():

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
+from uno.engine.checkpoint import load_checkpoint_file
 
 CONFIG = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
 ITERS = 12
@@ -37,16 +38,31 @@ def _env(tmp_path):
 
 
 def _weights(path):
-    return torch.load(path, map_location='cpu',
-                      weights_only=False)['state_dict']
+    return load_checkpoint_file(str(path))['state_dict']
 
 
-def test_sigkill_then_resume_is_bit_identical(tmp_path):
-    env = _env(tmp_path)
-    ref_dir, run_dir = tmp_path / 'work_dirs/ref', tmp_path / 'work_dirs/run'
-    ref = subprocess.run(_cmd(ref_dir), cwd=REPO, env=env,
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+    """An uninterrupted run: (its tmp root, its last checkpoint)."""
+    root = tmp_path_factory.mktemp('resume')
+    ref_dir = root / 'work_dirs/ref'
+    ref = subprocess.run(_cmd(ref_dir), cwd=REPO, env=_env(root),
                          capture_output=True, text=True, timeout=600)
     assert ref.returncode == 0, ref.stderr[-3000:]
+    return root, ref_dir / f'iter_{ITERS}.pth'
+
+
+def _assert_same_weights(ref_path, path):
+    a, b = _weights(ref_path), _weights(path)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_sigkill_then_resume_is_bit_identical(reference):
+    tmp_path, ref_ckpt = reference
+    env = _env(tmp_path)
+    run_dir = tmp_path / 'work_dirs/run'
 
     kill_at = random.Random(os.getpid()).randint(5, 9)
     proc = subprocess.Popen(_cmd(run_dir), cwd=REPO, env=env,
@@ -67,11 +83,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
                              env=env, capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = _weights(ref_dir / f'iter_{ITERS}.pth')
-    b = _weights(run_dir / f'iter_{ITERS}.pth')
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    _assert_same_weights(ref_ckpt, run_dir / f'iter_{ITERS}.pth')
 
     import mlflow
     client = mlflow.MlflowClient(env['MLFLOW_TRACKING_URI'])
@@ -83,3 +95,64 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
         run_id = f.read().strip()
     steps = {m.step for m in client.get_metric_history(run_id, 'loss/flow')}
     assert steps == set(range(1, ITERS + 1))
+
+
+# imported by the run through custom_imports: the save of step
+# $UNO_KILL_AT_SAVE writes half its temporary file, then SIGKILLs the process
+KILLER = r'''
+import os, signal, tempfile
+import torch
+import uno.engine.runner as runner
+from uno.engine.checkpoint import checkpoint_step, to_plain
+
+_save = runner.save_checkpoint_file
+
+
+def save_or_die(checkpoint, path):
+    if checkpoint_step(path) == int(os.environ.get('UNO_KILL_AT_SAVE', -1)):
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.',
+                                   suffix='.tmp', dir=os.path.dirname(path))
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(to_plain(checkpoint), f)
+            f.truncate(f.tell() // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    _save(checkpoint, path)
+
+
+runner.save_checkpoint_file = save_or_die
+'''
+
+
+def test_sigkill_during_save_keeps_the_only_checkpoint(reference):
+    """max_keep_ckpts=1, killed while iter_8 is written: iter_6 survives,
+    --resume cleans the temp file and ends bit-identical."""
+    tmp_path, ref_ckpt = reference
+    (tmp_path / 'uno_test_killer.py').write_text(KILLER)
+    config = tmp_path / 'killable.py'
+    config.write_text(f"_base_ = ['{REPO}/{CONFIG}']\n"
+                      "custom_imports = dict(imports=['uno_test_killer'])\n")
+    run_dir = tmp_path / 'work_dirs/killed'
+    env = dict(_env(tmp_path), UNO_KILL_AT_SAVE='8',
+               PYTHONPATH=f'{tmp_path}{os.pathsep}{REPO}')
+    cmd = _cmd(run_dir, 'default_hooks.checkpoint.max_keep_ckpts=1')
+    cmd[2] = str(config)
+    killed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    names = sorted(os.listdir(run_dir))
+    assert 'iter_6.pth' in names and 'iter_8.pth' not in names, names
+    assert any(n.startswith('.iter_8.pth.') for n in names), names
+    assert (run_dir / 'last_checkpoint').read_text().endswith('iter_6.pth')
+    _weights(run_dir / 'iter_6.pth')  # complete and loadable
+
+    env.pop('UNO_KILL_AT_SAVE')
+    resumed = subprocess.run(cmd + ['--resume'], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'incomplete file(s) of killed saves' in resumed.stdout + \
+        resumed.stderr
+    names = sorted(os.listdir(run_dir))
+    assert not any(n.endswith('.tmp') for n in names), names
+    assert [n for n in names if n.startswith('iter_')] == \
+        [f'iter_{ITERS}.pth']
+    _assert_same_weights(ref_ckpt, run_dir / f'iter_{ITERS}.pth')

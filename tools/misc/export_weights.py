@@ -74,14 +74,12 @@ def open_checkpoint(path: str) -> Tuple[Info, Reader, dict]:
     if is_sharded_checkpoint(path):
         meta = load_sharded_meta(path).get('meta', {})
         return sharded_tensors(path), lambda n: read_sharded(path, n), meta
-    if not osp.isfile(path):
+    from uno.engine.checkpoint import load_checkpoint_file
+    if not osp.exists(path):
         raise UnoConfigError(f'checkpoint {path} does not exist (a .pth '
                              'file or a sharded checkpoint folder)')
-    try:  # memory-mapped: tensors are read when written out
-        ckpt = torch.load(path, map_location='cpu', mmap=True,
-                          weights_only=False)
-    except RuntimeError:  # an old (non-zip) file cannot be mapped
-        ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    # inert, memory-mapped: tensors are read when written out
+    ckpt = load_checkpoint_file(path, mmap=True)
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise UnoConfigError(f'{path} holds no state dict')

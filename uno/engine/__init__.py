@@ -1,7 +1,6 @@
 """Engine: the mmengine boundary (trainer wrapper, runner, checkpoints)."""
-from . import checkpoint  # noqa: F401  (trusted loader, atomic writes)
 from .ddp import UnoDistributedDataParallel
-from .hooks import BrokenSampleHook, NonFiniteGuardHook
+from .hooks import BrokenSampleHook, NonFiniteGuardHook, UnoCheckpointHook
 from .optim import TrainableOnlyOptimWrapperConstructor
 from .runner import build_runner
 from .trainer import PackedBatchPreprocessor, UnoTrainer
@@ -9,5 +8,5 @@ from .trainer import PackedBatchPreprocessor, UnoTrainer
 __all__ = [
     'UnoTrainer', 'PackedBatchPreprocessor', 'build_runner',
     'TrainableOnlyOptimWrapperConstructor', 'NonFiniteGuardHook',
-    'BrokenSampleHook', 'UnoDistributedDataParallel'
+    'BrokenSampleHook', 'UnoCheckpointHook', 'UnoDistributedDataParallel'
 ]

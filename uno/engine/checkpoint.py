@@ -1,38 +1,170 @@
-"""Checkpoints that survive crashes and load under torch >= 2.6.
+"""Checkpoint files: inert to load, atomic to write, never lost.
 
-Two fixes at the mmengine boundary, installed by importing
-``uno.engine``:
-
-* **Trusted local loading.** mmengine 0.10.7 loads checkpoints with
-  ``torch.load``'s default ``weights_only=True`` (torch >= 2.6), which
-  rejects the message-hub history mmengine itself saves, so ``--resume``
-  fails with ``UnpicklingError``. Local checkpoints written by your own
-  runs are trusted files: they load with ``weights_only=False``.
-* **Atomic writes.** Every local file mmengine writes through its file
-  backend (checkpoints, ``last_checkpoint``) goes to a temporary name in
-  the same folder, is flushed and fsync'ed, and is renamed over the
-  target. A process killed mid-save leaves the previous checkpoint intact
-  and ``last_checkpoint`` pointing at a complete file.
+* **Inert loading.** Every ``.pth`` uno reads (``load_from``, ``--resume``,
+  ``tools/test.py``, ``tools/misc/export_weights.py``, a sharded
+  checkpoint's ``meta.pth``) goes through :func:`load_checkpoint_file`:
+  ``torch.load(weights_only=True)`` and nothing else — tensors, numbers,
+  strings and plain containers. A file whose unpickling would call or
+  build anything else is refused with one line, never executed. uno's own
+  checkpoints need no allow-list: :func:`to_plain` stores mmengine's
+  ``HistoryBuffer`` (whose pickle calls ``getattr``) as plain lists, and
+  :func:`from_plain` rebuilds it after a safe load.
+* **Atomic writes.** :func:`save_checkpoint_file` and :func:`atomic_write`
+  write to a temporary name in the target's folder, fsync, and rename over
+  the target: a reader sees the old file or the new one, never a part.
+* **Nothing lost.** :func:`checkpoint_candidates` lists a work dir's
+  complete checkpoints newest first (from ``last_checkpoint`` and from the
+  files themselves), so a missing or dangling ``last_checkpoint`` never
+  restarts a run over old work; :func:`remove_stale_temps` clears what a
+  killed save left behind. Rotation lives in
+  :class:`uno.engine.hooks.UnoCheckpointHook` (old files go only after
+  the new one is complete).
 """
+import copy
 import os
 import os.path as osp
+import pickle
+import re
 import tempfile
-from typing import Dict, List
+import zipfile
+from typing import Any, Dict, List
 
 import torch
-from mmengine.fileio import LocalBackend, register_backend
-from mmengine.runner import CheckpointLoader
 from torch import nn
 
+from uno.utils.errors import UnoConfigError
 
-@CheckpointLoader.register_scheme(prefixes='', force=True)
-def load_trusted_local(filename: str, map_location=None):
-    """Load a local checkpoint written by uno/mmengine (trusted)."""
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint {filename} does not exist')
-    return torch.load(filename, map_location=map_location,
-                      weights_only=False)
+LAST_CHECKPOINT = 'last_checkpoint'
+_HISTORY = '__uno_history_buffer__'
+_NAME_RE = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
+_TEMP_RE = re.compile(r'^\..+\.tmp$|\.partial$')
+
+
+class CheckpointError(UnoConfigError):
+    """A checkpoint file cannot be read (missing, damaged, or not inert).
+    One line, exit status 2 in the tools."""
+
+
+def load_checkpoint_file(path: str, map_location: Any = 'cpu',
+                         mmap: bool = False) -> Dict[str, Any]:
+    """Load a ``.pth`` without running any code from it.
+
+    Args:
+        path (str): The file.
+        map_location: As ``torch.load``'s. Defaults to 'cpu'.
+        mmap (bool): Map the file instead of reading it (large
+            checkpoints read by every rank). Defaults to False.
+
+    Returns:
+        dict: The checkpoint, with uno's plain-stored objects rebuilt.
+
+    Raises:
+        CheckpointError: The path is missing, a folder, empty, damaged, or
+            holds objects other than tensors and plain containers.
+    """
+    path = osp.expanduser(str(path))
+    if not osp.exists(path):
+        raise CheckpointError(f'checkpoint {path} does not exist')
+    if osp.isdir(path):
+        raise CheckpointError(f'checkpoint {path} is a folder, not a '
+                              'checkpoint file or sharded checkpoint')
+    if osp.getsize(path) == 0:
+        raise CheckpointError(f'checkpoint {path} is empty (0 bytes)')
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f'checkpoint {path} is damaged or not a torch checkpoint '
+            '(truncated, overwritten, or a pre-1.6 file?)')
+    try:
+        obj = torch.load(path, map_location=map_location,
+                         weights_only=True, mmap=mmap)
+    except Exception as e:  # truncated zips, garbage: many error types
+        if isinstance(e, MemoryError):
+            raise
+        unsafe = _unsafe_globals(path)
+        if unsafe:
+            raise CheckpointError(
+                f'checkpoint {path} holds objects other than tensors and '
+                f'plain containers ({", ".join(unsafe[:5])}): refused '
+                'unloaded, so no code in it runs; uno checkpoints hold '
+                'none (it comes from another program, an older uno, or '
+                'was crafted)') from e
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else ''
+        raise CheckpointError(
+            f'checkpoint {path} is damaged (truncated or overwritten?): '
+            f'{type(e).__name__}: {first[:200]}') from e
+    return from_plain(obj)
+
+
+def _unsafe_globals(path: str) -> List[str]:
+    """Globals the file's pickle would import (read, not executed)."""
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+    try:
+        return list(get_unsafe_globals_in_checkpoint(path))
+    except Exception:
+        return []
+
+
+def to_plain(obj: Any) -> Any:
+    """``obj`` with every ``HistoryBuffer`` and numpy value made plain.
+
+    mmengine's message hub keeps ``HistoryBuffer`` objects (numpy arrays
+    and bound methods); pickled as they are, they need ``getattr`` and
+    numpy's reconstructors at load time, which an inert loader must not
+    allow. They are stored as ``{'__uno_history_buffer__': ...}``.
+    """
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+    if isinstance(obj, HistoryBuffer):
+        logs, counts = obj.data
+        return {_HISTORY: dict(log=logs.tolist(), count=counts.tolist(),
+                               max_length=int(obj.max_length))}
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        out = copy.copy(obj)  # same type, attributes (``_metadata``) kept
+        for k, v in obj.items():
+            out[k] = to_plain(v)
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [to_plain(v) for v in obj]
+        return items if isinstance(obj, list) else tuple(items)
+    return obj
+
+
+def from_plain(obj: Any) -> Any:
+    """Inverse of :func:`to_plain` for the history buffers."""
+    if isinstance(obj, dict):
+        if set(obj) == {_HISTORY}:
+            from mmengine.logging import HistoryBuffer
+            state = obj[_HISTORY]
+            return HistoryBuffer(state['log'], state['count'],
+                                 state['max_length'])
+        for k, v in obj.items():
+            obj[k] = from_plain(v)
+    elif isinstance(obj, list):
+        obj[:] = [from_plain(v) for v in obj]
+    return obj
+
+
+def _temp_in(folder: str, name: str) -> str:
+    fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.tmp',
+                               dir=folder)
+    os.close(fd)
+    return tmp
+
+
+def _replace_durably(tmp: str, path: str) -> None:
+    os.replace(tmp, path)
+    try:  # the rename itself survives a power loss
+        fd = os.open(osp.dirname(osp.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 def atomic_write(data: bytes, path: str) -> None:
@@ -40,31 +172,91 @@ def atomic_write(data: bytes, path: str) -> None:
     never a partial one."""
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.',
-                               suffix='.tmp', dir=folder)
+    tmp = _temp_in(folder, osp.basename(path))
     try:
-        with os.fdopen(fd, 'wb') as f:
+        with open(tmp, 'wb') as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _replace_durably(tmp, path)
     except BaseException:
         if osp.exists(tmp):
             os.remove(tmp)
         raise
 
 
-class AtomicLocalBackend(LocalBackend):
-    """mmengine's local file backend with atomic ``put``/``put_text``."""
+def save_checkpoint_file(checkpoint: Dict[str, Any], path: str) -> None:
+    """``torch.save`` ``checkpoint`` (made plain) to ``path`` atomically."""
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = _temp_in(folder, osp.basename(path))
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(to_plain(checkpoint), f)
+            f.flush()
+            os.fsync(f.fileno())
+        _replace_durably(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
 
-    def put(self, obj: bytes, filepath) -> None:
-        atomic_write(obj, str(filepath))
 
-    def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
-        atomic_write(obj.encode(encoding), str(filepath))
+def write_last_checkpoint(work_dir: str, checkpoint_path: str) -> None:
+    """Point ``work_dir/last_checkpoint`` at ``checkpoint_path``
+    (atomically)."""
+    atomic_write(str(checkpoint_path).encode(),
+                 osp.join(work_dir, LAST_CHECKPOINT))
 
 
-register_backend('local', AtomicLocalBackend, force=True, prefixes='')
+def checkpoint_step(path: str) -> int:
+    """The step of ``iter_N.pth`` / ``epoch_N.pth`` (-1 for other names).
+    """
+    m = _NAME_RE.match(osp.basename(str(path).rstrip('/')))
+    return int(m.group(1)) if m else -1
+
+
+def checkpoint_candidates(work_dir: str) -> List[str]:
+    """A work dir's checkpoints to resume from, the newest first.
+
+    The one ``last_checkpoint`` names comes first when it exists; then
+    every ``iter_N.pth`` / ``epoch_N.pth`` (file or sharded folder) by
+    decreasing N. Temporary files of killed saves are never listed.
+    """
+    if not osp.isdir(work_dir):
+        return []
+    found = [osp.join(work_dir, n) for n in os.listdir(work_dir)
+             if _NAME_RE.match(n)]
+    found.sort(key=checkpoint_step, reverse=True)
+    pointer = osp.join(work_dir, LAST_CHECKPOINT)
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            named = f.read().strip()
+        if named and not osp.isabs(named):
+            named = osp.join(work_dir, named)
+        if named and osp.exists(named):
+            found = [named] + [p for p in found
+                               if osp.abspath(p) != osp.abspath(named)]
+    return found
+
+
+def remove_stale_temps(work_dir: str) -> List[str]:
+    """Remove what killed saves left in ``work_dir``: ``.<name>.*.tmp``
+    files and ``*.partial`` sharded folders. Returns their names."""
+    import shutil
+    removed = []
+    if not osp.isdir(work_dir):
+        return removed
+    for name in os.listdir(work_dir):
+        if not _TEMP_RE.search(name):
+            continue
+        path = osp.join(work_dir, name)
+        if osp.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+        removed.append(name)
+    return removed
 
 
 def state_dict_mismatch(model: nn.Module,

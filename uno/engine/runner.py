@@ -19,7 +19,9 @@ from mmengine.runner import Runner
 
 from uno.registry import DATASETS, FUNCTIONS, MODEL_WRAPPERS
 from uno.utils.errors import UnoConfigError
-from .checkpoint import state_dict_mismatch
+from .checkpoint import (CheckpointError, checkpoint_candidates,
+                         load_checkpoint_file, save_checkpoint_file,
+                         state_dict_mismatch)
 from .fsdp import UnoFSDP
 from .sharded_checkpoint import (checkpoint_extras, is_sharded_checkpoint,
                                  load_sharded, load_sharded_meta,
@@ -153,25 +155,87 @@ class UnoRunner(Runner):
     def save_checkpoint(self, out_dir, filename, file_client_args=None,
                         save_optimizer=True, save_param_scheduler=True,
                         meta=None, by_epoch=True, backend_args=None):
-        """mmengine's save (rank 0, one file) or, under :class:`UnoFSDP`,
-        a sharded checkpoint folder written by every rank."""
-        if not isinstance(self.model, UnoFSDP):
-            return super().save_checkpoint(
-                out_dir, filename, file_client_args, save_optimizer,
-                save_param_scheduler, meta, by_epoch, backend_args)
+        """Save a checkpoint atomically: one inert ``.pth`` written by rank
+        0 (:func:`save_checkpoint_file`), or under :class:`UnoFSDP` a
+        sharded checkpoint folder written by every rank.
+
+        ``file_client_args`` / ``backend_args`` (remote storage) are not
+        supported: checkpoints go to the local (or shared) file system.
+        """
+        from mmengine.dist import is_main_process
+        from mmengine.model import is_model_wrapper
         from mmengine.optim import OptimWrapper
-        extras = checkpoint_extras(self, meta, by_epoch,
-                                   save_param_scheduler)
-        self.call_hook('before_save_checkpoint', checkpoint=extras)
-        optimizer = None
+        if file_client_args is not None or backend_args is not None:
+            raise UnoConfigError(
+                'checkpoints are written to the local file system; '
+                'file_client_args / backend_args are not supported')
+        checkpoint = checkpoint_extras(self, meta, by_epoch,
+                                       save_param_scheduler)
+        if save_optimizer and not isinstance(self.optim_wrapper,
+                                             OptimWrapper):
+            raise TypeError('checkpoints support one OptimWrapper, got '
+                            f'{self.optim_wrapper}')
+        path = osp.join(out_dir, filename)
+        if isinstance(self.model, UnoFSDP):
+            self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
+            self.model.release()  # after validation: back to the shards
+            save_sharded(path, self.model.module,
+                         self.optim_wrapper.optimizer
+                         if save_optimizer else None, checkpoint)
+            return
+        model = self.model.module if is_model_wrapper(
+            self.model) else self.model
+        from mmengine.runner.checkpoint import weights_to_cpu
+        checkpoint['state_dict'] = weights_to_cpu(model.state_dict())
         if save_optimizer:
-            if not isinstance(self.optim_wrapper, OptimWrapper):
-                raise TypeError('sharded checkpoints support one '
-                                f'OptimWrapper, got {self.optim_wrapper}')
-            optimizer = self.optim_wrapper.optimizer
-        self.model.release()  # after validation: back to the shards
-        save_sharded(osp.join(out_dir, filename), self.model.module,
-                     optimizer, extras)
+            checkpoint['optimizer'] = _to_cpu(
+                self.optim_wrapper.state_dict())
+        self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
+        if is_main_process():
+            save_checkpoint_file(checkpoint, path)
+
+    def load_or_resume(self) -> None:
+        """Load ``load_from``, or resume.
+
+        ``resume=True`` without a path resumes from the work dir's newest
+        complete checkpoint: the one ``last_checkpoint`` names, else (no
+        or a dangling ``last_checkpoint``) the highest ``iter_N.pth``; a
+        newest checkpoint that cannot be read is skipped for the previous
+        one with a warning naming both. Only a work dir with no checkpoint
+        starts from scratch.
+        """
+        if self._has_loaded:
+            return
+        if not self._resume:
+            if self._load_from is not None:
+                self.load_checkpoint(self._load_from)
+            return
+        if self._load_from is not None:
+            self.resume(self._load_from)
+            return
+        candidates = checkpoint_candidates(self.work_dir)
+        if not candidates:
+            self.logger.info(f'--resume: no checkpoint in {self.work_dir}, '
+                             'training from scratch')
+            return
+        failed = []
+        for path in candidates:
+            try:
+                self.resume(path)
+            except CheckpointError as e:
+                failed.append((path, e))
+                continue
+            if failed:
+                self.logger.warning(
+                    f'resumed from {path} instead of the newer '
+                    + ', '.join(f'{p} ({e})' for p, e in failed))
+            else:
+                self.logger.info(f'Resumed from the latest checkpoint '
+                                 f'{path}.')
+            return
+        raise CheckpointError(
+            f'--resume: no checkpoint in {self.work_dir} can be read: '
+            + '; '.join(str(e) for _, e in failed))
 
     def resume(self, filename, resume_optimizer=True,
                resume_param_scheduler=True, map_location='default'):
@@ -200,8 +264,6 @@ class UnoRunner(Runner):
                 the model; when an FSDP run resumes from a ``.pth``.
         """
         from mmengine.model import is_model_wrapper
-        from mmengine.runner.checkpoint import (_load_checkpoint,
-                                                _load_checkpoint_to_model)
         resume = getattr(self, '_uno_resume', None)
         if strict is None:
             strict = bool(self.cfg.get('load_strict', True))
@@ -222,12 +284,11 @@ class UnoRunner(Runner):
             checkpoint = dict(state_dict={  # see tools/misc/export_weights
                 f'objectives.{k}' if k.startswith('objectives.') else
                 f'model.{k}': v for k, v in load_file(filename).items()})
-        elif fsdp:  # every rank reads the file: map it, do not copy it
-            checkpoint = torch.load(filename, map_location='cpu',
-                                    mmap=True, weights_only=False)
-        else:
-            checkpoint = _load_checkpoint(filename,
-                                          map_location=map_location)
+        else:  # every FSDP rank reads the file: map it, do not copy it
+            checkpoint = load_checkpoint_file(
+                filename, 'cpu' if fsdp or map_location == 'default'
+                else map_location, mmap=fsdp)
+        _drop_code(checkpoint, filename, self.logger)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         state_dict = checkpoint.get('state_dict', checkpoint)
         for pattern, repl in revise_keys:
@@ -245,12 +306,11 @@ class UnoRunner(Runner):
                 options=StateDictOptions(full_state_dict=True,
                                          strict=False))
         else:
-            skipped = set(report['skipped'])
+            skipped = _shape_keys(report)  # strict=False: left as built
             kept = OrderedDict(
                 (k, v) for k, v in state_dict.items() if k not in skipped)
             kept._metadata = getattr(state_dict, '_metadata', OrderedDict())
-            _load_checkpoint_to_model(model, dict(state_dict=kept),
-                                      strict=False, revise_keys=[])
+            model.load_state_dict(kept, strict=False)
         self._has_loaded = True
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint
@@ -259,6 +319,7 @@ class UnoRunner(Runner):
         """Load a sharded checkpoint folder (see :meth:`load_checkpoint`).
         """
         checkpoint = load_sharded_meta(path)
+        _drop_code(checkpoint, path, self.logger)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         shapes = {k: torch.empty(s, dtype=d, device='meta')
                   for k, (s, d) in sharded_tensors(path).items()}
@@ -323,6 +384,23 @@ def _shape_keys(report: dict) -> set:
     """Keys of the shape mismatches of a ``state_dict_mismatch`` report."""
     return {s.split(': checkpoint ')[0] for s in report['shape']} | set(
         report.get('skipped', ()))
+
+
+def _drop_code(checkpoint: dict, filename, logger) -> None:
+    """Remove ``meta['config']``: mmengine's ``Runner.resume`` executes it
+    as Python (``Config.fromstring``). uno writes the config as text under
+    ``meta['cfg']`` and never reads it back."""
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    if isinstance(meta, dict) and 'config' in meta:
+        meta.pop('config')
+        logger.warning(f'{filename}: ignored meta.config (code that '
+                       'resuming would have run); uno checkpoints have none')
+
+
+def _to_cpu(state):
+    """``state`` (nested dicts and lists) with every tensor on the CPU."""
+    from mmengine.utils import apply_to
+    return apply_to(state, lambda x: hasattr(x, 'cpu'), lambda x: x.cpu())
 
 
 def _check_load_from(path) -> None:

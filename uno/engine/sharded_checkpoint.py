@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from uno.utils.dist import is_distributed, rank
+from .checkpoint import load_checkpoint_file, save_checkpoint_file
 
 META_FILE = 'meta.pth'
 FORMAT = 'uno-sharded-v1'
@@ -74,8 +75,8 @@ def save_sharded(path: str,
     _barrier()
     dcp.save(state, checkpoint_id=partial)
     if rank() == 0:
-        torch.save(dict(extras or {}, format=FORMAT),
-                   osp.join(partial, META_FILE))
+        save_checkpoint_file(dict(extras or {}, format=FORMAT),
+                             osp.join(partial, META_FILE))
         if osp.isdir(path):
             shutil.rmtree(path)
         elif osp.exists(path):
@@ -89,7 +90,7 @@ def load_sharded_meta(path: str) -> dict:
     file = osp.join(path, META_FILE)
     if not osp.isfile(file):
         return {}
-    return torch.load(file, map_location='cpu', weights_only=False)
+    return load_checkpoint_file(file)
 
 
 def sharded_tensors(path: str,

@@ -1,6 +1,10 @@
 """Training and evaluation hooks (registry ``HOOKS``)."""
 from .benchmark_grid_hook import BenchmarkGridHook
 from .broken_sample_hook import BrokenSampleHook
+from .checkpoint_hook import UnoCheckpointHook
 from .nonfinite_guard_hook import NonFiniteGuardHook
 
-__all__ = ['BenchmarkGridHook', 'BrokenSampleHook', 'NonFiniteGuardHook']
+__all__ = [
+    'BenchmarkGridHook', 'BrokenSampleHook', 'NonFiniteGuardHook',
+    'UnoCheckpointHook'
+]
