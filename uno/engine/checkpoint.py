@@ -23,7 +23,6 @@
 import copy
 import os
 import os.path as osp
-import pickle
 import re
 import tempfile
 import zipfile
