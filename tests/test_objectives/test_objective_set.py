@@ -91,3 +91,46 @@ def test_plan_options_follow_active_objectives():
     off = dict(UNO_OBJECTIVES, caption=dict(UNO_OBJECTIVES['caption'],
                                             weight=0))
     assert 'caption' not in ObjectiveSet.plan_options(off)
+
+
+def _caption_plan(seed):
+    """An image-to-caption sample: ViT view of a clean image, no noise."""
+    from tests.conftest import BOS, EOS
+    from uno.structures import Segment, SequencePlan
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(3, 8, 8, generator=g) * 2 - 1
+    return SequencePlan([
+        Segment('vit', image=0),
+        Segment('caption', tokens=[BOS, 20 + seed, 21, EOS], sees=(0, ),
+                loss=True)], images=[image], meta=dict(index=seed))
+
+
+def test_batches_without_noisy_images_train(uno_model_cfg):
+    """A caption-only batch under flow + caption: flow adds zero over zero
+    tokens, the caption loss trains (no KeyError for the flow target)."""
+    cfg = dict(uno_model_cfg, freeze=None)
+    model = MODELS.build(cfg)
+    objs = ObjectiveSet({k: UNO_OBJECTIVES[k] for k in ('flow', 'caption')})
+    objs.setup(model)
+    batch = pack_sequences([_caption_plan(i) for i in range(2)],
+                           latent_stride=4, vit_stride=4)
+    objs.prepare(model, batch)
+    total, logs = objs(model(batch), batch)
+    assert logs['tokens/flow'] == 0 and logs['loss/flow'] == 0
+    assert logs['tokens/caption'] == 6 and torch.isfinite(total)
+    total.backward()
+    assert model.lm_head.weight.grad.abs().sum() > 0
+
+
+def test_unread_noisy_images_get_default_noise(uno_model_cfg):
+    """Plain captioning validated on text-to-image data: the noisy images
+    are embedded (default flow noise) instead of failing the run."""
+    model = MODELS.build(uno_model_cfg)
+    objs = ObjectiveSet(dict(caption=dict(type='CaptioningObjective',
+                                          weight=1.0, noisy_captions=False)))
+    batch = pack_sequences([t2i_sample(seed=i, caption_len=2)
+                            for i in range(2)], latent_stride=4)
+    objs.prepare(model, batch)
+    assert batch.extras['noisy_latents'].shape == (8, 48)
+    total, _ = objs(model(batch), batch)
+    assert torch.isfinite(total)

@@ -101,9 +101,10 @@ class FlowMatchingObjective(BaseObjective):
 
     def forward(self, outputs: ModelOutputs,
                 batch: PackedBatch) -> ObjectiveResult:
-        target = batch.extras['flow_target']  # (N_noisy, C)
-        if outputs.velocity is None:
-            zero = target.new_zeros(())
+        target = batch.extras.get('flow_target')  # (N_noisy, C)
+        if target is None or outputs.velocity is None:
+            # no noisy image in this batch (e.g. captioning samples only)
+            zero = batch.images.new_zeros(())
             return ObjectiveResult(zero, zero)
         err = (outputs.velocity.float() - target.float()).pow(2).mean(-1)
         return ObjectiveResult(

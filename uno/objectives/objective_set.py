@@ -11,9 +11,10 @@ and ``tokens/<name>`` (the global count); and ``loss``, the weighted total.
 
 Objectives that read the noisy latents (UNO captioning, regression) need
 one that writes them (flow matching, ``always_prepare``); the set refuses
-to build without it, and :meth:`ObjectiveSet.prepare` refuses a batch with
-noisy images that no objective prepared (data-dependent, e.g. plain
-captioning on text-to-image data).
+to build without it. Noisy images that no active objective reads (plain
+captioning validated on text-to-image data) get flow matching's default
+noise so the model can embed them; a batch with no noisy image at all
+gives the flow objective a zero loss over zero tokens.
 """
 from typing import Dict, Optional, Tuple
 
@@ -29,6 +30,11 @@ from uno.utils.errors import UnoConfigError
 
 _NEEDS_FLOW = ('objectives need noisy latents; add a flow objective '
                '(weight 0 allowed)')
+
+
+def _default_noise():
+    from .flow_matching import FlowMatchingObjective
+    return FlowMatchingObjective(weight=0.0)
 
 
 class ObjectiveSet(nn.Module):
@@ -111,9 +117,10 @@ class ObjectiveSet(nn.Module):
             if obj.weight > 0 or obj.always_prepare:
                 obj.prepare(model, batch, generator)
         if batch.noisy_index.numel() and 'noisy_latents' not in batch.extras:
-            raise UnoConfigError(
-                f'{_NEEDS_FLOW}: the data has noisy images but no objective '
-                f'of {sorted(self.objectives)} prepares their latents')
+            # noisy images that no active objective reads (e.g. captioning
+            # only, validated on text-to-image data): the model still
+            # embeds them, with flow matching's default noise
+            _default_noise().prepare(model, batch, generator)
 
     def forward(
         self,
