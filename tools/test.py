@@ -5,8 +5,9 @@
         [--mlflow-run-name NAME] [--mlflow-tag KEY=VALUE ...] [--debug]
 
 Runs the config's ``test_dataloader`` / ``test_evaluator``, prints the
-metrics as a table, writes them to ``metrics.json`` (in
-``eval/<checkpoint name>/`` next to the checkpoint, or ``--out``), saves
+metrics with their 95% bootstrap intervals as a table, writes them to
+``metrics.json`` (in ``eval/<checkpoint name>/`` next to the checkpoint, or
+``--out``) and the per-item results to ``per_item.json`` beside it, saves
 grids of the outputs to ``eval/<checkpoint name>/grids`` and logs both
 to a new MLflow evaluation run named ``<config stem>-eval`` in the
 config's experiment (``--mlflow-run-name`` names it instead). The run is
@@ -43,6 +44,34 @@ def parse_args():
     return parser.parse_args()
 
 
+def print_table(metrics: dict) -> None:
+    """Metrics with their 95% intervals (``<key>/ci_low``/``ci_high``)."""
+    keys = sorted(k for k in metrics
+                  if not k.endswith(('/ci_low', '/ci_high')))
+    width = max((len(k) for k in keys), default=10)
+    print(f"\n{'metric':<{width}}  {'value':>9}  95% interval")
+    for key in keys:
+        value = metrics[key]
+        text = f'{value:9.4f}' if isinstance(value, float) else \
+            f'{value!s:>9}'
+        low, high = (metrics.get(f'{key}/ci_{s}') for s in ('low', 'high'))
+        ci = f'[{low:.4f}, {high:.4f}]' if low is not None else ''
+        print(f'{key:<{width}}  {text}  {ci}')
+
+
+def write_per_item(runner, path: str) -> None:
+    """Every metric's per-item results (for paired comparisons of runs,
+    tools/analysis/compare_runs.py) as one JSON keyed by metric."""
+    evaluator = getattr(runner, 'test_evaluator', None)
+    per_metric = {}
+    for metric in getattr(evaluator, 'metrics', []):
+        results = getattr(metric, 'last_results', None)
+        if results is not None:
+            per_metric[type(metric).__name__] = results
+    with open(path, 'w') as f:
+        json.dump(per_metric, f, default=str)
+
+
 def main():
     args = parse_args()
 
@@ -73,15 +102,12 @@ def main():
         with open(out, 'w') as f:
             json.dump(dict(checkpoint=args.checkpoint, metrics=metrics), f,
                       indent=2)
+        items = osp.join(osp.dirname(osp.abspath(out)), 'per_item.json')
+        write_per_item(runner, items)
         from uno.tracking import log_eval_metrics, report_tracking
         log_eval_metrics(runner, metrics, args.checkpoint, tags)
-        width = max(len(k) for k in metrics) if metrics else 10
-        print(f"\n{'metric':<{width}}  value")
-        for key in sorted(metrics):
-            value = metrics[key]
-            text = f'{value:.5f}' if isinstance(value, float) else value
-            print(f'{key:<{width}}  {text}')
-        print(f'\nmetrics written to {out}')
+        print_table(metrics)
+        print(f'\nmetrics written to {out}, per-item results to {items}')
         report_tracking(runner)
 
     run_cli(_run, args.debug)

@@ -115,6 +115,13 @@ def test_test_tool_runs_benchmarks(tmp_path):
                 'understanding/attr_acc', 'understanding/perplexity'):
         assert key in metrics
     assert metrics['geneval/num_images'] == 12  # 6 tags x 2
+    for key in ('geneval/overall', 'geneval/counting', 'edit/satisfied'):
+        low, high = (metrics[f'{key}/ci_{s}'] for s in ('low', 'high'))
+        assert low <= metrics[key] <= high
+    items = json.load(open(tmp_path / 'per_item.json'))
+    assert len(items['GenEvalMetric']) == 12
+    assert len(items['EditMetric']) == 4
+    assert {r['index'] for r in items['GenEvalMetric']} == set(range(12))
     grids = tmp_path / 'work_dirs' / 'smoke' / 'eval' / 'iter_4' / 'grids'
     assert (grids / 'geneval_position.png').is_file()
     assert (grids / 'edit_recolor.png').is_file()

@@ -20,6 +20,7 @@ from scipy import ndimage
 from uno.datasets.shapesworld import EDIT_KINDS, EditPair
 from uno.registry import EVALUATORS
 from .shapes_detector import as_image, build_detector
+from .stats import add_intervals
 
 # one detector for score_edit calls that do not pass one (templates cached)
 _DEFAULT = build_detector(None)
@@ -186,12 +187,14 @@ class EditMetric(BaseMetric):
                              self.detector, self.dilate)
             self.results.append(
                 dict(
+                    index=sample.get('index'),
                     kind=pair.kind,
                     satisfied=float(res['satisfied']),
                     psnr=min(res['preserved_psnr'], self.max_psnr),
                     l1=res['preserved_l1']))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        self.last_results = list(results)  # per pair, for paired tests
         if not results:  # the benchmark had no sample of this task
             return {}
         per_kind = defaultdict(list)
@@ -208,5 +211,8 @@ class EditMetric(BaseMetric):
         for key in ('satisfied', 'psnr', 'l1'):
             vals = [out[f'{k}/{key}'] for k in kinds]
             out[key] = float(np.mean(vals)) if vals else 0.0
+        for key in ('satisfied', 'psnr'):  # intervals over pairs, by kind
+            add_intervals(out, key, [r[key] for r in results],
+                          [r['kind'] for r in results])
         out['num_samples'] = len(results)
         return out

@@ -23,6 +23,7 @@ from mmengine.evaluator import BaseMetric
 from uno.datasets.shapesworld import Scene, ShapesWorld
 from uno.registry import EVALUATORS
 from .shapes_detector import Detection, as_image, build_detector
+from .stats import add_intervals
 
 # GenEval's tags, in the order of its evaluation_metadata.jsonl
 GENEVAL_TAGS = ('single_object', 'two_object', 'counting', 'colors',
@@ -313,7 +314,9 @@ def summarize(results: Sequence[dict]) -> Dict[str, float]:
 
     Returns:
         dict: ``<tag>`` accuracy per tag, ``overall`` (mean of the per-tag
-        accuracies), ``correct_images`` (fraction of images),
+        accuracies), each with its 95% bootstrap interval over images
+        (``<key>/ci_low``, ``<key>/ci_high``; within tags for
+        ``overall``), ``correct_images`` (fraction of images),
         ``correct_prompts`` (fraction of prompts with a correct image),
         ``num_images`` and ``<tag>/num_correct``, ``<tag>/num_images``.
     """
@@ -328,8 +331,11 @@ def summarize(results: Sequence[dict]) -> Dict[str, float]:
         out[tag] = float(np.mean(flags))
         out[f'{tag}/num_correct'] = int(sum(flags))
         out[f'{tag}/num_images'] = len(flags)
+        add_intervals(out, tag, flags)
     tag_scores = [out[t] for t in per_tag]
     out['overall'] = float(np.mean(tag_scores)) if tag_scores else 0.0
+    add_intervals(out, 'overall', [float(r['correct']) for r in results],
+                  [r['tag'] for r in results])
     flags = [bool(r['correct']) for r in results]
     out['correct_images'] = float(np.mean(flags)) if flags else 0.0
     out['correct_prompts'] = (
@@ -392,6 +398,7 @@ class GenEvalMetric(BaseMetric):
             correct, reason = evaluate_image(dets, metadata, **self.rules)
             self.results.append(
                 dict(
+                    index=sample.get('index'),
                     tag=metadata['tag'],
                     correct=correct,
                     reason=reason,
@@ -399,6 +406,7 @@ class GenEvalMetric(BaseMetric):
                     metadata=json.dumps(metadata, sort_keys=True)))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        self.last_results = list(results)  # per image, for paired tests
         if not results:  # the benchmark had no sample of this task
             return {}
         return summarize(results)

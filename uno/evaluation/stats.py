@@ -135,3 +135,12 @@ def paired_difference(a: np.ndarray,
                 p_value=float(p),
                 seed_std=float(np.std(score(d), ddof=1))
                 if n_seeds > 1 else float('nan'))
+
+
+def add_intervals(out: Dict[str, float], key: str, values: Sequence[float],
+                  strata: Optional[Sequence[Hashable]] = None,
+                  seed: int = 0) -> None:
+    """Set ``out[key + '/ci_low']`` and ``out[key + '/ci_high']`` to the
+    95% bootstrap interval of ``values`` (see :func:`bootstrap_ci`)."""
+    low, high = bootstrap_ci(values, strata, seed=seed)
+    out[f'{key}/ci_low'], out[f'{key}/ci_high'] = low, high
