@@ -24,7 +24,8 @@ INTENDED = {
     'objective_weights': ('objectives.caption.weight',
                           'objectives.regression.weight'),
     'metaquery_count': ('model.metaquery.num_queries',
-                        'objectives.regression.weight'),
+                        'objectives.regression.resample'),
+    'regression_target': ('objectives.regression.target_space', ),
     'regression_loss': ('objectives.regression.loss', ),
     'timestep_window': ('objectives.caption.timestep_window',
                         'objectives.regression.timestep_window'),
@@ -67,10 +68,10 @@ def test_plan_options_derive_from_objectives_and_model():
     uno = plan_options(Config.fromfile(BASELINE))
     assert uno == dict(caption=True, num_queries=16,
                        queries_see_caption=False)
-    mq0 = Config.fromfile(osp.join(
-        REPO, 'configs/ablations/metaquery_count/'
-        'uno_mot-mini_1xb8-iter600_shapes_mq0.py'))
-    assert plan_options(mq0)['num_queries'] == 0
+    reg0 = Config.fromfile(osp.join(
+        REPO, 'configs/ablations/objective_weights/'
+        'uno_mot-mini_1xb8-iter600_shapes_reg0.0.py'))
+    assert plan_options(reg0)['num_queries'] == 0
     sft = Config.fromfile(SFT)
     assert plan_options(sft) == dict(caption=False, num_queries=0,
                                      queries_see_caption=False)

@@ -4,7 +4,7 @@
 # differ.
 _base_ = [
     '../_base_/models/mot_mini_pretrained.py',
-    '../_base_/datasets/shapesworld_t2i.py',
+    '../_base_/datasets/shapesworld_t2i_edit.py',
     '../_base_/objectives/flow.py',
     '../_base_/schedules/iter_600_adamw_const.py',
     '../_base_/benchmarks/shapesworld.py',

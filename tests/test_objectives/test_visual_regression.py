@@ -59,3 +59,27 @@ def test_targets_are_clean_image_features(uno_model_cfg):
     obj.prepare(model, batch)
     feats = model.und_encoder(batch.images[:1])  # (1, 4, C): 8x8 / 4
     torch.testing.assert_close(batch.extras['regression_target'], feats)
+
+
+def test_no_resampling_needs_one_query_per_token():
+    feats = torch.randn(2, 16, 8)
+    assert resample_tokens(feats, 16, 'none') is feats
+    with pytest.raises(UnoConfigError, match='num_queries=16'):
+        resample_tokens(feats, 4, 'none')
+
+
+def test_targets_after_the_connector(uno_model_cfg):
+    """target_space='connector': the embeddings the und expert reads, and
+    a projector to the model width."""
+    torch.manual_seed(0)
+    model = MODELS.build(uno_model_cfg)
+    batch = pack_sequences([t2i_sample(num_queries=4)], latent_stride=4)
+    obj = VisualRegressionObjective(target_space='connector',
+                                    resample='none')
+    obj.setup(model)
+    obj.prepare(model, batch)
+    expected = model.connector(model.und_encoder(batch.images[:1]))
+    torch.testing.assert_close(batch.extras['regression_target'], expected)
+    assert obj.projector[-1].out_features == model.cfg.hidden_size
+    with pytest.raises(ValueError, match='target_space'):
+        VisualRegressionObjective(target_space='vit')

@@ -25,7 +25,8 @@ from uno.utils.errors import UnoConfigError
 from .base import BaseObjective, ObjectiveResult, check_window, window_mask
 
 LOSSES = ('mse', 'cosine', 'smooth_l1')
-RESAMPLE = ('pool', 'interpolate')
+RESAMPLE = ('pool', 'interpolate', 'none')
+SPACES = ('encoder', 'connector')
 
 
 def resample_tokens(feats: Tensor, k: int, mode: str = 'pool') -> Tensor:
@@ -35,13 +36,24 @@ def resample_tokens(feats: Tensor, k: int, mode: str = 'pool') -> Tensor:
         feats (Tensor): ``(I, N, C)`` row-major tokens of a square grid.
         k (int): Target count; a perfect square keeps the 2-D layout,
             anything else resamples the flattened sequence.
-        mode (str): ``'pool'`` (adaptive average) or ``'interpolate'``
-            (bilinear / linear). Defaults to ``'pool'``.
+        mode (str): ``'pool'`` (adaptive average), ``'interpolate'``
+            (bilinear / linear) or ``'none'`` (one query per token: ``k``
+            must equal the token count). Defaults to ``'pool'``.
 
     Returns:
         Tensor: ``(I, k, C)``.
+
+    Raises:
+        UnoConfigError: ``'none'`` with ``k`` other than the token count.
     """
     i, n, c = feats.shape
+    if mode == 'none':
+        if k != n:
+            raise UnoConfigError(
+                f"objectives.regression.resample='none' needs one "
+                f'metaquery per understanding token: set '
+                f'model.metaquery.num_queries={n} (got {k})')
+        return feats
     side, kside = math.isqrt(n), math.isqrt(k)
     if side * side == n and kside * kside == k:
         grid = feats.transpose(1, 2).reshape(i, c, side, side)
@@ -67,8 +79,14 @@ class VisualRegressionObjective(BaseObjective):
         weight (float): Loss weight. Defaults to 1.0.
         loss (str): ``'mse'`` (mean over channels), ``'cosine'`` (``1 -
             cos``) or ``'smooth_l1'``. Defaults to ``'cosine'``.
-        resample (str): How encoder tokens become K targets: ``'pool'``
-            or ``'interpolate'``. Defaults to ``'pool'``.
+        resample (str): How encoder tokens become K targets: ``'pool'``,
+            ``'interpolate'`` or ``'none'`` (K = token count, the literal
+            "metaqueries predict the understanding tokens"). Defaults to
+            ``'pool'``.
+        target_space (str): ``'encoder'``: the understanding encoder's
+            features; ``'connector'``: the same after the (frozen)
+            connector, i.e. the embeddings the und expert reads. Defaults
+            to ``'encoder'``.
         projector_hidden (int, optional): Hidden width of the 2-layer
             projector; None means the model width. Defaults to None.
         normalize_target (bool): LayerNorm the targets (no affine) before
@@ -85,6 +103,7 @@ class VisualRegressionObjective(BaseObjective):
                  weight: float = 1.0,
                  loss: str = 'cosine',
                  resample: str = 'pool',
+                 target_space: str = 'encoder',
                  projector_hidden: Optional[int] = None,
                  normalize_target: bool = False,
                  see_caption: bool = False,
@@ -96,7 +115,11 @@ class VisualRegressionObjective(BaseObjective):
         if resample not in RESAMPLE:
             raise ValueError(f'unknown resample {resample!r}; expected one '
                              f'of {RESAMPLE}')
+        if target_space not in SPACES:
+            raise ValueError(f'unknown target_space {target_space!r}; '
+                             f'expected one of {SPACES}')
         self.loss, self.resample = loss, resample
+        self.target_space = target_space
         self.projector_hidden = projector_hidden
         self.normalize_target = normalize_target
         self.see_caption = see_caption
@@ -121,9 +144,10 @@ class VisualRegressionObjective(BaseObjective):
                 'features: set model.und_encoder')
         d = model.cfg.hidden_size
         hidden = self.projector_hidden or d
+        out = d if self.target_space == 'connector' else \
+            model.und_encoder.feature_dim
         self.projector = nn.Sequential(
-            nn.Linear(d, hidden), nn.SiLU(),
-            nn.Linear(hidden, model.und_encoder.feature_dim))
+            nn.Linear(d, hidden), nn.SiLU(), nn.Linear(hidden, out))
         self.num_queries = model.metaquery.num_queries
 
     @torch.no_grad()
@@ -131,6 +155,9 @@ class VisualRegressionObjective(BaseObjective):
         if batch.mq_images.numel() == 0:
             return
         feats = model.encode_understanding(batch.images[batch.mq_images])
+        if self.target_space == 'connector':  # what the und expert reads
+            feats = model.connector(feats.to(
+                next(model.connector.parameters()).dtype))  # (I, N, D)
         target = resample_tokens(feats.float(), self.num_queries,
                                  self.resample)  # (I_mq, K, C)
         if self.normalize_target:
