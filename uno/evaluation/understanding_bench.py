@@ -147,8 +147,18 @@ def score_caption(text: str,
         and ``shape_acc`` (fraction of scene objects matched to a parsed
         object of the right colour / shape), ``count_acc`` (fraction of
         shapes, in the scene or the caption, whose stated count is right),
-        ``relation_acc`` (1/0 for scenes with a relation, else None) and
-        ``exact`` (every object right, nothing extra, relation right).
+        ``relation_acc`` (1/0 for scenes with a relation, else None),
+        ``exact`` (every object right, nothing extra, relation right),
+        ``size_acc`` (fraction of scene objects matched to a parsed object
+        that *states* the object's size; an unstated size counts as wrong;
+        None when ``with_size`` is False) and ``object_count_acc`` (1/0:
+        the caption states as many objects as the scene has, whatever
+        their shapes).
+
+    ``count_acc`` compares counts per shape word, so it also drops when
+    only the shape is wrong ("three red circles" for three red squares
+    scores 0 on both shapes); ``object_count_acc`` is the shape-independent
+    count.
     """
     phrases, relation = _parse(text)
     parsed = [(k, p) for k, p in enumerate(phrases)
@@ -169,6 +179,8 @@ def score_caption(text: str,
     rows, cols = linear_sum_assignment(-(4 * eq[0] + 2 * eq[1] + eq[2]))
     shape_hits = eq[0, rows, cols]
     color_hits = eq[1, rows, cols]
+    size_hits = sum(parsed[i][1].size == objs[j].size
+                    for i, j in zip(rows, cols))
     full = eq[:, rows, cols].all(0)
     tp = int(full.sum())
     true_counts = Counter(o.shape for o in objs)
@@ -179,7 +191,10 @@ def score_caption(text: str,
     rel_acc = None
     if scene.relation is not None:
         rel_acc = 0.0
-        obj_of = {parsed[i][0]: j for i, j in zip(rows, cols) if full[i]}
+        # ``full`` is indexed by assignment, not by parsed object: with
+        # more parsed objects than scene objects ``rows`` skips some
+        obj_of = {parsed[i][0]: j
+                  for i, j, ok in zip(rows, cols, full) if ok}
         if relation is not None and {relation[0], relation[2]} <= set(obj_of):
             a, rel, b = obj_of[relation[0]], relation[1], obj_of[relation[2]]
             if (a, b) == (0, 1):
@@ -194,7 +209,10 @@ def score_caption(text: str,
             np.mean([said_counts[s] == true_counts[s]
                      for s in shapes])) if shapes else 1.0,
         relation_acc=rel_acc,
-        exact=float(tp == n_s == n_p and rel_acc in (None, 1.0)))
+        exact=float(tp == n_s == n_p and rel_acc in (None, 1.0)),
+        size_acc=None if with_size is False else
+        (float(size_hits) / n_s if n_s else 1.0),
+        object_count_acc=float(n_p == n_s))
 
 
 @EVALUATORS.register_module()
@@ -207,8 +225,10 @@ class UnderstandingMetric(BaseMetric):
     ``num_tokens`` tokens; without ``num_tokens`` it is a per-token mean).
     Reports ``understanding/attr_acc`` (mean of colour, shape and count
     accuracy), ``exact``, ``objects_f1``, ``color_acc``, ``shape_acc``,
-    ``count_acc``, ``relation_acc`` (over scenes with a relation) and
-    ``perplexity`` (``exp`` of the token-mean NLL) when NLLs are given.
+    ``count_acc``, ``relation_acc`` (over scenes with a relation),
+    ``size_acc`` (unless ``with_size`` is False), ``object_count_acc`` (see
+    :func:`score_caption`) and ``perplexity`` (``exp`` of the token-mean
+    NLL) when NLLs are given.
 
     Args:
         with_size (bool, optional): See :func:`score_caption`. Defaults to
@@ -247,11 +267,13 @@ class UnderstandingMetric(BaseMetric):
         out['attr_acc'] = float(
             np.mean([(r['color_acc'] + r['shape_acc'] + r['count_acc']) / 3
                      for r in results]))
-        rel = [
-            r['relation_acc'] for r in results if r['relation_acc'] is not None
-        ]
-        if rel:
-            out['relation_acc'] = float(np.mean(rel))
+        for key in ('relation_acc', 'size_acc'):  # None: not applicable
+            vals = [r[key] for r in results if r.get(key) is not None]
+            if vals:
+                out[key] = float(np.mean(vals))
+        if all('object_count_acc' in r for r in results):
+            out['object_count_acc'] = float(
+                np.mean([r['object_count_acc'] for r in results]))
         nll = [(r['nll'], r['num_tokens']) for r in results if 'nll' in r]
         if nll:
             total, tokens = map(sum, zip(*nll))
