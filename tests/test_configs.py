@@ -29,6 +29,7 @@ INTENDED = {
     'regression_loss': ('objectives.regression.loss', ),
     'timestep_window': ('objectives.caption.timestep_window',
                         'objectives.regression.timestep_window'),
+    'analysis': ('custom_hooks', ),
 }
 
 
