@@ -121,6 +121,8 @@ def test_test_tool_runs_benchmarks(tmp_path):
     items = json.load(open(tmp_path / 'per_item.json'))
     assert len(items['GenEvalMetric']) == 12
     assert len(items['EditMetric']) == 4
+    assert len(items['UnderstandingMetric']) == 4
+    assert 'understanding/shape_acc/ci_low' in metrics
     assert {r['index'] for r in items['GenEvalMetric']} == set(range(12))
     grids = tmp_path / 'work_dirs' / 'smoke' / 'eval' / 'iter_4' / 'grids'
     assert (grids / 'geneval_position.png').is_file()

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
-UNDERSTANDING = ('shape_acc', 'color_acc', 'size_acc', 'count_acc',
+UNDERSTANDING = ('shape_acc', 'color_acc', 'size_acc', 'object_count_acc',
                  'relation_acc', 'exact')
 
 

@@ -22,6 +22,7 @@ from scipy.optimize import linear_sum_assignment
 
 from uno.datasets.shapesworld import COLORS, SHAPES, SIZES, Scene
 from uno.registry import EVALUATORS
+from .stats import add_intervals
 
 _COUNTS = {'a': 1, 'an': 1, 'one': 1, 'single': 1, 'the': None}
 _COUNTS.update(two=2, three=3, four=4)
@@ -253,6 +254,7 @@ class UnderstandingMetric(BaseMetric):
                 continue
             res = score_caption(sample['caption'], sample['scene'],
                                 self.with_size)
+            res['index'] = sample.get('index')
             nll = sample.get('nll')
             if nll is not None:
                 res['nll'] = float(nll)
@@ -260,6 +262,7 @@ class UnderstandingMetric(BaseMetric):
             self.results.append(res)
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        self.last_results = list(results)  # per caption, for paired tests
         if not results:  # the benchmark had no sample of this task
             return {}
         keys = ('objects_f1', 'color_acc', 'shape_acc', 'count_acc', 'exact')
@@ -274,6 +277,11 @@ class UnderstandingMetric(BaseMetric):
         if all('object_count_acc' in r for r in results):
             out['object_count_acc'] = float(
                 np.mean([r['object_count_acc'] for r in results]))
+        for key in ('shape_acc', 'color_acc', 'size_acc', 'count_acc',
+                    'object_count_acc', 'relation_acc', 'exact'):
+            vals = [r[key] for r in results if r.get(key) is not None]
+            if vals:  # 95% bootstrap interval over captions
+                add_intervals(out, key, vals)
         nll = [(r['nll'], r['num_tokens']) for r in results if 'nll' in r]
         if nll:
             total, tokens = map(sum, zip(*nll))
