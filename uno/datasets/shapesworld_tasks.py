@@ -9,10 +9,13 @@ Everything is deterministic in ``(seed, split, index)``.
 """
 from typing import Optional, Union
 
+import torch
+
 from uno.registry import DATASETS
 from uno.structures import SequencePlan
 from .builder import to_tensor_image
 from .plans import UnoPlanOptions, caption_plan, edit_plan
+from .shapesworld import token_attributes
 from .shapesworld_t2i import ShapesWorldBase
 
 
@@ -31,6 +34,11 @@ class ShapesWorldCaptionDataset(ShapesWorldBase):
             und expert also learns to read generation tokens. Defaults
             to 0.0.
         max_objects (int): Objects per scene at most. Defaults to 4.
+        token_labels (int, optional): Also give the ViT view's per-token
+            attribute labels (``meta['token_labels']``, see
+            :func:`~uno.datasets.shapesworld.token_attributes`) for tokens
+            of this many pixels, for ``TokenAttributeObjective``.
+            Defaults to None.
     """
 
     def __init__(self,
@@ -40,24 +48,31 @@ class ShapesWorldCaptionDataset(ShapesWorldBase):
                  seed: int = 0,
                  tokenizer: Optional[Union[dict, object]] = None,
                  latent_fraction: float = 0.0,
-                 max_objects: int = 4):
+                 max_objects: int = 4,
+                 token_labels: Optional[int] = None):
         super().__init__(split, num_samples, image_size, seed, tokenizer,
                          max_objects)
         if not 0 <= latent_fraction <= 1:
             raise ValueError('latent_fraction must be in [0, 1]')
         self.latent_fraction = latent_fraction
+        self.token_labels = token_labels
+        self.image_size = image_size
 
     def __getitem__(self, index: int) -> SequencePlan:
         scene = self.world.scene(index, self.split)
         rng = self._rng(index, 11)
         caption = self._pick_caption(scene, rng)
         latent = bool(rng.random() < self.latent_fraction)
+        meta = dict(index=index, task='caption', caption=caption,
+                    latent=latent, tag=scene.tag, scene=scene)
+        if self.token_labels and not latent:
+            meta['token_labels'] = torch.from_numpy(token_attributes(
+                scene, self.image_size, self.token_labels))  # (3, N_vit)
         return SequencePlan(
             segments=caption_plan(self.tokenizer.encode(caption),
                                   self.tokenizer, latent=latent),
             images=[to_tensor_image(self.world.render(scene))],
-            meta=dict(index=index, task='caption', caption=caption,
-                      latent=latent, tag=scene.tag, scene=scene))
+            meta=meta)
 
 
 @DATASETS.register_module()

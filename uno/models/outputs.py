@@ -19,9 +19,13 @@ class ModelOutputs:
             tokens ``(N_mq, D)``.
         layers (dict[int, Tensor]): Requested intermediate layer outputs
             ``(L, D)`` keyed by 1-based layer number.
+        vit_features (Tensor): Understanding-encoder features of the ViT
+            tokens, before the connector ``(N_vit, C_vit)``, in the order
+            of ``batch.vit_index``.
     """
     hidden: Tensor
     velocity: Optional[Tensor] = None
     ce_logits: Optional[Tensor] = None
     mq_hidden: Optional[Tensor] = None
     layers: Dict[int, Tensor] = field(default_factory=dict)
+    vit_features: Optional[Tensor] = None

@@ -231,6 +231,12 @@ class UnoModel(nn.Module):
 
     def embed(self, batch: PackedBatch) -> Tensor:
         """Input embeddings ``(L, D)`` of every token of ``batch``."""
+        return self._embed(batch)[0]
+
+    def _embed(self, batch: PackedBatch):
+        """Input embeddings ``(L, D)`` and the ViT tokens' encoder features
+        ``(N_vit, C_vit)`` (None without ViT tokens)."""
+        feats = None
         length, d = batch.num_tokens, self.cfg.hidden_size
         w = self.embed_tokens.weight
         x = w.new_zeros(length, d)
@@ -264,7 +270,7 @@ class UnoModel(nn.Module):
                                    'model.metaquery.num_queries is 0')
             q = self.metaquery(batch.query_slot)  # (N_q, D)
             x = x.index_copy(0, batch.query_index, q)
-        return x
+        return x, feats
 
     def forward(self,
                 batch: PackedBatch,
@@ -281,12 +287,13 @@ class UnoModel(nn.Module):
         Returns:
             ModelOutputs: Hidden states and head outputs.
         """
-        x = self.embed(batch)  # (L, D)
+        x, vit_features = self._embed(batch)  # (L, D), (N_vit, C_vit)
         mask = self.attention.prepare(batch)
         routes = make_routes(batch.und_index, batch.gen_index)
         hidden, taps = self.decoder(x, batch.position_ids, routes,
                                     self.attention, mask, return_layers)
-        out = ModelOutputs(hidden=hidden, layers=taps)
+        out = ModelOutputs(hidden=hidden, layers=taps,
+                           vit_features=vit_features)
         if batch.noisy_index.numel():
             out.velocity = self.llm2vae(hidden[batch.noisy_index])
         if batch.ce_index.numel():

@@ -4,11 +4,13 @@ from .captioning import CaptioningObjective
 from .flow_matching import FlowMatchingObjective
 from .objective_set import ObjectiveSet
 from .timestep_samplers import sample_timesteps, shift_timesteps
+from .token_attributes import TokenAttributeObjective
 from .visual_regression import VisualRegressionObjective, resample_tokens
 
 __all__ = [
     'BaseObjective', 'ObjectiveResult', 'ObjectiveSet',
     'FlowMatchingObjective', 'CaptioningObjective',
-    'VisualRegressionObjective', 'resample_tokens', 'sample_timesteps',
+    'VisualRegressionObjective', 'TokenAttributeObjective',
+    'resample_tokens', 'sample_timesteps',
     'shift_timesteps'
 ]

@@ -7,7 +7,8 @@ GenEval-style prompts, several caption phrasings per scene, and edit pairs
 The text functions live in :mod:`.captions` (not re-exported here, so that
 ``shapesworld.captions`` stays the module); :class:`ShapesWorld` wraps them.
 """
-from .render import render_masks, render_scene, shape_polygon
+from .render import (TOKEN_ATTRIBUTES, render_masks, render_scene,
+                     shape_polygon, token_attributes)
 from .sampler import SceneSampler
 from .scene import (BACKGROUND, COLOR_RGB, COLORS, COUNT_WORDS, DIRECTIONS,
                     EDIT_KINDS, RELATIONS, SHAPES, SIZE_RANGES, SIZES, TAGS,
@@ -18,5 +19,6 @@ __all__ = [
     'ShapesWorld', 'Scene', 'Obj', 'EditPair', 'SceneSampler', 'SHAPES',
     'COLORS', 'SIZES', 'RELATIONS', 'COUNT_WORDS', 'TAGS', 'EDIT_KINDS',
     'DIRECTIONS', 'SPLITS', 'COLOR_RGB', 'BACKGROUND', 'SIZE_RANGES',
-    'scene_key', 'key_split', 'render_scene', 'render_masks', 'shape_polygon'
+    'scene_key', 'key_split', 'render_scene', 'render_masks', 'shape_polygon',
+    'token_attributes', 'TOKEN_ATTRIBUTES'
 ]

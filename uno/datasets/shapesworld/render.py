@@ -13,7 +13,11 @@ from typing import List, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .scene import COLOR_RGB, Obj, Scene
+from .scene import COLOR_RGB, COLORS, SHAPES, SIZES, Obj, Scene
+
+#: attributes of :func:`token_attributes`, with their class names (class 0
+#: of each is "no object")
+TOKEN_ATTRIBUTES = dict(shape=SHAPES, color=COLORS, size=SIZES)
 
 # Inner/outer radius of the star: a regular star's 0.38 keeps the arms
 # distinct at 11 px and still gives a five-pointed outline at 7 px.
@@ -108,3 +112,41 @@ def render_masks(scene: Scene, image_size: int) -> np.ndarray:
         draw_object(ImageDraw.Draw(img), obj, image_size, 255)
         masks[i] = np.asarray(img) > 0  # (S, S)
     return masks
+
+
+def token_attributes(scene: Scene, image_size: int,
+                     stride: int) -> np.ndarray:
+    """Per-patch attribute labels: what an understanding encoder with
+    ``stride``-pixel tokens should see in each token.
+
+    A token is labelled with the object covering most of its pixels (ties:
+    the later-drawn object), or 0 where it covers no object pixel.
+
+    Args:
+        scene (Scene): The scene.
+        image_size (int): Render size; a multiple of ``stride``.
+        stride (int): Pixels per token side.
+
+    Returns:
+        np.ndarray: int64 ``(3, (S / stride) ** 2)``, rows shape, colour
+        and size as ``1 + index`` in :data:`TOKEN_ATTRIBUTES`, row-major
+        tokens.
+    """
+    if image_size % stride:
+        raise ValueError(f'image size {image_size} is not a multiple of the '
+                         f'token stride {stride}')
+    g = image_size // stride
+    masks = render_masks(scene, image_size)  # (O, S, S)
+    labels = np.zeros((3, g * g), np.int64)
+    if not len(masks):
+        return labels
+    cover = masks.reshape(len(masks), g, stride, g, stride).sum((2, 4))
+    cover = cover.reshape(len(masks), g * g)  # (O, g*g) pixels per token
+    # the last maximum: later objects are drawn over earlier ones
+    best = len(masks) - 1 - cover[::-1].argmax(0)
+    has = cover.max(0) > 0
+    for k, obj in enumerate(scene.objects):
+        sel = has & (best == k)
+        for row, (name, values) in enumerate(TOKEN_ATTRIBUTES.items()):
+            labels[row, sel] = 1 + values.index(getattr(obj, name))
+    return labels

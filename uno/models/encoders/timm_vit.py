@@ -64,6 +64,14 @@ class TimmViTEncoder(nn.Module):
             ``pretrained_cfg`` mean, else ``(0.5, 0.5, 0.5)``.
         std (Sequence[float], optional): Defaults to the timm
             ``pretrained_cfg`` std, else ``(0.5, 0.5, 0.5)``.
+        conv_stem (Sequence[int], optional): Replace the linear patch
+            embedding by a convolutional stem with these widths ("early
+            convolutions", Xiao et al. 2021): a stride-1 3x3 convolution
+            to the first width, then one stride-2 3x3 convolution per
+            further width (``log2(patch_size)`` of them), then a 1x1
+            projection to the ViT width. Small shapes split across patches
+            are learnt far faster. Defaults to None (timm's patch
+            embedding).
     """
 
     def __init__(self,
@@ -75,7 +83,8 @@ class TimmViTEncoder(nn.Module):
                  final_norm: bool = True,
                  normalize: bool = True,
                  mean: Optional[Sequence[float]] = None,
-                 std: Optional[Sequence[float]] = None):
+                 std: Optional[Sequence[float]] = None,
+                 conv_stem: Optional[Sequence[int]] = None):
         super().__init__()
         # timm imports torchvision: import it only when a ViT is built
         import timm
@@ -90,6 +99,9 @@ class TimmViTEncoder(nn.Module):
                 model_name, pretrained=False, **kwargs)
         else:
             raise ValueError('TimmViTEncoder needs a model_name or a config')
+        if conv_stem is not None:
+            self.model.patch_embed.proj = conv_stem_layers(
+                list(conv_stem), self.stride, self.model.embed_dim)
         if pretrained is not None:
             self.load_pretrained(pretrained)
         depth = len(self.model.blocks)
@@ -154,10 +166,37 @@ class TimmViTEncoder(nn.Module):
         if self.normalize:
             mean, std = self.mean.float(), self.std.float()
             x = ((x + 1) / 2 - mean) / std  # (I, 3, H, W)
-        x = x.to(self.model.patch_embed.proj.weight.dtype)
+        x = x.to(next(self.model.patch_embed.parameters()).dtype)
         # blocks after the selected one are pruned, so this is its output
         x = self.model.forward_features(x)  # (I, P + N, C)
         return x[:, self.model.num_prefix_tokens:]  # (I, N, C)
+
+
+def conv_stem_layers(widths: Sequence[int], stride: int,
+                     embed_dim: int) -> nn.Sequential:
+    """A convolutional patch embedding: ``(I, 3, H, W)`` ->
+    ``(I, embed_dim, H / stride, W / stride)``.
+
+    Args:
+        widths (Sequence[int]): Channels of the stride-1 convolution, then
+            of each stride-2 convolution; ``2 ** (len(widths) - 1)`` must
+            equal ``stride``.
+        stride (int): The ViT's patch size.
+        embed_dim (int): The ViT's width.
+    """
+    if not widths or 2 ** (len(widths) - 1) != stride:
+        raise ValueError(
+            f'conv_stem={list(widths)} gives stride '
+            f'{2 ** max(len(widths) - 1, 0)}, the patch size is {stride}: '
+            f'give 1 + log2({stride}) widths')
+    layers, cin = [], 3
+    for k, width in enumerate(widths):
+        layers += [nn.Conv2d(cin, width, 3, stride=1 if k == 0 else 2,
+                             padding=1),
+                   nn.GroupNorm(1, width), nn.GELU()]
+        cin = width
+    layers.append(nn.Conv2d(cin, embed_dim, 1))
+    return nn.Sequential(*layers)
 
 
 def _channels(values: Sequence[float]) -> Tensor:

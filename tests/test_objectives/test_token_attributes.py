@@ -1,0 +1,84 @@
+"""Dense per-token attribute supervision of the understanding encoder."""
+import numpy as np
+import pytest
+import torch
+
+from uno.datasets import ShapesWorldCaptionDataset, pack_sequences
+from uno.datasets.shapesworld import (TOKEN_ATTRIBUTES, ShapesWorld,
+                                      token_attributes)
+from uno.datasets.tokenizer import WordTokenizer
+from uno.objectives import ObjectiveSet
+from uno.registry import MODELS
+from uno.utils.errors import UnoConfigError
+
+MODEL = dict(
+    type='UnoModel',
+    llm=dict(vocab_size=128, hidden_size=32, num_layers=1, num_heads=2,
+             num_kv_heads=1, intermediate_size=64),
+    latent_encoder=dict(type='PixelPatchifier', patch_size=4),
+    und_encoder=dict(type='TimmViTEncoder', conv_stem=[8, 8, 16],
+                     config=dict(img_size=32, patch_size=4, embed_dim=16,
+                                 depth=1, num_heads=2)),
+    attention=dict(type='sdpa'),
+    freeze=dict(und_encoder=False))
+
+
+def test_labels_follow_the_object_masks():
+    world = ShapesWorld(seed=0)
+    for index in range(20):
+        scene = world.scene(index)
+        labels = token_attributes(scene, 32, 4)  # (3, 64)
+        masks = world.masks(scene).reshape(len(scene.objects), 8, 4, 8, 4)
+        covered = masks.any((2, 4)).reshape(len(scene.objects), 64).any(0)
+        assert ((labels[0] > 0) == covered).all()
+        for obj in scene.objects:  # every object owns at least one token
+            row = [1 + TOKEN_ATTRIBUTES[a].index(getattr(obj, a))
+                   for a in ('shape', 'color', 'size')]
+            assert (labels.T == np.array(row)).all(1).any(), obj
+    with pytest.raises(ValueError, match='multiple'):
+        token_attributes(world.scene(0), 30, 4)
+
+
+def _batch(n=3, stride=4, latent_fraction=0.0):
+    ds = ShapesWorldCaptionDataset(tokenizer=WordTokenizer(vocab_size=128),
+                                   token_labels=stride,
+                                   latent_fraction=latent_fraction)
+    return pack_sequences([ds[i] for i in range(n)], latent_stride=4,
+                          vit_stride=4)
+
+
+def test_loss_counts_tokens_and_trains_the_encoder():
+    torch.manual_seed(0)
+    model = MODELS.build(MODEL)
+    objs = ObjectiveSet(dict(attr=dict(type='TokenAttributeObjective')))
+    objs.setup(model)
+    batch = _batch()
+    objs.prepare(model, batch)
+    total, logs = objs(model(batch), batch)
+    assert logs['tokens/attr'] == 3 * 64 * 3  # samples x tokens x attrs
+    assert 0 <= logs['acc_shape/attr'] <= 1
+    total.backward()
+    stem = model.und_encoder.model.patch_embed.proj[0].weight
+    assert stem.grad is not None and stem.grad.abs().sum() > 0
+    # a few steps on one batch fit it: the labels are learnable
+    opt = torch.optim.Adam([p for p in model.parameters()] +
+                           list(objs.parameters()), lr=1e-2)
+    first = total.item()
+    for _ in range(30):
+        total, logs = objs(model(batch), batch)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    assert total.item() < 0.5 * first
+
+
+def test_samples_without_labels_are_skipped_and_wrong_stride_refused():
+    model = MODELS.build(MODEL)
+    objs = ObjectiveSet(dict(attr=dict(type='TokenAttributeObjective')))
+    objs.setup(model)
+    batch = _batch(n=2, latent_fraction=1.0)  # latent view: no labels
+    _, logs = objs(model(batch), batch)
+    assert logs['tokens/attr'] == 0
+    bad = _batch(n=1, stride=8)  # 16 labels for 64 tokens
+    with pytest.raises(UnoConfigError, match='token_labels'):
+        objs(model(bad), bad)

@@ -1,0 +1,105 @@
+"""Dense attribute supervision of the understanding encoder's tokens.
+
+BAGEL's understanding encoder (SigLIP) arrives pretrained; the CPU world
+has no pretrained vision encoder, and a small ViT trained from scratch by
+captioning alone learns colour in minutes but not shape: the shape of a
+7-pixel object is a weak, sparse signal behind a language model. This
+objective plays the role of the encoder's pretraining: a linear head per
+attribute classifies every ViT token (shape, colour, size of the object
+covering it, or "none"), with labels the procedural world knows exactly
+(:func:`uno.datasets.shapesworld.token_attributes`, given by
+``ShapesWorldCaptionDataset(token_labels=stride)``). Used in the
+understanding stage only; post-training never sees it.
+"""
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uno.models.outputs import ModelOutputs
+from uno.registry import OBJECTIVES
+from uno.structures import PackedBatch
+from uno.utils.errors import UnoConfigError
+from .base import BaseObjective, ObjectiveResult
+
+ATTRIBUTES = dict(shape=5, color=6, size=2)  # classes besides "none"
+
+
+@OBJECTIVES.register_module()
+class TokenAttributeObjective(BaseObjective):
+    """Per-token attribute cross-entropy on the understanding encoder.
+
+    The loss sums the cross-entropy of every attribute over every ViT token
+    that has labels; the count is tokens x attributes.
+
+    Args:
+        weight (float): Loss weight. Defaults to 1.0.
+        attributes (Sequence[str]): Rows of the labels to supervise, of
+            ``('shape', 'color', 'size')``. Defaults to all three.
+    """
+    requires = ('vit_features', )
+
+    def __init__(self, weight: float = 1.0,
+                 attributes: Sequence[str] = tuple(ATTRIBUTES)):
+        super().__init__(weight)
+        unknown = [a for a in attributes if a not in ATTRIBUTES]
+        if unknown or not attributes:
+            raise ValueError(f'attributes must be some of '
+                             f'{tuple(ATTRIBUTES)}, got {list(attributes)}')
+        self.attributes = tuple(attributes)
+        self.heads = nn.ModuleDict()
+
+    def setup(self, model: nn.Module) -> None:
+        if self.weight == 0:
+            return
+        if model.und_encoder is None:
+            raise UnoConfigError('TokenAttributeObjective supervises the '
+                                 'understanding encoder: set '
+                                 'model.und_encoder')
+        dim = model.und_encoder.feature_dim
+        self.heads = nn.ModuleDict({
+            a: nn.Linear(dim, ATTRIBUTES[a] + 1) for a in self.attributes})
+
+    def forward(self, outputs: ModelOutputs,
+                batch: PackedBatch) -> ObjectiveResult:
+        feats = outputs.vit_features  # (N_vit, C)
+        if feats is None or feats.shape[0] == 0:
+            zero = outputs.hidden.new_zeros(())
+            return ObjectiveResult(zero, zero.detach())
+        labels = self._labels(batch).to(feats.device)  # (3, N_vit)
+        keep = labels[0] >= 0  # tokens of samples with labels
+        rows = {'shape': 0, 'color': 1, 'size': 2}
+        total = feats.new_zeros(())
+        logs = {}
+        for name in self.attributes:
+            logits = self.heads[name](feats[keep]).float()  # (N, K + 1)
+            target = labels[rows[name], keep]
+            total = total + F.cross_entropy(logits, target, reduction='sum')
+            with torch.no_grad():  # accuracy on object tokens
+                obj = target > 0
+                hit = (logits.argmax(-1) == target)[obj].float()
+                logs[f'acc_{name}'] = hit.mean() if obj.any() else \
+                    hit.new_ones(())
+        count = keep.sum().float() * len(self.attributes)
+        return ObjectiveResult(total, count, logs=logs)
+
+    @staticmethod
+    def _labels(batch: PackedBatch) -> torch.Tensor:
+        """``(3, N_vit)`` labels in ``batch.vit_index`` order; -1 for the
+        tokens of samples that carry none."""
+        samples = batch.sample_ids[batch.vit_index].cpu()  # (N_vit,)
+        labels = torch.full((3, samples.numel()), -1, dtype=torch.long)
+        for b in samples.unique().tolist():
+            meta = batch.meta[b] if batch.meta else {}
+            lab = meta.get('token_labels')
+            if lab is None:
+                continue
+            where = (samples == b).nonzero().squeeze(1)
+            if lab.shape[1] != where.numel():
+                raise UnoConfigError(
+                    f'sample {b} has {where.numel()} ViT tokens but '
+                    f'{lab.shape[1]} token labels: set the dataset\'s '
+                    'token_labels to the understanding encoder\'s stride')
+            labels[:, where] = torch.as_tensor(lab)
+        return labels
