@@ -268,3 +268,17 @@ def test_uno_model_embeds_vit_segments(tiny_model_cfg):
     assert not torch.allclose(h0[batch.vit_index], h1[batch.vit_index])
     prompt = batch.segment_ids == 0  # before the image: unaffected
     torch.testing.assert_close(h0[prompt], h1[prompt])
+
+
+def test_vit_conv_stem_keeps_the_token_grid():
+    import pytest
+
+    from uno.models.encoders import TimmViTEncoder
+    cfg = dict(img_size=32, patch_size=4, embed_dim=16, depth=1, num_heads=2)
+    enc = TimmViTEncoder(config=cfg, conv_stem=[8, 8, 16])
+    out = enc(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert out.shape == (2, 64, 16) and enc.stride == 4
+    out.sum().backward()
+    assert enc.model.patch_embed.proj[0].weight.grad is not None
+    with pytest.raises(ValueError, match='log2'):
+        TimmViTEncoder(config=cfg, conv_stem=[8, 16])
