@@ -299,3 +299,28 @@ def test_world_options():
                 dict(test_fraction=0.0), dict(image_size=8)):
         with pytest.raises(ValueError):
             ShapesWorld(**bad)
+
+
+def test_captions_state_a_relation_whenever_the_picture_shows_one():
+    from dataclasses import replace
+
+    from uno.datasets.shapesworld.captions import captions, stated_relation
+    world = ShapesWorld(seed=0)
+    pos = next(s for s in (world.scene(i) for i in range(200))
+               if s.tag == 'position')
+    assert stated_relation(pos) == pos.relation
+    two = next(s for s in (world.scene(i) for i in range(500))
+               if s.tag == 'two_object')
+    a, b = two.objects
+    aligned = replace(two, objects=(replace(a, cx=0.2, cy=0.5),
+                                    replace(b, cx=0.7, cy=0.52)))
+    assert stated_relation(aligned) == 'left of'
+    assert all(' of ' in c for c in captions(aligned))
+    stacked = replace(two, objects=(replace(a, cx=0.5, cy=0.8),
+                                    replace(b, cx=0.48, cy=0.2)))
+    assert stated_relation(stacked) == 'below'
+    diagonal = replace(two, objects=(replace(a, cx=0.2, cy=0.2),
+                                     replace(b, cx=0.7, cy=0.7)))
+    assert stated_relation(diagonal) is None
+    assert not any(' of ' in c or 'above' in c or 'below' in c
+                   for c in captions(diagonal))

@@ -8,7 +8,7 @@ the closed vocabulary returned by :func:`vocabulary_words`, which fixes the
 word tokenizer's vocabulary. ``with_size`` adds the size word to every
 description; a world with a single size leaves it out.
 """
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -91,6 +91,30 @@ def _describe(scene: Scene, style: str, with_size: bool) -> str:
         [_phrase(g, style, with_size) for g in _groups(scene.objects)])
 
 
+def stated_relation(scene: Scene) -> Optional[str]:
+    """The spatial relation a caption of ``scene`` states, if any.
+
+    A position scene's own relation; for any other two-object scene, the
+    relation of its first object to its second when it holds as clearly as
+    a position scene's (centres at least ``MIN_SHIFT`` apart along one axis
+    and at most ``MAX_OFF_AXIS`` apart across it). Captions then say "left
+    of" whenever the picture shows it plainly, so whether to state a
+    relation is something a captioner can see, not the scene's hidden tag.
+    """
+    if scene.relation is not None:
+        return scene.relation
+    if len(scene.objects) != 2:
+        return None
+    from .sampler import MAX_OFF_AXIS, MIN_SHIFT
+    a, b = scene.objects
+    dx, dy = b.cx - a.cx, b.cy - a.cy  # image y grows downwards
+    if abs(dy) <= MAX_OFF_AXIS and abs(dx) >= MIN_SHIFT:
+        return 'left of' if dx > 0 else 'right of'
+    if abs(dx) <= MAX_OFF_AXIS and abs(dy) >= MIN_SHIFT:
+        return 'above' if dy > 0 else 'below'
+    return None
+
+
 def _pair(scene: Scene, style: str, with_size: bool) -> Tuple[str, str]:
     """Phrases of the two objects of a position scene."""
     return tuple(
@@ -124,8 +148,9 @@ def captions(scene: Scene, with_size: bool = True) -> List[str]:
     Returns:
         list[str]: Distinct captions, each ending with a full stop.
     """
-    if scene.relation is not None:
-        rel, inv = scene.relation, _INVERSE[scene.relation]
+    rel = stated_relation(scene)
+    if rel is not None:
+        inv = _INVERSE[rel]
         first, second = _pair(scene, 'article', with_size)
         col_first, col_second = _pair(scene, 'coloured', with_size)
         return [
