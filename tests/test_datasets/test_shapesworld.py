@@ -319,8 +319,14 @@ def test_captions_state_a_relation_whenever_the_picture_shows_one():
     stacked = replace(two, objects=(replace(a, cx=0.5, cy=0.8),
                                     replace(b, cx=0.48, cy=0.2)))
     assert stated_relation(stacked) == 'below'
-    diagonal = replace(two, objects=(replace(a, cx=0.2, cy=0.2),
+    diagonal = replace(two, objects=(replace(a, cx=0.2, cy=0.3),
                                      replace(b, cx=0.7, cy=0.7)))
-    assert stated_relation(diagonal) is None
-    assert not any(' of ' in c or 'above' in c or 'below' in c
-                   for c in captions(diagonal))
+    assert stated_relation(diagonal) == 'left of'  # dominant axis
+    for index in range(300):  # a position scene's relation is its axis
+        scene = world.scene(index)
+        if scene.relation is not None:
+            assert stated_relation(replace(scene, relation=None)) == \
+                scene.relation
+    three = next(s for s in (world.scene(i) for i in range(500))
+                 if len(s.objects) == 3)
+    assert stated_relation(three) is None

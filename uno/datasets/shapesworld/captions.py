@@ -95,24 +95,21 @@ def stated_relation(scene: Scene) -> Optional[str]:
     """The spatial relation a caption of ``scene`` states, if any.
 
     A position scene's own relation; for any other two-object scene, the
-    relation of its first object to its second when it holds as clearly as
-    a position scene's (centres at least ``MIN_SHIFT`` apart along one axis
-    and at most ``MAX_OFF_AXIS`` apart across it). Captions then say "left
-    of" whenever the picture shows it plainly, so whether to state a
-    relation is something a captioner can see, not the scene's hidden tag.
+    relation of its first object to its second along the axis on which
+    their centres are further apart (ties: horizontal). Every two-object
+    caption then states a relation, so *whether* to state one is visible in
+    the picture (two objects), not hidden in the scene's tag; a position
+    scene's relation is always also its dominant axis.
     """
     if scene.relation is not None:
         return scene.relation
     if len(scene.objects) != 2:
         return None
-    from .sampler import MAX_OFF_AXIS, MIN_SHIFT
     a, b = scene.objects
     dx, dy = b.cx - a.cx, b.cy - a.cy  # image y grows downwards
-    if abs(dy) <= MAX_OFF_AXIS and abs(dx) >= MIN_SHIFT:
+    if abs(dx) >= abs(dy):
         return 'left of' if dx > 0 else 'right of'
-    if abs(dx) <= MAX_OFF_AXIS and abs(dy) >= MIN_SHIFT:
-        return 'above' if dy > 0 else 'below'
-    return None
+    return 'above' if dy > 0 else 'below'
 
 
 def _pair(scene: Scene, style: str, with_size: bool) -> Tuple[str, str]:
