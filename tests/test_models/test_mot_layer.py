@@ -105,3 +105,18 @@ def test_attention_registry_names_and_error():
     from uno.utils.errors import UnoConfigError
     with pytest.raises(UnoConfigError, match="did you mean 'sdpa'"):
         ATTENTION.build(dict(type='spda'))
+
+
+def test_rotary_keeps_dtypes_and_fp32_frequencies():
+    """q/k keep their dtype (fused kernels refuse mixed q/k/v dtypes) and a
+    bf16-cast model still computes RoPE angles in fp32."""
+    from uno.models.mot.layers import RotaryEmbedding, apply_rotary
+    rope = RotaryEmbedding(16)
+    pos = torch.arange(4000)
+    cos32, sin32 = rope(pos, torch.float32)
+    x = torch.randn(4000, 2, 16, dtype=torch.bfloat16)
+    assert apply_rotary(x, cos32, sin32).dtype == torch.bfloat16
+    rope.to(torch.bfloat16)
+    cos, sin = rope(pos, torch.float32)
+    torch.testing.assert_close(cos, cos32)
+    torch.testing.assert_close(sin, sin32)

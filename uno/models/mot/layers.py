@@ -58,18 +58,27 @@ class RotaryEmbedding(nn.Module):
             torch.arange(0, head_dim, 2, dtype=torch.int64).float() /
             head_dim))
         self.register_buffer('inv_freq', inv_freq, persistent=False)
+        self.theta, self.head_dim = theta, head_dim
 
     @torch.no_grad()
     def forward(self, position_ids: Tensor,
                 dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
         """Return ``(cos, sin)`` of shape ``(L, head_dim)``."""
-        freqs = position_ids.float()[:, None] * self.inv_freq[None, :]
+        # in fp32 even after model.to(bf16), which would round the buffer
+        inv_freq = 1.0 / (self.theta**(torch.arange(
+            0, self.head_dim, 2, device=position_ids.device).float() /
+                                        self.head_dim))
+        freqs = position_ids.float()[:, None] * inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)  # (L, head_dim)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``x`` of shape ``(L, H, d)`` by ``cos``/``sin`` ``(L, d)``."""
+    """Rotate ``x`` of shape ``(L, H, d)`` by ``cos``/``sin`` ``(L, d)``.
+
+    The result keeps ``x``'s dtype, so q and k stay in v's dtype under
+    autocast (fused attention kernels refuse mixed dtypes).
+    """
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos[:, None, :] + rotated * sin[:, None, :]
+    return (x * cos[:, None, :] + rotated * sin[:, None, :]).to(x.dtype)
