@@ -71,49 +71,20 @@ def parse_args(argv=None):
 # --- model -----------------------------------------------------------------
 def read_state_dict(path: str) -> Dict:
     """Model weights (UnoModel names) of a ``.safetensors`` or ``.pth``."""
-    from uno.engine.checkpoint import load_checkpoint_file
-    from uno.utils.errors import UnoConfigError
-    if not osp.exists(path):
-        raise UnoConfigError(f'checkpoint {path} does not exist')
-    if osp.isdir(path):
-        raise UnoConfigError(
-            f'{path} is a folder (a sharded checkpoint): export it with '
-            'tools/misc/export_weights.py CKPT OUT.safetensors')
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        state = load_file(path)
-    else:
-        ckpt = load_checkpoint_file(path, 'cpu')
-        state = ckpt.get('state_dict', ckpt)
-        state = {k[len('module.'):] if k.startswith('module.') else k: v
-                 for k, v in state.items()}
-        if any(k.startswith('model.') for k in state):  # UnoTrainer
-            state = {k[len('model.'):]: v for k, v in state.items()
-                     if k.startswith('model.')}
-    return {k: v for k, v in state.items()
-            if not k.startswith('objectives.')}
+    from uno.engine.checkpoint import read_model_weights
+    return read_model_weights(path)
 
 
 def build_model(cfg, checkpoint: str, device: str = 'cpu'):
     """The config's :class:`UnoModel` with ``checkpoint``'s weights, in
     eval mode (``pretrained_llm`` dropped: the checkpoint has them)."""
     import uno  # noqa: F401  (registers the components)
-    from uno.engine.checkpoint import load_model_weights
+    from uno.engine.checkpoint import load_model_file
     from uno.registry import MODELS
-    from uno.utils.errors import UnoConfigError
     model_cfg = dict(cfg['model'])
     model_cfg.pop('pretrained_llm', None)
     model = MODELS.build(model_cfg)
-    report = load_model_weights(model, read_state_dict(checkpoint),
-                                strict=False)
-    bad = {kind: [k for k in keys if not k.startswith(_OPTIONAL)]
-           for kind, keys in report.items()}
-    if any(bad.values()):
-        parts = [f'{kind}: {", ".join(keys[:5])}'
-                 + (f' (+{len(keys) - 5} more)' if len(keys) > 5 else '')
-                 for kind, keys in bad.items() if keys]
-        raise UnoConfigError(f'{checkpoint} does not fit the model of the '
-                             'config: ' + '; '.join(parts))
+    load_model_file(model, checkpoint, optional=_OPTIONAL)
     return model.to(device).eval()
 
 

@@ -109,31 +109,10 @@ def build_model(cfg, checkpoint: Optional[str] = None):
 
 
 def load_weights(model, checkpoint: str) -> None:
-    """Load a ``.safetensors`` file of model weights (objective heads are
-    skipped); anything else the model needs must be in it."""
-    from uno.engine.checkpoint import load_model_weights
-    from uno.utils.errors import UnoConfigError
-    if not osp.isfile(checkpoint):
-        raise UnoConfigError(f'checkpoint {checkpoint} does not exist')
-    if checkpoint.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        state = load_file(checkpoint)
-    else:  # a training .pth, loaded inert: its trainer's 'model.' weights
-        from uno.engine.checkpoint import load_checkpoint_file
-        state = load_checkpoint_file(checkpoint).get('state_dict', {})
-        state = {k[len('model.'):]: v for k, v in state.items()
-                 if k.startswith('model.')}
-    state = {k: v for k, v in state.items()
-             if not k.startswith('objectives.')}
-    report = load_model_weights(model, state, strict=False)
-    bad = {kind: [k for k in keys if not k.startswith(_OPTIONAL)]
-           for kind, keys in report.items()}
-    if any(bad.values()):
-        parts = [f'{kind}: {", ".join(keys[:5])}'
-                 + (f' (+{len(keys) - 5} more)' if len(keys) > 5 else '')
-                 for kind, keys in bad.items() if keys]
-        raise UnoConfigError(f'{checkpoint} does not fit the model of the '
-                             'config: ' + '; '.join(parts))
+    """Load a ``.safetensors`` file or a training ``.pth`` (read inert) of
+    model weights; objective heads and metaqueries may be absent."""
+    from uno.engine.checkpoint import load_model_file
+    load_model_file(model, checkpoint, optional=_OPTIONAL)
 
 
 def build_tokenizer(cfg, model):

@@ -26,7 +26,7 @@ import os.path as osp
 import re
 import tempfile
 import zipfile
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import torch
 from torch import nn
@@ -166,15 +166,15 @@ def _replace_durably(tmp: str, path: str) -> None:
         pass
 
 
-def atomic_write(data: bytes, path: str) -> None:
-    """Write ``data`` to ``path`` so readers see the old or the new file,
-    never a partial one."""
+def _write_atomically(path: str, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it,
+    and rename it over ``path``; nothing is left behind on failure."""
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = _temp_in(folder, osp.basename(path))
     try:
         with open(tmp, 'wb') as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         _replace_durably(tmp, path)
@@ -182,23 +182,76 @@ def atomic_write(data: bytes, path: str) -> None:
         if osp.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write(data: bytes, path: str) -> None:
+    """Write ``data`` to ``path`` so readers see the old or the new file,
+    never a partial one."""
+    _write_atomically(path, lambda f: f.write(data))
 
 
 def save_checkpoint_file(checkpoint: Dict[str, Any], path: str) -> None:
     """``torch.save`` ``checkpoint`` (made plain) to ``path`` atomically."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = _temp_in(folder, osp.basename(path))
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(to_plain(checkpoint), f)
-            f.flush()
-            os.fsync(f.fileno())
-        _replace_durably(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    _write_atomically(path, lambda f: torch.save(to_plain(checkpoint), f))
+
+
+def read_model_weights(path: str) -> Dict[str, torch.Tensor]:
+    """:class:`~uno.models.UnoModel` weights of a file, objective heads
+    left out: an exported ``.safetensors`` or a training ``.pth`` (read
+    inert; its trainer's ``model.*`` entries).
+
+    Raises:
+        CheckpointError: Missing, a folder (export sharded checkpoints
+            first), or unreadable.
+    """
+    path = str(path)
+    if osp.isdir(path):
+        raise CheckpointError(
+            f'{path} is a folder (a sharded checkpoint?): export it with '
+            'tools/misc/export_weights.py CKPT OUT.safetensors')
+    if path.endswith('.safetensors'):
+        if not osp.isfile(path):
+            raise CheckpointError(f'checkpoint {path} does not exist')
+        from safetensors.torch import load_file
+        state = load_file(path)
+    else:
+        ckpt = load_checkpoint_file(path)
+        state = ckpt.get('state_dict', ckpt)
+        state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
+        if any(k.startswith('model.') for k in state):  # a UnoTrainer's
+            state = {k[len('model.'):]: v for k, v in state.items()
+                     if k.startswith('model.')}
+    return {k: v for k, v in state.items() if not k.startswith('objectives.')}
+
+
+def load_model_file(model: nn.Module, path: str,
+                    optional: Sequence[str] = ('metaquery.', )) -> Dict:
+    """Load :func:`read_model_weights` of ``path`` into ``model``.
+
+    Args:
+        model (nn.Module): A :class:`~uno.models.UnoModel`.
+        path (str): The weights file.
+        optional (Sequence[str]): Prefixes the file may lack or hold in
+            another shape (post-training-only parts). Defaults to the
+            metaqueries.
+
+    Returns:
+        dict: The mismatch report of :func:`load_model_weights`.
+
+    Raises:
+        CheckpointError: Any other missing, unexpected or mis-shaped key.
+    """
+    report = load_model_weights(model, read_model_weights(path),
+                                strict=False)
+    bad = {kind: [k for k in keys if not k.startswith(tuple(optional))]
+           for kind, keys in report.items()}
+    if any(bad.values()):
+        parts = [f'{kind}: {", ".join(keys[:5])}'
+                 + (f' (+{len(keys) - 5} more)' if len(keys) > 5 else '')
+                 for kind, keys in bad.items() if keys]
+        raise CheckpointError(f'{path} does not fit the model of the '
+                              'config: ' + '; '.join(parts))
+    return report
 
 
 def write_last_checkpoint(work_dir: str, checkpoint_path: str) -> None:
