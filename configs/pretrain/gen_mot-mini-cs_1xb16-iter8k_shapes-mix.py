@@ -11,7 +11,8 @@ _base_ = [
     '../_base_/benchmarks/shapesworld.py',
     '../_base_/default_runtime.py',
 ]
-load_from = 'work_dirs/pretrain/und_mot-mini-cs_1xb16-iter3k_shapes-caption/iter_3000.pth'
+load_from = ('work_dirs/pretrain/und_mot-mini-cs_1xb16-iter3k_shapes-caption/'
+             'iter_3000.pth')
 model = dict(
     und_encoder=dict(conv_stem=[32, 64, 96]),
     freeze=dict(und_encoder=True, connector=True, latent_encoder=True))
