@@ -17,13 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from uno.datasets.shapesworld import TOKEN_ATTRIBUTES
 from uno.models.outputs import ModelOutputs
 from uno.registry import OBJECTIVES
 from uno.structures import PackedBatch
 from uno.utils.errors import UnoConfigError
 from .base import BaseObjective, ObjectiveResult
 
-ATTRIBUTES = dict(shape=5, color=6, size=2)  # classes besides "none"
+# the rows of the labels and their classes besides "none" (class 0)
+ATTRIBUTES = {name: len(values) for name, values in TOKEN_ATTRIBUTES.items()}
 
 
 @OBJECTIVES.register_module()
@@ -67,9 +69,9 @@ class TokenAttributeObjective(BaseObjective):
         if feats is None or feats.shape[0] == 0:
             zero = outputs.hidden.new_zeros(())
             return ObjectiveResult(zero, zero.detach())
-        labels = self._labels(batch).to(feats.device)  # (3, N_vit)
+        labels = self._labels(batch).to(feats.device)  # (A, N_vit)
         keep = labels[0] >= 0  # tokens of samples with labels
-        rows = {'shape': 0, 'color': 1, 'size': 2}
+        rows = {name: i for i, name in enumerate(ATTRIBUTES)}
         total = feats.new_zeros(())
         logs = {}
         for name in self.attributes:
@@ -86,10 +88,11 @@ class TokenAttributeObjective(BaseObjective):
 
     @staticmethod
     def _labels(batch: PackedBatch) -> torch.Tensor:
-        """``(3, N_vit)`` labels in ``batch.vit_index`` order; -1 for the
+        """``(A, N_vit)`` labels in ``batch.vit_index`` order; -1 for the
         tokens of samples that carry none."""
         samples = batch.sample_ids[batch.vit_index].cpu()  # (N_vit,)
-        labels = torch.full((3, samples.numel()), -1, dtype=torch.long)
+        labels = torch.full((len(ATTRIBUTES), samples.numel()), -1,
+                            dtype=torch.long)
         for b in samples.unique().tolist():
             meta = batch.meta[b] if batch.meta else {}
             lab = meta.get('token_labels')
