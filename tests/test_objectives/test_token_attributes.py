@@ -6,6 +6,8 @@ import torch
 from uno.datasets import ShapesWorldCaptionDataset, pack_sequences
 from uno.datasets.shapesworld import (TOKEN_ATTRIBUTES, ShapesWorld,
                                       token_attributes)
+from uno.datasets.shapesworld.captions import stated_relation
+from uno.datasets.shapesworld.scene import INVERSE_RELATION as INVERSE
 from uno.datasets.tokenizer import WordTokenizer
 from uno.objectives import ObjectiveSet
 from uno.registry import MODELS
@@ -27,14 +29,30 @@ def test_labels_follow_the_object_masks():
     world = ShapesWorld(seed=0)
     for index in range(20):
         scene = world.scene(index)
-        labels = token_attributes(scene, 32, 4)  # (3, 64)
+        labels = token_attributes(scene, 32, 4)  # (4, 64)
         masks = world.masks(scene).reshape(len(scene.objects), 8, 4, 8, 4)
         covered = masks.any((2, 4)).reshape(len(scene.objects), 64).any(0)
         assert ((labels[0] > 0) == covered).all()
         for obj in scene.objects:  # every object owns at least one token
             row = [1 + TOKEN_ATTRIBUTES[a].index(getattr(obj, a))
                    for a in ('shape', 'color', 'size')]
-            assert (labels.T == np.array(row)).all(1).any(), obj
+            assert (labels[:3].T == np.array(row)).all(1).any(), obj
+        # the relation row: each object of a two-object scene relates to
+        # the other (the caption states the first's), nothing elsewhere
+        rel = labels[3][labels[0] > 0]
+        if len(scene.objects) != 2:
+            assert (rel == 0).all()
+            continue
+        first, second = (labels[3][labels[0] > 0][
+            (labels[:3].T[labels[0] > 0] == np.array(
+                [1 + TOKEN_ATTRIBUTES[a].index(getattr(obj, a))
+                 for a in ('shape', 'color', 'size')])).all(1)]
+            for obj in scene.objects)
+        stated = stated_relation(scene)
+        assert set(first.tolist()) == {
+            1 + TOKEN_ATTRIBUTES['relation'].index(stated)}
+        assert set(second.tolist()) == {
+            1 + TOKEN_ATTRIBUTES['relation'].index(INVERSE[stated])}
     with pytest.raises(ValueError, match='multiple'):
         token_attributes(world.scene(0), 30, 4)
 
@@ -55,7 +73,7 @@ def test_loss_counts_tokens_and_trains_the_encoder():
     batch = _batch()
     objs.prepare(model, batch)
     total, logs = objs(model(batch), batch)
-    assert logs['tokens/attr'] == 3 * 64 * 3  # samples x tokens x attrs
+    assert logs['tokens/attr'] == 3 * 64 * 4  # samples x tokens x attrs
     assert 0 <= logs['acc_shape/attr'] <= 1
     total.backward()
     stem = model.und_encoder.model.patch_embed.proj[0].weight

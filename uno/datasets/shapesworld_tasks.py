@@ -67,7 +67,7 @@ class ShapesWorldCaptionDataset(ShapesWorldBase):
                     latent=latent, tag=scene.tag, scene=scene)
         if self.token_labels and not latent:
             meta['token_labels'] = torch.from_numpy(token_attributes(
-                scene, self.image_size, self.token_labels))  # (3, N_vit)
+                scene, self.image_size, self.token_labels))  # (4, N_vit)
         return SequencePlan(
             segments=caption_plan(self.tokenizer.encode(caption),
                                   self.tokenizer, latent=latent),

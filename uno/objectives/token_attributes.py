@@ -6,7 +6,8 @@ captioning alone learns colour in minutes but not shape: the shape of a
 7-pixel object is a weak, sparse signal behind a language model. This
 objective plays the role of the encoder's pretraining: a linear head per
 attribute classifies every ViT token (shape, colour, size of the object
-covering it, or "none"), with labels the procedural world knows exactly
+covering it, or "none"; and, in a two-object scene, that object's spatial
+relation to the other one), with labels the procedural world knows exactly
 (:func:`uno.datasets.shapesworld.token_attributes`, given by
 ``ShapesWorldCaptionDataset(token_labels=stride)``). Used in the
 understanding stage only; post-training never sees it.
@@ -38,7 +39,7 @@ class TokenAttributeObjective(BaseObjective):
     Args:
         weight (float): Loss weight. Defaults to 1.0.
         attributes (Sequence[str]): Rows of the labels to supervise, of
-            ``('shape', 'color', 'size')``. Defaults to all three.
+            ``('shape', 'color', 'size', 'relation')``. Defaults to all.
     """
     requires = ('vit_features', )
 

@@ -12,15 +12,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .scene import (COLORS, COUNT_WORDS, DIRECTIONS, RELATIONS, SHAPES, SIZES,
-                    EditPair, Obj, Scene)
+from .scene import (COLORS, COUNT_WORDS, DIRECTIONS, INVERSE_RELATION,
+                    RELATIONS, SHAPES, SIZES, EditPair, Obj, Scene,
+                    object_relations)
 
-_INVERSE = {
-    'left of': 'right of',
-    'right of': 'left of',
-    'above': 'below',
-    'below': 'above',
-}
+_INVERSE = INVERSE_RELATION
 _LONG = {
     'left of': 'to the left of',
     'right of': 'to the right of',
@@ -94,22 +90,13 @@ def _describe(scene: Scene, style: str, with_size: bool) -> str:
 def stated_relation(scene: Scene) -> Optional[str]:
     """The spatial relation a caption of ``scene`` states, if any.
 
-    A position scene's own relation; for any other two-object scene, the
-    relation of its first object to its second along the axis on which
-    their centres are further apart (ties: horizontal). Every two-object
-    caption then states a relation, so *whether* to state one is visible in
-    the picture (two objects), not hidden in the scene's tag; a position
-    scene's relation is always also its dominant axis.
+    The first object's relation to the second
+    (:func:`~.scene.object_relations`) for every two-object scene, so
+    *whether* to state one is visible in the picture (two objects), not
+    hidden in the scene's tag; a position scene's relation is always also
+    its dominant axis.
     """
-    if scene.relation is not None:
-        return scene.relation
-    if len(scene.objects) != 2:
-        return None
-    a, b = scene.objects
-    dx, dy = b.cx - a.cx, b.cy - a.cy  # image y grows downwards
-    if abs(dx) >= abs(dy):
-        return 'left of' if dx > 0 else 'right of'
-    return 'above' if dy > 0 else 'below'
+    return object_relations(scene)[0] if len(scene.objects) == 2 else None
 
 
 def _pair(scene: Scene, style: str, with_size: bool) -> Tuple[str, str]:

@@ -13,11 +13,13 @@ from typing import List, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .scene import COLOR_RGB, COLORS, SHAPES, SIZES, Obj, Scene
+from .scene import (COLOR_RGB, COLORS, RELATIONS, SHAPES, SIZES, Obj, Scene,
+                    object_relations)
 
 #: attributes of :func:`token_attributes`, with their class names (class 0
-#: of each is "no object")
-TOKEN_ATTRIBUTES = dict(shape=SHAPES, color=COLORS, size=SIZES)
+#: of each is "no object"; of ``relation``, also "relates to nothing")
+TOKEN_ATTRIBUTES = dict(shape=SHAPES, color=COLORS, size=SIZES,
+                        relation=RELATIONS)
 
 # Inner/outer radius of the star: a regular star's 0.38 keeps the arms
 # distinct at 11 px and still gives a five-pointed outline at 7 px.
@@ -128,16 +130,17 @@ def token_attributes(scene: Scene, image_size: int,
         stride (int): Pixels per token side.
 
     Returns:
-        np.ndarray: int64 ``(3, (S / stride) ** 2)``, rows shape, colour
-        and size as ``1 + index`` in :data:`TOKEN_ATTRIBUTES`, row-major
-        tokens.
+        np.ndarray: int64 ``(4, (S / stride) ** 2)``, rows shape, colour,
+        size and the object's relation to the other object of a two-object
+        scene (:func:`~.scene.object_relations`) as ``1 + index`` in
+        :data:`TOKEN_ATTRIBUTES`, row-major tokens.
     """
     if image_size % stride:
         raise ValueError(f'image size {image_size} is not a multiple of the '
                          f'token stride {stride}')
     g = image_size // stride
     masks = render_masks(scene, image_size)  # (O, S, S)
-    labels = np.zeros((3, g * g), np.int64)
+    labels = np.zeros((len(TOKEN_ATTRIBUTES), g * g), np.int64)
     if not len(masks):
         return labels
     cover = masks.reshape(len(masks), g, stride, g, stride).sum((2, 4))
@@ -145,8 +148,10 @@ def token_attributes(scene: Scene, image_size: int,
     # the last maximum: later objects are drawn over earlier ones
     best = len(masks) - 1 - cover[::-1].argmax(0)
     has = cover.max(0) > 0
+    relations = object_relations(scene)
     for k, obj in enumerate(scene.objects):
         sel = has & (best == k)
         for row, (name, values) in enumerate(TOKEN_ATTRIBUTES.items()):
-            labels[row, sel] = 1 + values.index(getattr(obj, name))
+            value = relations[k] if name == 'relation' else getattr(obj, name)
+            labels[row, sel] = 0 if value is None else 1 + values.index(value)
     return labels

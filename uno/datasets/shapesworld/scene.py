@@ -48,6 +48,13 @@ TAG_WEIGHTS = {
     'position': 100,
 }
 _CANONICAL = {'right of': 'left of', 'below': 'above'}
+#: the relation of B to A when A <relation> B holds
+INVERSE_RELATION = {
+    'left of': 'right of',
+    'right of': 'left of',
+    'above': 'below',
+    'below': 'above',
+}
 
 
 @dataclass(frozen=True)
@@ -173,3 +180,27 @@ class EditPair:
     def key(self) -> str:
         """Canonical key: the source's key and the instruction."""
         return f'{self.source.key} | {self.instruction}'
+
+
+def object_relations(scene: Scene) -> Tuple[Optional[str], ...]:
+    """Each object's spatial relation to the other one of a two-object scene.
+
+    A position scene's objects hold its own relation (``objects[0]
+    <relation> objects[1]``) and its inverse; any other two-object scene's
+    hold the relation along the axis on which their centres are further
+    apart (ties: horizontal). Scenes of any other object count relate
+    nothing (``None`` per object). Captions state the first object's
+    relation; the understanding encoder's dense labels carry both.
+    """
+    if len(scene.objects) != 2:
+        return (None, ) * len(scene.objects)
+    if scene.relation is not None:
+        first = scene.relation
+    else:
+        a, b = scene.objects
+        dx, dy = b.cx - a.cx, b.cy - a.cy  # image y grows downwards
+        if abs(dx) >= abs(dy):
+            first = 'left of' if dx > 0 else 'right of'
+        else:
+            first = 'above' if dy > 0 else 'below'
+    return first, INVERSE_RELATION[first]
