@@ -4,7 +4,12 @@
 # of it read from the *clean latents* of the generation expert, so the und
 # expert learns to read generation tokens (what UNO later relies on). The
 # understanding encoder and connector stay frozen (their stage-1 features);
-# the und expert and text head keep training on both views.
+# the und expert and text head keep training on both views. Latent tokens
+# enter through a convolutional stem over their grid (next to the linear
+# vae2llm), and TokenAttributeObjective(view='latent') gives the gen
+# expert's hidden states of clean latents the same dense per-token labels
+# the ViT had in stage 1 (captioning alone teaches that path colour, not
+# shape: docs/testbed.md).
 _base_ = [
     '../_base_/models/mot_mini.py',
     '../_base_/datasets/shapesworld_mix.py',
@@ -15,15 +20,18 @@ load_from = ('work_dirs/pretrain/und_mot-mini-cs_1xb16-iter3k_shapes-caption/'
              'iter_3000.pth')
 model = dict(
     und_encoder=dict(conv_stem=[32, 64, 96]),
+    latent_stem=dict(channels=[128]),
     freeze=dict(und_encoder=True, connector=True, latent_encoder=True))
 train_dataloader = dict(
     dataset=dict(
         weights=dict(t2i=0.45, caption=0.3, edit=0.25),
-        datasets=dict(caption=dict(latent_fraction=0.5))))
+        datasets=dict(caption=dict(latent_fraction=0.5, token_labels=4))))
 objectives = dict(
     flow=dict(type='FlowMatchingObjective', weight=1.0, shift=1.0),
     caption=dict(type='CaptioningObjective', weight=0.5,
-                 noisy_captions=False))
+                 noisy_captions=False),
+    latent_attributes=dict(type='TokenAttributeObjective', weight=0.5,
+                           view='latent', layer=2))
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95),

@@ -94,9 +94,34 @@ def test_samples_without_labels_are_skipped_and_wrong_stride_refused():
     model = MODELS.build(MODEL)
     objs = ObjectiveSet(dict(attr=dict(type='TokenAttributeObjective')))
     objs.setup(model)
-    batch = _batch(n=2, latent_fraction=1.0)  # latent view: no labels
+    batch = _batch(n=2, latent_fraction=1.0)  # latent view: no ViT tokens
     _, logs = objs(model(batch), batch)
     assert logs['tokens/attr'] == 0
     bad = _batch(n=1, stride=8)  # 16 labels for 64 tokens
     with pytest.raises(UnoConfigError, match='token_labels'):
         objs(model(bad), bad)
+
+
+def test_latent_view_supervises_the_gen_expert_and_the_latent_stem():
+    torch.manual_seed(0)
+    model = MODELS.build(dict(MODEL, latent_stem=dict(channels=[16])))
+    objs = ObjectiveSet(dict(attr=dict(type='TokenAttributeObjective',
+                                       view='latent', layer=1)))
+    objs.setup(model)
+    assert objs.requires_layers == (1, )
+    batch = _batch(n=2, latent_fraction=1.0)  # both show clean latents
+    objs.prepare(model, batch)
+    total, logs = objs(model(batch, return_layers=(1, )), batch)
+    assert logs['tokens/attr'] == 2 * 64 * 4
+    total.backward()
+    gen = model.decoder.layers[0].experts['gen']
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in gen.parameters())
+    # the stem's zero-initialised output conv gets a gradient
+    assert model.latent_stem.net[-1].weight.grad.abs().sum() > 0
+    vit = _batch(n=2)  # ViT view only: nothing for the latent view
+    _, logs = objs(model(vit, return_layers=(1, )), vit)
+    assert logs['tokens/attr'] == 0
+    with pytest.raises(UnoConfigError, match='layer 3'):
+        ObjectiveSet(dict(attr=dict(type='TokenAttributeObjective',
+                                    view='latent', layer=3))).setup(model)

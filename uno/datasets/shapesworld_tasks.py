@@ -34,10 +34,11 @@ class ShapesWorldCaptionDataset(ShapesWorldBase):
             und expert also learns to read generation tokens. Defaults
             to 0.0.
         max_objects (int): Objects per scene at most. Defaults to 4.
-        token_labels (int, optional): Also give the ViT view's per-token
+        token_labels (int, optional): Also give the image's per-token
             attribute labels (``meta['token_labels']``, see
             :func:`~uno.datasets.shapesworld.token_attributes`) for tokens
-            of this many pixels, for ``TokenAttributeObjective``.
+            of this many pixels (ViT or latent view), for
+            ``TokenAttributeObjective``.
             Defaults to None.
     """
 
@@ -65,7 +66,7 @@ class ShapesWorldCaptionDataset(ShapesWorldBase):
         latent = bool(rng.random() < self.latent_fraction)
         meta = dict(index=index, task='caption', caption=caption,
                     latent=latent, tag=scene.tag, scene=scene)
-        if self.token_labels and not latent:
+        if self.token_labels:  # per ViT token, or latent token
             meta['token_labels'] = torch.from_numpy(token_attributes(
                 scene, self.image_size, self.token_labels))  # (4, N_vit)
         return SequencePlan(

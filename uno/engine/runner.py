@@ -376,8 +376,9 @@ class UnoRunner(Runner):
 
 # prefixes load_from may find missing, unexpected or of another shape:
 # the objectives' heads and the metaqueries, which only post-training
-# trains (a run may add, drop or resize them)
-LOAD_FROM_OPTIONAL = ('objectives.', 'model.metaquery.')
+# trains (a run may add, drop or resize them), and the latent stem, which
+# starts at zero (a model that adds it keeps the checkpoint's function)
+LOAD_FROM_OPTIONAL = ('objectives.', 'model.metaquery.', 'model.latent_stem.')
 
 
 def _shape_keys(report: dict) -> set:

@@ -74,3 +74,63 @@ def sincos_2d(pos: Tensor, dim: int) -> Tensor:
     cols = sinusoid(pos[:, 1], half, sin_first=True)
     rows = sinusoid(pos[:, 0], dim - half, sin_first=True)
     return torch.cat([cols, rows], dim=-1)
+
+
+class LatentGridStem(nn.Module):
+    """Convolutions over each image's latent token grid, added to the
+    linear ``vae2llm`` embedding (a residual branch, zero at init).
+
+    A linear embedding sees one token: with 4 x 4-pixel latents a
+    7-pixel shape spans several tokens, and its outline is left for the
+    transformer to assemble. Early convolutions (as in a ViT's
+    convolutional stem) let each token's embedding see its neighbours, so
+    shape is there from the first layer for both experts to read. The last
+    convolution is zero-initialised, so a checkpoint without the stem
+    loads and starts from exactly its own function.
+
+    Args:
+        in_dim (int): Latent channels ``C``.
+        hidden_size (int): Model width ``D``.
+        channels (Sequence[int]): Widths of the ``kernel x kernel``
+            convolutions (GELU after each); a ``1 x 1`` convolution maps
+            the last to ``D``.
+        kernel (int): Odd kernel size. Defaults to 3.
+    """
+
+    def __init__(self, in_dim: int, hidden_size: int, channels=(128, ),
+                 kernel: int = 3):
+        super().__init__()
+        if not channels or kernel % 2 == 0:
+            raise ValueError('latent_stem needs at least one channel width '
+                             f'and an odd kernel, got {list(channels)}, '
+                             f'{kernel}')
+        layers, width = [], in_dim
+        for ch in channels:
+            layers += [nn.Conv2d(width, ch, kernel, padding=kernel // 2),
+                       nn.GELU(approximate='tanh')]
+            width = ch
+        layers.append(nn.Conv2d(width, hidden_size, 1))
+        self.net = nn.Sequential(*layers)
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, latents: Tensor, group: Tensor, pos: Tensor) -> Tensor:
+        """Embed tokens given with their image and grid position.
+
+        Args:
+            latents (Tensor): ``(N, C)`` tokens of any number of images.
+            group (Tensor): ``(N,)`` image of each token.
+            pos (Tensor): ``(N, 2)`` row and column of each token.
+
+        Returns:
+            Tensor: ``(N, D)``; grid cells no token fills are zeros.
+        """
+        if latents.shape[0] == 0:
+            return latents.new_zeros(0, self.net[-1].out_channels)
+        group, rows, cols = group.long(), pos[:, 0].long(), pos[:, 1].long()
+        shape = (int(group.max()) + 1, int(rows.max()) + 1,
+                 int(cols.max()) + 1, latents.shape[1])
+        grid = latents.new_zeros(shape)  # (I, H, W, C)
+        grid = grid.index_put((group, rows, cols), latents)
+        out = self.net(grid.permute(0, 3, 1, 2))  # (I, D, H, W)
+        return out.permute(0, 2, 3, 1)[group, rows, cols]  # (N, D)

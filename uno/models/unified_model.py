@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from uno.registry import ATTENTION, ENCODERS, MODELS
 from uno.structures import PackedBatch
 from uno.utils.errors import UnoConfigError, did_you_mean
-from .embeddings import TimestepEmbedder, sincos_2d
+from .embeddings import LatentGridStem, TimestepEmbedder, sincos_2d
 from .metaquery import MetaQueryTokens
 from .mot import MoTConfig, MoTDecoder, make_routes
 from .outputs import ModelOutputs
@@ -58,6 +58,10 @@ class UnoModel(nn.Module):
             differentiable). Defaults to freezing the latent encoder only.
         timestep_scale (float): See :class:`TimestepEmbedder`. Defaults to
             1000.0.
+        latent_stem (dict, optional): :class:`LatentGridStem` arguments
+            (``channels``, ``kernel``): convolutions over each image's
+            latent grid, added to ``vae2llm``. Defaults to None (linear
+            only, as BAGEL).
         pretrained_llm (dict, optional): Initialise the und expert,
             embeddings and lm_head from a local causal LM and copy the
             und expert into the gen expert (BAGEL's recipe): arguments of
@@ -68,6 +72,7 @@ class UnoModel(nn.Module):
     config_schema = dict(llm=tuple(MoTConfig.__dataclass_fields__),
                          metaquery=('num_queries', 'init_std'),
                          freeze=FREEZABLE,
+                         latent_stem=('channels', 'kernel'),
                          pretrained_llm=('path', 'gguf_file', 'copy_to_gen',
                                          'strict_shapes'))
 
@@ -79,6 +84,7 @@ class UnoModel(nn.Module):
                  metaquery: Optional[dict] = None,
                  freeze: Optional[dict] = None,
                  timestep_scale: float = 1000.0,
+                 latent_stem: Optional[dict] = None,
                  pretrained_llm: Optional[dict] = None):
         super().__init__()
         self.cfg = MoTConfig.from_dict(dict(llm))
@@ -92,6 +98,8 @@ class UnoModel(nn.Module):
         c = self.latent_encoder.latent_dim
         self.vae2llm = nn.Linear(c, d)
         self.llm2vae = nn.Linear(d, c)
+        self.latent_stem = (None if latent_stem is None else
+                            LatentGridStem(c, d, **latent_stem))
         # zero-init velocity head: training starts predicting v = 0
         nn.init.zeros_(self.llm2vae.weight)
         nn.init.zeros_(self.llm2vae.bias)
@@ -115,8 +123,9 @@ class UnoModel(nn.Module):
     # ------------------------------------------------------------------
     def _init_weights(self, std: float = 0.02) -> None:
         for name, module in self.named_modules():
-            if name.startswith(('und_encoder', 'latent_encoder')):
-                continue  # encoders initialise (or load) themselves
+            if name.startswith(('und_encoder', 'latent_encoder',
+                                'latent_stem')):
+                continue  # encoders and the stem initialise themselves
             if isinstance(module, nn.Linear) and module is not self.llm2vae:
                 nn.init.normal_(module.weight, std=std)
                 if module.bias is not None:
@@ -137,7 +146,7 @@ class UnoModel(nn.Module):
             embed_tokens=list(self.embed_tokens.parameters()),
             lm_head=list(self.lm_head.parameters()),
             latent_io=list(self.vae2llm.parameters()) +
-            list(self.llm2vae.parameters()),
+            list(self.llm2vae.parameters()) + _params(self.latent_stem),
             time_embedder=list(self.time_embedder.parameters()),
             metaquery=list(self.metaquery.parameters()),
             und_encoder=_params(self.und_encoder),
@@ -214,18 +223,24 @@ class UnoModel(nn.Module):
             return self.und_encoder(images)
 
     def latent_inputs(self, latents: Tensor, timesteps: Tensor,
-                      pos: Tensor) -> Tensor:
-        """Embed latent tokens: ``vae2llm(x) + time(t) + pos2d``.
+                      pos: Tensor, group: Tensor) -> Tensor:
+        """Embed latent tokens: ``vae2llm(x) [+ stem(x)] + time(t) +
+        pos2d``.
 
         Args:
             latents (Tensor): ``(N, C)`` latent tokens.
             timesteps (Tensor): ``(N,)`` per-token ``t`` in ``[0, 1]``.
             pos (Tensor): ``(N, 2)`` rows and columns.
+            group (Tensor): ``(N,)`` image of each token (the stem
+                convolves each image's grid).
 
         Returns:
             Tensor: ``(N, D)``.
         """
-        x = self.vae2llm(latents.to(self.vae2llm.weight.dtype))
+        latents = latents.to(self.vae2llm.weight.dtype)
+        x = self.vae2llm(latents)
+        if self.latent_stem is not None:
+            x = x + self.latent_stem(latents, group, pos)
         x = x + self.time_embedder(timesteps)
         return x + sincos_2d(pos, x.shape[-1]).to(x.dtype)
 
@@ -250,13 +265,14 @@ class UnoModel(nn.Module):
                     'objective (weight 0 is allowed) to the config')
             t = batch.extras['timesteps'][batch.noisy_group]  # (N,)
             z = self.latent_inputs(batch.extras['noisy_latents'], t,
-                                   batch.noisy_pos)
+                                   batch.noisy_pos, batch.noisy_group)
             x = x.index_copy(0, batch.noisy_index, z)
         if batch.clean_index.numel():
             clean = self.encode_latents(batch.images[batch.clean_images])
             clean = clean.flatten(0, 1)  # (N_clean, C)
             zeros = clean.new_zeros(clean.shape[0])
-            z = self.latent_inputs(clean, zeros, batch.clean_pos)
+            z = self.latent_inputs(clean, zeros, batch.clean_pos,
+                                   batch.clean_group)
             x = x.index_copy(0, batch.clean_index, z)
         if batch.vit_index.numel():
             feats = self.encode_understanding(

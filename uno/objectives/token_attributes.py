@@ -9,8 +9,13 @@ attribute classifies every ViT token (shape, colour, size of the object
 covering it, or "none"; and, in a two-object scene, that object's spatial
 relation to the other one), with labels the procedural world knows exactly
 (:func:`uno.datasets.shapesworld.token_attributes`, given by
-``ShapesWorldCaptionDataset(token_labels=stride)``). Used in the
-understanding stage only; post-training never sees it.
+``ShapesWorldCaptionDataset(token_labels=stride)``).
+
+``view='latent'`` supervises the generation expert's hidden states of
+*clean latent* tokens instead (at one decoder layer): the path the und
+expert reads when it captions from generation tokens, which captioning
+alone teaches colour but hardly shape. Used in the pretraining stages
+only; post-training never sees it.
 """
 from typing import Sequence
 
@@ -40,12 +45,23 @@ class TokenAttributeObjective(BaseObjective):
         weight (float): Loss weight. Defaults to 1.0.
         attributes (Sequence[str]): Rows of the labels to supervise, of
             ``('shape', 'color', 'size', 'relation')``. Defaults to all.
+        view (str): ``'vit'``: the understanding encoder's features of
+            ViT tokens; ``'latent'``: the hidden states of clean latent
+            tokens after decoder layer ``layer``. Defaults to ``'vit'``.
+        layer (int): 1-based decoder layer of the latent view. Defaults
+            to 2.
     """
     requires = ('vit_features', )
 
     def __init__(self, weight: float = 1.0,
-                 attributes: Sequence[str] = tuple(ATTRIBUTES)):
+                 attributes: Sequence[str] = tuple(ATTRIBUTES),
+                 view: str = 'vit', layer: int = 2):
         super().__init__(weight)
+        if view not in ('vit', 'latent'):
+            raise ValueError(f"view must be 'vit' or 'latent', got {view!r}")
+        if view == 'latent':
+            self.requires, self.requires_layers = (), (int(layer), )
+        self.view, self.layer = view, int(layer)
         unknown = [a for a in attributes if a not in ATTRIBUTES]
         if unknown or not attributes:
             raise ValueError(f'attributes must be some of '
@@ -56,21 +72,33 @@ class TokenAttributeObjective(BaseObjective):
     def setup(self, model: nn.Module) -> None:
         if self.weight == 0:
             return
-        if model.und_encoder is None:
+        if self.view == 'latent':
+            num_layers = model.cfg.num_layers
+            if not 1 <= self.layer <= num_layers:
+                raise UnoConfigError(
+                    f'TokenAttributeObjective layer {self.layer} is not a '
+                    f'decoder layer (1..{num_layers})')
+            dim = model.cfg.hidden_size
+        elif model.und_encoder is None:
             raise UnoConfigError('TokenAttributeObjective supervises the '
                                  'understanding encoder: set '
                                  'model.und_encoder')
-        dim = model.und_encoder.feature_dim
+        else:
+            dim = model.und_encoder.feature_dim
         self.heads = nn.ModuleDict({
             a: nn.Linear(dim, ATTRIBUTES[a] + 1) for a in self.attributes})
 
     def forward(self, outputs: ModelOutputs,
                 batch: PackedBatch) -> ObjectiveResult:
-        feats = outputs.vit_features  # (N_vit, C)
+        if self.view == 'latent':
+            index = batch.clean_index
+            feats = outputs.layers[self.layer][index]  # (N_clean, D)
+        else:
+            index, feats = batch.vit_index, outputs.vit_features  # (N, C)
         if feats is None or feats.shape[0] == 0:
             zero = outputs.hidden.new_zeros(())
             return ObjectiveResult(zero, zero.detach())
-        labels = self._labels(batch).to(feats.device)  # (A, N_vit)
+        labels = self._labels(batch, index).to(feats.device)  # (A, N)
         keep = labels[0] >= 0  # tokens of samples with labels
         rows = {name: i for i, name in enumerate(ATTRIBUTES)}
         total = feats.new_zeros(())
@@ -87,11 +115,10 @@ class TokenAttributeObjective(BaseObjective):
         count = keep.sum().float() * len(self.attributes)
         return ObjectiveResult(total, count, logs=logs)
 
-    @staticmethod
-    def _labels(batch: PackedBatch) -> torch.Tensor:
-        """``(A, N_vit)`` labels in ``batch.vit_index`` order; -1 for the
-        tokens of samples that carry none."""
-        samples = batch.sample_ids[batch.vit_index].cpu()  # (N_vit,)
+    def _labels(self, batch: PackedBatch, index: torch.Tensor) -> torch.Tensor:
+        """``(A, N)`` labels of the tokens at ``index`` (in that order); -1
+        for the tokens of samples that carry none."""
+        samples = batch.sample_ids[index].cpu()  # (N,)
         labels = torch.full((len(ATTRIBUTES), samples.numel()), -1,
                             dtype=torch.long)
         for b in samples.unique().tolist():
@@ -102,8 +129,8 @@ class TokenAttributeObjective(BaseObjective):
             where = (samples == b).nonzero().squeeze(1)
             if lab.shape[1] != where.numel():
                 raise UnoConfigError(
-                    f'sample {b} has {where.numel()} ViT tokens but '
+                    f'sample {b} has {where.numel()} {self.view} tokens but '
                     f'{lab.shape[1]} token labels: set the dataset\'s '
-                    'token_labels to the understanding encoder\'s stride')
+                    'token_labels to the encoder\'s stride')
             labels[:, where] = torch.as_tensor(lab)
         return labels

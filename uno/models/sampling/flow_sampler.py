@@ -120,8 +120,9 @@ class _CachedVelocity:
         reps = 2 if guided else 1
         latents = x.repeat(reps, 1, 1).flatten(0, 1)  # (reps * B * N, C)
         t_tok = torch.full((latents.shape[0], ), t, device=x.device)
+        group = torch.arange(latents.shape[0], device=x.device) // x.shape[1]
         emb = base.index_copy(0, rows, model.latent_inputs(
-            latents, t_tok, pos).to(base.dtype))  # (L_q, D)
+            latents, t_tok, pos, group).to(base.dtype))  # (L_q, D)
         hidden = run_decoder(model, self.batch, emb, query, mask,
                              past=self.cache)
         v = model.llm2vae(hidden[rows]).float()
