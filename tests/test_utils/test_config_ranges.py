@@ -1,0 +1,76 @@
+"""Numeric settings are range-checked before anything is built."""
+import pytest
+from mmengine import Config
+
+from uno.utils.config_check import validate_config
+from uno.utils.config_ranges import check_ranges
+from uno.utils.errors import UnoConfigError
+
+SMOKE = 'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py'
+MAIN = 'configs/uno/uno_mot-mini_1xb8-iter600_shapes.py'
+
+# (--cfg-options delta, the words the one-line message must hold)
+CASES = [
+    ({'optim_wrapper.clip_grad': dict(max_norm=-1.0)},
+     'optim_wrapper.clip_grad.max_norm = -1.0: must be a finite number > 0'),
+    ({'train_cfg.max_iters': 0}, 'train_cfg.max_iters = 0: must be'),
+    ({'train_cfg.max_iters': -5}, 'train_cfg.max_iters = -5'),
+    ({'train_cfg.max_iters': 2.5}, 'an integer >= 1'),
+    ({'train_cfg.val_interval': 0}, 'train_cfg.val_interval = 0'),
+    ({'optim_wrapper.optimizer.lr': 0.0}, 'optim_wrapper.optimizer.lr = 0.0'),
+    ({'optim_wrapper.optimizer.lr': float('nan')}, 'lr = nan'),
+    ({'objectives.flow.weight': float('nan')},
+     'objectives.flow.weight = nan: must be a finite number >= 0'),
+    ({'objectives.flow.weight': float('inf')}, 'objectives.flow.weight = inf'),
+    ({'randomness': dict(seed=-1)}, 'randomness.seed = -1: must be None or'),
+    ({'randomness': dict(seed=2**40)}, 'randomness.seed = 1099511627776'),
+    ({'randomness': dict(seed='7')}, "randomness.seed = '7'"),
+    ({'default_hooks.logger.interval': 0}, 'default_hooks.logger.interval'),
+    ({'default_hooks.checkpoint.max_keep_ckpts': 0}, 'max_keep_ckpts = 0'),
+    ({'train_dataloader.batch_size': 0}, 'train_dataloader.batch_size = 0'),
+    ({'train_dataloader.dataset.num_samples': 0},
+     'train_dataloader.dataset.num_samples = 0'),
+    ({'train_dataloader.dataset.image_size': 30},
+     'train_dataloader.dataset.image_size = 30 is not a multiple of'),
+    ({'model.llm.vocab_size': 16},
+     'model.llm.vocab_size = 16 is smaller than tokenizer.vocab_size'),
+    ({'model.llm.num_layers': 0}, 'model.llm.num_layers = 0'),
+    ({'optim_wrapper.accumulative_counts': 2},
+     'accumulative_counts = 2: must be 1 (gradient accumulation is not '
+     'exact'),
+]
+
+
+@pytest.mark.parametrize('delta,words', CASES,
+                         ids=[next(iter(d)) for d, _ in CASES])
+def test_out_of_range_value_is_one_line_naming_path_and_range(delta, words):
+    cfg = Config.fromfile(SMOKE)
+    cfg.merge_from_dict(delta)
+    with pytest.raises(UnoConfigError) as info:
+        validate_config(cfg)
+    assert words in str(info.value)
+    assert '\n' not in str(info.value)
+
+
+def test_every_shipped_config_is_in_range():
+    import glob
+    paths = [p for p in glob.glob('configs/**/*.py', recursive=True) +
+             glob.glob('projects/*/configs/**/*.py', recursive=True)
+             if '/_base_/' not in p]
+    assert SMOKE in paths and MAIN in paths
+    for path in paths:
+        check_ranges(Config.fromfile(path))  # raises on a bad one
+
+
+def test_mixture_weights_and_nested_datasets_are_checked():
+    cfg = Config.fromfile(MAIN)
+    cfg.merge_from_dict({'train_dataloader.dataset.weights.t2i': -0.5})
+    with pytest.raises(UnoConfigError,
+                       match=r'weights.t2i = -0.5: must be a finite'):
+        check_ranges(cfg)
+    cfg = Config.fromfile(MAIN)
+    name = next(iter(cfg.train_dataloader.dataset.datasets))
+    cfg.merge_from_dict(
+        {f'train_dataloader.dataset.datasets.{name}.num_samples': 0})
+    with pytest.raises(UnoConfigError, match=f'datasets.{name}.num_samples'):
+        check_ranges(cfg)
