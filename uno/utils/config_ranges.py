@@ -4,9 +4,10 @@ A negative clip norm trains by gradient ascent, zero iterations train
 nothing and exit 0, a NaN weight fails hundreds of steps later: each is
 refused here in one line naming the key path, the value and the allowed
 range. The rules are a table (:data:`RULES`) of dotted paths, where ``*``
-matches any one key, so adding a setting is one line. Two checks relate
+matches any one key, so adding a setting is one line. Three checks relate
 settings to each other: image sizes divisible by the strides that cut them
-into tokens, and a model vocabulary at least the tokenizer's.
+into tokens, a model vocabulary at least the tokenizer's, and an epoch
+loop over a sampler whose epochs end (an infinite sampler would hang it).
 """
 import math
 from typing import Any, Callable, Iterator, List, Tuple
@@ -124,6 +125,7 @@ def check_ranges(cfg) -> None:
                     f'{where} = {value!r}: must be {allowed}')
     _check_strides(cfg)
     _check_vocabulary(cfg)
+    _check_loop(cfg)
 
 
 def _check_strides(cfg: dict) -> None:
@@ -167,3 +169,16 @@ def _check_vocabulary(cfg: dict) -> None:
             f'model.llm.vocab_size = {vocab} is smaller than '
             f'tokenizer.vocab_size = {tok}: the model must embed every id '
             'the tokenizer produces')
+
+
+def _check_loop(cfg: dict) -> None:
+    """An epoch-based loop needs a sampler whose epoch ends."""
+    loop = (cfg.get('train_cfg') or {})
+    by_epoch = loop.get('type') == 'EpochBasedTrainLoop' or \
+        loop.get('by_epoch') is True
+    sampler = ((cfg.get('train_dataloader') or {}).get('sampler') or {})
+    if by_epoch and sampler.get('type') == 'InfiniteSampler':
+        raise UnoConfigError(
+            'train_cfg is epoch-based but train_dataloader.sampler.type = '
+            "'InfiniteSampler' never ends an epoch: use 'DefaultSampler' "
+            "or an 'IterBasedTrainLoop'")
