@@ -40,10 +40,10 @@ optim_wrapper = dict(
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
          end=200),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=200, end=8000,
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=200, end=6000,
          eta_min=1e-4),
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=8000, val_interval=2000)
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=6000, val_interval=2000)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(
