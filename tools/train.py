@@ -78,19 +78,17 @@ def merge_args(cfg, args):
 
 def log_train_timing(runner, seconds: float) -> None:
     """Log the wall-clock of ``runner.train()`` and the mean iteration
-    time (IterTimerHook's ``train/time``) of this process to MLflow."""
+    time (IterTimerHook's ``train/time``) of this process to every vis
+    backend: the local scalars first, so a replay restores them after an
+    MLflow outage, then MLflow."""
     from mmengine.logging import print_log
-
-    from uno.tracking import find_mlflow_backend
     metrics = {'train/wall_clock_s': seconds}
     buffer = runner.message_hub.log_scalars.get('train/time')
     if buffer is not None and len(buffer.data[0]):
         metrics['train/mean_iter_time_s'] = float(buffer.mean())
     print_log(', '.join(f'{k}: {v:.3f}' for k, v in metrics.items()),
               logger='current')
-    backend = find_mlflow_backend(runner)
-    if backend is not None:
-        backend.add_scalars(metrics, step=runner.iter)
+    runner.visualizer.add_scalars(metrics, step=runner.iter)
 
 
 def main():
@@ -102,7 +100,15 @@ def main():
         from uno.engine import build_runner
         runner = build_runner(cfg)
         start = time.perf_counter()
-        runner.train()
+        try:
+            runner.train()
+        except BaseException as exc:  # an error or Ctrl-C: not RUNNING
+            from uno.tracking import find_mlflow_backend
+            backend = find_mlflow_backend(runner)
+            if backend is not None:
+                backend.close('KILLED' if isinstance(exc, KeyboardInterrupt)
+                              else 'FAILED')
+            raise
         log_train_timing(runner, time.perf_counter() - start)
         from uno.tracking import report_tracking
         report_tracking(runner)

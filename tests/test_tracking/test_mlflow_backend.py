@@ -4,6 +4,7 @@ Creating a sqlite store costs MLflow a few seconds of schema migrations, so
 all tests but the default-store one share one store per module.
 """
 import logging
+import os
 import os.path as osp
 import shutil
 
@@ -274,6 +275,19 @@ def test_other_ranks_are_inert(tmp_path, monkeypatch):
     assert backend.run_id is None
     assert not (tmp_path / RUN_ID_FILE).exists()
     assert not (tmp_path / 'mlflow.db').exists()
+
+
+def test_remote_requests_are_bounded_unless_the_user_chose(tmp_path,
+                                                          monkeypatch):
+    from uno.tracking.mlflow_backend import HTTP_DEFAULTS
+    for key in HTTP_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv('MLFLOW_HTTP_REQUEST_TIMEOUT', '60')
+    backend = UnoMLflowVisBackend(save_dir=save_dir_of(tmp_path))
+    backend.add_scalars({'loss': 1.0}, step=1)  # initialises the env
+    assert os.environ['MLFLOW_HTTP_REQUEST_TIMEOUT'] == '60'  # the user's
+    assert os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES'] == '2'
+    backend.close()
 
 
 def test_registry_builds_it(tmp_path):

@@ -136,6 +136,9 @@ def test_unusable_store_keeps_metrics_for_replay_and_resume(tmp_path):
     assert run.info.run_name == RUN_NAME
     history = client.get_metric_history(run_id, 'loss/flow')
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    # the timing metrics went to the local scalars too
+    for key in ('train/wall_clock_s', 'train/mean_iter_time_s'):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [4]
     params = run.data.params
     assert params['objectives.flow.weight'] == '1.0'
     assert params['train_cfg.max_iters'] == '4'
@@ -150,3 +153,43 @@ def test_unusable_store_keeps_metrics_for_replay_and_resume(tmp_path):
     assert len(client.search_runs([exp.experiment_id])) == 1
     history = client.get_metric_history(run_id, 'loss/flow')
     assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]
+
+
+# imported by the run through custom_imports: training raises at step 3
+FAILER = r'''
+from mmengine.hooks import Hook
+from uno.registry import HOOKS
+
+
+@HOOKS.register_module()
+class FailAtThree(Hook):
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if runner.iter + 1 == 3:
+            raise RuntimeError('deliberate failure at step 3')
+'''
+
+
+@pytest.mark.slow
+def test_a_run_that_dies_of_an_error_is_marked_failed(tmp_path):
+    (tmp_path / 'uno_test_failer.py').write_text(FAILER)
+    config = tmp_path / 'failing.py'
+    config.write_text(f"_base_ = ['{REPO}/{SMOKE}']\n"
+                      "custom_imports = dict(imports=['uno_test_failer'])\n"
+                      "custom_hooks = [dict(type='FailAtThree')]\n")
+    uri = f'sqlite:///{tmp_path}/m.db'
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri,
+               PYTHONPATH=f'{tmp_path}{os.pathsep}{REPO}')
+    cmd = [sys.executable, 'tools/train.py', str(config), '--work-dir',
+           str(tmp_path / 'work_dirs/failing'), '--cfg-options',
+           'train_cfg.max_iters=6', 'train_cfg.val_interval=1000',
+           'default_hooks.logger.interval=1',
+           'train_dataloader.batch_size=2']
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode != 0
+    assert 'deliberate failure at step 3' in done.stderr
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ['FAILED']

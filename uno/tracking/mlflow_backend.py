@@ -52,6 +52,13 @@ _SKIPPED_SCALARS = frozenset({'iter', 'epoch'})
 # characters MLflow 3 rejects in a metric name (the whole batch would fail)
 _BAD_KEY_CHARS = re.compile(r'[^\w\-. :/]')
 _announced_uris = set()  # print the store and `mlflow ui` once per process
+#: MLflow's HTTP client waits 120 s per request and retries 7 times with
+#: exponential backoff (minutes before a dead server is noticed); uno
+#: bounds both unless the user set them (a remote server only: sqlite and
+#: file stores make no requests)
+HTTP_DEFAULTS = {'MLFLOW_HTTP_REQUEST_TIMEOUT': '10',
+                 'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '2',
+                 'MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR': '1'}
 
 
 def work_dirs_root(work_dir: str) -> str:
@@ -227,6 +234,8 @@ class UnoMLflowVisBackend(BaseVisBackend):
         env_rank = os.environ.get('RANK', os.environ.get('LOCAL_RANK', '0'))
         self._inert = get_rank() != 0 or env_rank.strip() not in ('', '0')
         os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
+        for key, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
 
     def _work_dir(self) -> Optional[str]:
         if self._cfg is not None and self._cfg.get('work_dir'):
@@ -471,8 +480,9 @@ class UnoMLflowVisBackend(BaseVisBackend):
         entries = [RunTag(str(k), str(v)[:5000]) for k, v in tags.items()]
         self._client.log_batch(self._run_id, tags=entries)
 
-    def close(self) -> None:
-        """Mark the run FINISHED; a no-op without one (other ranks, off,
-        nothing logged). Later records still reach the run."""
+    def close(self, status: str = 'FINISHED') -> None:
+        """Mark the run ``status`` (``'FAILED'`` when the run died of an
+        error); a no-op without one (other ranks, off, nothing logged).
+        Later records still reach the run."""
         if not (self._inert or self._disabled or self._run_id is None):
-            self._call(self._client.set_terminated, self._run_id, 'FINISHED')
+            self._call(self._client.set_terminated, self._run_id, status)
