@@ -277,8 +277,7 @@ def test_other_ranks_are_inert(tmp_path, monkeypatch):
     assert not (tmp_path / 'mlflow.db').exists()
 
 
-def test_remote_requests_are_bounded_unless_the_user_chose(tmp_path,
-                                                          monkeypatch):
+def test_remote_requests_are_bounded_unless_user_chose(tmp_path, monkeypatch):
     from uno.tracking.mlflow_backend import HTTP_DEFAULTS
     for key in HTTP_DEFAULTS:
         monkeypatch.delenv(key, raising=False)

@@ -7,7 +7,7 @@ position, as in BAGEL), routes tokens to experts (latent tokens to ``gen``,
 everything else to ``und``) and builds the segment-level visibility from
 which every attention backend derives its mask.
 """
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -217,9 +217,3 @@ def _plan_tokens(plan: SequencePlan, latent_stride: int,
             gh, gw = _grid(plan.images[seg.image], stride, seg.kind)
             total += gh * gw + (2 if seg.markers is not None else 0)
     return total
-
-
-def split_plans(plans: List[SequencePlan], parts: int):
-    """Split a list of plans into ``parts`` contiguous micro-batches."""
-    size = -(-len(plans) // parts)
-    return [plans[i:i + size] for i in range(0, len(plans), size)]

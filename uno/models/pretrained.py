@@ -226,17 +226,6 @@ def check_llm_config(cfg: MoTConfig, hf_config, source: str = '') -> bool:
     return cfg.qk_norm and not want.qk_norm
 
 
-def llm_config_from_pretrained(path: str,
-                               gguf_file: Optional[str] = None) -> dict:
-    """The ``model.llm`` dict matching a local transformers checkpoint."""
-    from transformers import AutoConfig
-    hf_config = AutoConfig.from_pretrained(
-        path, gguf_file=gguf_file, local_files_only=True)
-    cfg = mot_config_from_hf(hf_config).to_dict()
-    cfg.pop('activation_checkpointing')
-    return cfg
-
-
 def _safetensors_files(path: str) -> List[str]:
     index = osp.join(path, 'model.safetensors.index.json')
     if osp.isfile(index):
@@ -365,5 +354,5 @@ def load_pretrained_llm(model: nn.Module,
 
 __all__ = ['LoadReport', 'load_pretrained_llm', 'smollm2_path',
            'smollm2_folder', 'dequantize_gguf',
-           'check_llm_config', 'llm_config_from_pretrained',
+           'check_llm_config',
            'iter_safetensors', 'ASSETS_HINT']

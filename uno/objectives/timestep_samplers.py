@@ -8,15 +8,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from uno.utils.timesteps import shift_timesteps
+
+__all__ = ['SAMPLERS', 'sample_timesteps', 'shift_timesteps']
+
 SAMPLERS = ('logit_normal', 'uniform')
-
-
-def shift_timesteps(t: Tensor, shift: float) -> Tensor:
-    """``t' = s t / (1 + (s - 1) t)``; ``s > 1`` moves mass to high noise.
-    """
-    if shift == 1.0:
-        return t
-    return shift * t / (1 + (shift - 1) * t)
 
 
 def sample_timesteps(n: int,

@@ -105,12 +105,6 @@ class KVCache:
         self.keys.append(k)
         self.values.append(v)
 
-    def index_select(self, index: Tensor) -> 'KVCache':
-        """A cache of the tokens at ``index`` ``(N,)`` (e.g. to drop
-        finished samples or reorder them)."""
-        return KVCache([k.index_select(0, index) for k in self.keys],
-                       [v.index_select(0, index) for v in self.values])
-
 
 class MoTDecoderLayer(nn.Module):
     """A pre-norm decoder layer with per-expert weights.

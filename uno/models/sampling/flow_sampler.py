@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from uno.datasets.packing import pack_sequences
 from uno.datasets.plans import t2i_plan
 from uno.structures import PackedBatch, SequencePlan
+from uno.utils.timesteps import shift_timesteps
 from .packed_cache import model_device_dtype, prefill, rank_in, run_decoder
 
 
@@ -164,7 +165,7 @@ class FlowSampler:
     def timesteps(self) -> Tensor:
         """The shifted grid ``(num_steps + 1,)`` from 1 down to 0."""
         t = torch.linspace(1.0, 0.0, self.num_steps + 1)
-        return self.shift * t / (1 + (self.shift - 1) * t)
+        return shift_timesteps(t, self.shift)  # the training shift
 
     def guided_at(self, t: float) -> bool:
         """Whether guidance applies at timestep ``t``."""
