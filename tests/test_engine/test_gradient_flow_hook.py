@@ -9,7 +9,7 @@ import torch
 from mmengine.config import Config
 
 from tests.conftest import REPO, UNO_OBJECTIVES, t2i_sample
-from uno.datasets.packing import pack_sequences
+from uno.structures.packing import pack_sequences
 from uno.engine import UnoTrainer, build_runner
 from uno.engine.hooks.gradient_flow_hook import (GradientFlowHook,
                                                  gradient_flow)

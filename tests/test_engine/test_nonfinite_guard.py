@@ -8,7 +8,7 @@ import torch
 from mmengine.optim import OptimWrapper
 
 from tests.conftest import REPO, t2i_sample
-from uno.datasets.packing import pack_sequences
+from uno.structures.packing import pack_sequences
 from uno.engine import UnoTrainer
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import BOS, EOS, UNO_OBJECTIVES, t2i_sample
-from uno.datasets.packing import pack_sequences
+from uno.structures.packing import pack_sequences
 from uno.engine import UnoTrainer
 from uno.structures import Segment, SequencePlan
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.conftest import t2i_sample
-from uno.datasets.packing import pack_sequences
+from uno.structures.packing import pack_sequences
 from uno.models.attention import (AutoAttention, EagerAttention,
                                   FlexAttention, SDPAAttention)
 from uno.registry import ATTENTION

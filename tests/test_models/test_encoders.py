@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.conftest import BOS, EOS, VE, VS
-from uno.datasets.packing import pack_sequences
+from uno.structures.packing import pack_sequences
 from uno.models.encoders import (AutoencoderKLEncoder, SiglipVisionEncoder,
                                  TimmViTEncoder)
 from uno.models.encoders.vae import TINY_VAE_CONFIG

@@ -10,7 +10,7 @@ import torch
 from transformers import (LlamaConfig, LlamaForCausalLM, Qwen2Config,
                           Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
-from uno.datasets.packing import pack_sequences
+from uno.structures.packing import pack_sequences
 from uno.models.mot.convert import (expected_uno_keys, hf_to_uno,
                                     mot_config_from_hf, uno_to_hf)
 from uno.models.pretrained import load_pretrained_llm

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from tests.conftest import t2i_sample
-from uno.datasets.packing import pack_sequences
+from uno.structures.packing import pack_sequences
 from uno.models.attention import EagerAttention, SDPAAttention
 from uno.models.mot import MoTConfig, MoTDecoder, make_routes
 from uno.registry import ATTENTION

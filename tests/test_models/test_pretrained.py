@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from uno.datasets.packing import pack_sequences
+from uno.structures.packing import pack_sequences
 from uno.models.mot.convert import mot_config_from_hf
 from uno.models.pretrained import (LoadReport, load_pretrained_llm,
                                    smollm2_folder, smollm2_path)

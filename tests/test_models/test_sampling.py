@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from tests.conftest import EOS, TinyTokenizer, t2i_sample
-from uno.datasets.packing import pack_sequences
-from uno.datasets.plans import t2i_plan
+from uno.structures.packing import pack_sequences
+from uno.structures.plans import t2i_plan
 from uno.models.mot.decoder import KVCache
 from uno.models.sampling import Captioner, FlowSampler
 from uno.models.sampling.packed_cache import local_routes
@@ -225,7 +225,7 @@ def test_captioner_stops_at_eos(model):
 def test_edit_plans_cached_equals_uncached(uno_model_cfg):
     """Editing: the condition (clean source latents, source ViT tokens,
     instruction) is cached; results equal the uncached sampler."""
-    from uno.datasets.plans import edit_plan
+    from uno.structures.plans import edit_plan
     from uno.structures import SequencePlan
     torch.manual_seed(0)
     model = MODELS.build(uno_model_cfg).eval()

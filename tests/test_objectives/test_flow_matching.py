@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from tests.conftest import t2i_sample
-from uno.datasets.packing import pack_sequences
+from uno.structures.packing import pack_sequences
 from uno.models.outputs import ModelOutputs
 from uno.objectives import FlowMatchingObjective, ObjectiveSet
 from uno.registry import MODELS

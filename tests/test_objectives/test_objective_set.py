@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from tests.conftest import UNO_OBJECTIVES, t2i_sample
-from uno.datasets.packing import pack_sequences
+from uno.structures.packing import pack_sequences
 from uno.objectives import ObjectiveSet
 from uno.registry import MODELS
 from uno.utils.errors import UnoConfigError

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.conftest import t2i_sample
-from uno.datasets.packing import pack_sequences
+from uno.structures.packing import pack_sequences
 from uno.models.outputs import ModelOutputs
 from uno.objectives import VisualRegressionObjective, resample_tokens
 from uno.registry import MODELS

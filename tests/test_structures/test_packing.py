@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from tests.conftest import BOS, EOS, VE, VS, t2i_sample
-from uno.datasets.packing import pack_sequences
+from uno.structures.packing import pack_sequences
 from uno.structures import Segment, SequencePlan
 
 

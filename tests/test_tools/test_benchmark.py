@@ -9,7 +9,7 @@ import sys
 import torch
 
 from tests.conftest import REPO, t2i_sample
-from uno.datasets.packing import pack_sequences
+from uno.structures.packing import pack_sequences
 from uno.models.attention import EagerAttention, SDPAAttention
 from uno.models.attention.blocks import sample_blocks
 from uno.models.mot import MoTConfig

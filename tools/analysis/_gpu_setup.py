@@ -151,7 +151,7 @@ def uno_plans(s: dict, uno: bool = True, seed: int = 0,
     ``prompt_shift`` changes every prompt id (same lengths): the batch for
     the prompt-masking check.
     """
-    from uno.datasets.plans import UnoPlanOptions, t2i_plan, uno_segments
+    from uno.structures.plans import UnoPlanOptions, t2i_plan, uno_segments
     from uno.structures import SequencePlan
     g = torch.Generator().manual_seed(seed)
     side, vocab = s['grid'] * s['patch'], s['vocab']

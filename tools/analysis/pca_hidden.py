@@ -133,7 +133,7 @@ def hidden_states(model, plans, timesteps: Sequence[float], layer: int,
     """
     import torch
 
-    from uno.datasets.packing import pack_sequences
+    from uno.structures.packing import pack_sequences
     device = next(model.parameters()).device
     batch = pack_sequences(plans, latent_stride=model.latent_encoder.stride)
     batch = batch.to(device)

@@ -146,7 +146,7 @@ def caption_noisy(model, images, tokenizer, captioner, t: float,
     """
     import torch
 
-    from uno.datasets.packing import pack_sequences
+    from uno.structures.packing import pack_sequences
     from uno.models.sampling.packed_cache import model_device_dtype
     from uno.structures import Segment, SequencePlan
     device, _ = model_device_dtype(model)

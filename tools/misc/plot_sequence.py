@@ -44,7 +44,7 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0,
                     osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
-from uno.datasets.packing import pack_sequences  # noqa: E402
+from uno.structures.packing import pack_sequences  # noqa: E402
 
 TASKS = ('t2i', 'uno', 'edit', 'uno-edit')
 KIND_COLORS = {

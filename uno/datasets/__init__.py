@@ -1,4 +1,5 @@
-"""Datasets, the sequence packer, tokenizers, transforms and plan builders.
+"""Datasets, tokenizers, transforms, and the sequence packer and plan
+builders of :mod:`uno.structures` re-exported.
 
 Importing this package registers every dataset (DATASETS), the packers
 (FUNCTIONS: ``pack_sequences``, ``pack_and_count``), the transforms
@@ -11,9 +12,9 @@ from .collate import count_broken, pack_and_count
 from .file_datasets import EditDataset, ImageCaptionDataset
 from .jsonl_base import BrokenSampleError, JsonlImageDataset
 from .mixture import MixtureDataset
-from .packing import pack_sequences
-from .plans import (UnoPlanOptions, caption_plan, edit_plan, t2i_plan,
-                    text_segment, uno_segments)
+from uno.structures.packing import pack_sequences
+from uno.structures.plans import (UnoPlanOptions, caption_plan, edit_plan,
+                                  t2i_plan, text_segment, uno_segments)
 from .shapesworld_t2i import ShapesWorldT2IDataset
 from .shapesworld_tasks import (ShapesWorldCaptionDataset,
                                 ShapesWorldEditDataset)

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 from uno.registry import FUNCTIONS
 from uno.structures import PackedBatch, SequencePlan
-from .packing import pack_sequences
+from uno.structures.packing import pack_sequences
 
 
 def count_broken(samples: Sequence[Optional[SequencePlan]]) -> int:

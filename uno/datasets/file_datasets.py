@@ -10,7 +10,8 @@ from typing import List, Optional, Union
 from uno.registry import DATASETS
 from uno.structures import SequencePlan
 from .jsonl_base import BrokenSampleError, JsonlImageDataset, text_list
-from .plans import caption_plan, edit_plan, t2i_plan, uno_segments
+from uno.structures.plans import (caption_plan, edit_plan, t2i_plan,
+                                  uno_segments)
 
 
 @DATASETS.register_module()

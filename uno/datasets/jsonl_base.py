@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from uno.structures import SequencePlan
 from .builder import build_tokenizer, to_tensor_image
-from .plans import UnoPlanOptions
+from uno.structures.plans import UnoPlanOptions
 from .transforms import as_rgb_array, build_pipeline, image_keys
 
 #: Broken samples logged one by one before switching to every 100th.

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from uno.registry import DATASETS
 from uno.structures import SequencePlan
 from .builder import build_tokenizer, to_tensor_image
-from .plans import UnoPlanOptions, t2i_plan, uno_segments
+from uno.structures.plans import UnoPlanOptions, t2i_plan, uno_segments
 from .shapesworld import ShapesWorld
 
 

@@ -14,7 +14,7 @@ import torch
 from uno.registry import DATASETS
 from uno.structures import SequencePlan
 from .builder import to_tensor_image
-from .plans import UnoPlanOptions, caption_plan, edit_plan
+from uno.structures.plans import UnoPlanOptions, caption_plan, edit_plan
 from .shapesworld import token_attributes
 from .shapesworld_t2i import ShapesWorldBase
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from uno.datasets.builder import to_uint8_image
-from uno.datasets.packing import pack_sequences
-from uno.datasets.plans import caption_plan, edit_plan
+from uno.structures.packing import pack_sequences
+from uno.structures.plans import caption_plan, edit_plan
 from uno.models.sampling import Captioner, FlowSampler
 from uno.structures import SequencePlan
 

@@ -1,4 +1,6 @@
-"""Data structures shared by datasets, models and objectives."""
+"""Data structures shared by datasets, models and objectives: sequence
+plans and their builders (:mod:`.plans`), the packer (:mod:`.packing`) and
+the packed batch."""
 from .packed_batch import PackedBatch
 from .sequence_plan import (ATTN_MODES, IMAGE_KINDS, SEGMENT_KINDS,
                             TEXT_KINDS, Segment, SequencePlan)

@@ -1,6 +1,6 @@
 """PackedBatch: many samples flattened into one token sequence.
 
-Produced by :func:`uno.datasets.packing.pack_sequences` from
+Produced by :func:`uno.structures.packing.pack_sequences` from
 :class:`~uno.structures.SequencePlan` s. Every field is a plain tensor so a
 reader can follow the data: index tensors select the positions (in ``[0,
 L)``) that each expert, input kind and objective works on.

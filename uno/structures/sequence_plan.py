@@ -3,7 +3,7 @@
 A sample is an ordered list of :class:`Segment` s. Each segment says what
 its tokens are (``kind``), how it attends (``attn``), which earlier segments
 of the same sample it may read (``sees``) and whether it feeds a loss. The
-packer (:mod:`uno.datasets.packing`) turns plans into one packed sequence
+packer (:mod:`uno.structures.packing`) turns plans into one packed sequence
 with per-expert and per-objective index tensors and the attention rules;
 the mask is derived from the plan, never hand-written at a call site.
 

@@ -17,7 +17,7 @@ text-to-image ones; configs do that with a ``MixtureDataset``.
 from typing import List, Optional, Union
 
 from uno.datasets.builder import to_tensor_image
-from uno.datasets.plans import t2i_plan
+from uno.structures.plans import t2i_plan
 from uno.datasets.shapesworld_t2i import ShapesWorldBase
 from uno.registry import DATASETS
 from uno.structures import Segment, SequencePlan

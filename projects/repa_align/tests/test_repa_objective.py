@@ -8,7 +8,7 @@ from torch import nn
 
 from projects.repa_align.repa_align import RepaAlignmentObjective
 from tests.conftest import REPO, t2i_sample
-from uno.datasets.packing import pack_sequences
+from uno.structures.packing import pack_sequences
 from uno.engine import UnoTrainer
 from uno.models.outputs import ModelOutputs
 from uno.utils.config_check import validate_config

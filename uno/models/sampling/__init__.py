@@ -1,7 +1,7 @@
 """Inference: flow-matching image sampling and captioning with KV caches.
 
 Each sampler lays its sequences out with the same plans as training
-(:mod:`uno.datasets.plans`) and drives a :class:`UnoModel` through its
+(:mod:`uno.structures.plans`) and drives a :class:`UnoModel` through its
 public parts (embeddings, decoder, attention backend, heads), keeping the
 decoder's :class:`KVCache` of the condition between steps.
 """

@@ -15,8 +15,8 @@ from typing import Callable, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from uno.datasets.packing import pack_sequences
-from uno.datasets.plans import caption_plan
+from uno.structures.packing import pack_sequences
+from uno.structures.plans import caption_plan
 from uno.models.mot.decoder import KVCache
 from uno.structures import PackedBatch, SequencePlan
 from .packed_cache import model_device_dtype, prefill

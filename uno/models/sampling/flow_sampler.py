@@ -23,8 +23,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from uno.datasets.packing import pack_sequences
-from uno.datasets.plans import t2i_plan
+from uno.structures.packing import pack_sequences
+from uno.structures.plans import t2i_plan
 from uno.structures import PackedBatch, SequencePlan
 from uno.utils.timesteps import shift_timesteps
 from .packed_cache import model_device_dtype, prefill, rank_in, run_decoder

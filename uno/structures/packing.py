@@ -12,7 +12,8 @@ from typing import Optional, Sequence
 import torch
 
 from uno.registry import FUNCTIONS
-from uno.structures import PackedBatch, SequencePlan
+from .packed_batch import PackedBatch
+from .sequence_plan import SequencePlan
 
 
 def _grid(image: torch.Tensor, stride: int, kind: str):

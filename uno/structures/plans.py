@@ -6,7 +6,7 @@ down; datasets call them, objectives and masks follow from them.
 from dataclasses import dataclass, fields
 from typing import List, Optional, Sequence, Union
 
-from uno.structures import Segment
+from .sequence_plan import Segment
 from uno.utils.errors import UnoConfigError, did_you_mean
 
 
