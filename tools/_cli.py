@@ -68,6 +68,38 @@ def load_config(path: str, options=None):
     return cfg
 
 
+def cfg_options_action():
+    """mmengine's ``DictAction`` for ``--cfg-options``, where a malformed
+    item (no ``=``, an empty key, an unbalanced bracket) is one line and
+    exit status 2 instead of a traceback from inside argparse."""
+    from mmengine.config import DictAction
+
+    class CfgOptions(DictAction):
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            for item in values:
+                key, sep, value = item.partition('=')
+                if not sep or not key.strip():
+                    _fail(f'--cfg-options {item!r}: use KEY=VALUE, e.g. '
+                          'train_cfg.max_iters=100')
+                if value.count('[') != value.count(']') or \
+                        value.count('(') != value.count(')'):
+                    _fail(f'--cfg-options {item!r}: unbalanced brackets in '
+                          'the value')
+            try:
+                super().__call__(parser, namespace, values, option_string)
+            except Exception as e:
+                _fail(f'--cfg-options {" ".join(values)}: cannot parse '
+                      f'({type(e).__name__}: {e})')
+
+    return CfgOptions
+
+
+def _fail(message: str) -> None:
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
 def add_mlflow_args(parser) -> None:
     """Add ``--mlflow-run-name`` and ``--mlflow-tag KEY=VALUE ...``."""
     parser.add_argument(

@@ -22,18 +22,17 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _cli import (add_mlflow_args, apply_mlflow_args,  # noqa: E402
-                  load_config, run_cli)
+                  cfg_options_action, load_config, run_cli)
 
 
 def parse_args():
-    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description='Evaluate a checkpoint')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out', help='where to write metrics.json')
     parser.add_argument('--work-dir', help='evaluation work dir')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options', nargs='+', action=cfg_options_action(),
         help='override config keys')
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],

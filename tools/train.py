@@ -21,11 +21,10 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _cli import (add_mlflow_args, apply_mlflow_args,  # noqa: E402
-                  load_config, run_cli)
+                  cfg_options_action, load_config, run_cli)
 
 
 def parse_args():
-    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description='Train with a uno config')
     parser.add_argument('config', help='config file')
     parser.add_argument('--work-dir', help='where logs and checkpoints go')
@@ -40,7 +39,7 @@ def parse_args():
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=cfg_options_action(),
         help='override config keys, e.g. objectives.caption.weight=0')
     parser.add_argument(
         '--launcher',

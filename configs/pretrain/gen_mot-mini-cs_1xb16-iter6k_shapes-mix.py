@@ -5,8 +5,8 @@
 # expert learns to read generation tokens (what UNO later relies on). The
 # understanding encoder and connector stay frozen (their stage-1 features);
 # the und expert and text head keep training on both views. Latent tokens
-# enter through a convolutional stem over their grid (next to the linear
-# vae2llm), and TokenAttributeObjective(view='latent') gives the gen
+# enter through the model's convolutional stem over their grid (next to the
+# linear vae2llm), and TokenAttributeObjective(view='latent') gives the gen
 # expert's hidden states of clean latents the same dense per-token labels
 # the ViT had in stage 1 (captioning alone teaches that path colour, not
 # shape: docs/testbed.md).
@@ -19,8 +19,6 @@ _base_ = [
 load_from = ('work_dirs/pretrain/und_mot-mini-cs_1xb16-iter3k_shapes-caption/'
              'iter_3000.pth')
 model = dict(
-    und_encoder=dict(conv_stem=[32, 64, 96]),
-    latent_stem=dict(channels=[128]),
     freeze=dict(und_encoder=True, connector=True, latent_encoder=True))
 train_dataloader = dict(
     dataset=dict(

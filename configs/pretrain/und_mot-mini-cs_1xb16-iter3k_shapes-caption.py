@@ -9,7 +9,6 @@ _base_ = [
     '../_base_/models/mot_mini.py',
     '../_base_/default_runtime.py',
 ]
-model = dict(und_encoder=dict(conv_stem=[32, 64, 96]))
 tokenizer = dict(type='WordTokenizer', vocab_size=128)
 train_dataloader = dict(
     batch_size=16,

@@ -76,3 +76,29 @@ def test_mixture_weights_and_nested_datasets_are_checked():
         {f'train_dataloader.dataset.datasets.{name}.num_samples': 0})
     with pytest.raises(UnoConfigError, match=f'datasets.{name}.num_samples'):
         check_ranges(cfg)
+
+
+@pytest.mark.parametrize('text,words', [
+    ('', 'the config has no model (model = nothing)'),
+    ('model = None\n', 'the config has no model'),
+    ("model = dict(llm=dict())\n", 'the config has no model'),
+    ("model = dict(type='UnoModel')\nobjectives = [dict(type='X')]\n",
+     'objectives must be a dict keyed by name'),
+    ("model = dict(type='UnoModel')\nobjectives = dict(flow=3)\n",
+     'objectives.flow must be a dict'),
+    ("model = dict(type='UnoModel')\ntrain_cfg = 5\n",
+     'train_cfg must be a dict; got a int'),
+])
+def test_config_of_the_wrong_form_is_one_line(tmp_path, text, words):
+    path = tmp_path / 'bad.py'
+    path.write_text(text)
+    with pytest.raises(UnoConfigError) as info:
+        validate_config(Config.fromfile(str(path)))
+    assert words in str(info.value) and '\n' not in str(info.value)
+
+
+def test_yaml_config_without_a_model_is_one_line(tmp_path):
+    path = tmp_path / 'bad.yaml'
+    path.write_text('train_cfg:\n  max_iters: 10\n')
+    with pytest.raises(UnoConfigError, match='the config has no model'):
+        validate_config(Config.fromfile(str(path)))

@@ -37,14 +37,13 @@ import textwrap
 from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from _cli import load_config, run_cli  # noqa: E402
+from _cli import cfg_options_action, load_config, run_cli  # noqa: E402
 
 TIMESTEPS = (0.2, 0.4, 0.6, 0.9)
 _OPTIONAL = ('metaquery.', )  # weights a checkpoint may lack
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
         description='PCA of the gen expert\'s hidden states on the latent '
         'grid, checkpoints side by side')
@@ -62,7 +61,8 @@ def parse_args(argv=None):
                         help='world seed and noise seed')
     parser.add_argument('--out', default='work_dirs/pca_hidden/pca.png')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+',
+                        action=cfg_options_action(),
                         help='override config keys')
     parser.add_argument('--debug', action='store_true')
     return parser.parse_args(argv)

@@ -52,7 +52,7 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from _cli import load_config, run_cli  # noqa: E402
+from _cli import cfg_options_action, load_config, run_cli  # noqa: E402
 
 ATTRIBUTES = ('shape', 'color', 'size', 'count', 'relation', 'exact')
 TIMESTEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -65,7 +65,6 @@ _OPTIONAL = ('metaquery.', )
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
         description='Per-attribute caption accuracy of the understanding '
         'path, from ViT tokens and from noisy generation latents')
@@ -86,7 +85,8 @@ def parse_args(argv=None):
     parser.add_argument('--plot', help='PNG of accuracy against t')
     parser.add_argument('--no-plot', action='store_true')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+',
+                        action=cfg_options_action(),
                         help='override config keys')
     parser.add_argument('--debug', action='store_true')
     return parser.parse_args(argv)

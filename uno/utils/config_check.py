@@ -67,7 +67,7 @@ from uno.registry import (ATTENTION, DATA_SAMPLERS, DATASETS, ENCODERS,
                           EVALUATORS, FUNCTIONS, HOOKS, LOOPS, MODELS,
                           OBJECTIVES, OPTIM_WRAPPERS, TOKENIZERS, TRANSFORMS,
                           VISBACKENDS)
-from uno.utils.config_ranges import check_ranges
+from uno.utils.config_ranges import check_form, check_ranges
 from uno.utils.errors import UnoConfigError, did_you_mean
 
 # Keys mmengine 0.10.7 reads from the top level of a config: the arguments
@@ -207,6 +207,7 @@ def validate_config(cfg) -> None:
             (:mod:`uno.utils.config_ranges`).
     """
     check_top_level(cfg)
+    check_form(cfg)
     check_ranges(cfg)
     check_components(cfg)
 

@@ -1,4 +1,8 @@
-"""Range checks of a config's numeric settings, before anything is built.
+"""Form and range checks of a config's settings, before anything is built.
+
+An empty file, a YAML file without a model, ``model = None`` or
+``objectives`` given as a list are refused in one line by
+:func:`check_form`.
 
 A negative clip norm trains by gradient ascent, zero iterations train
 nothing and exit 0, a NaN weight fails hundreds of steps later: each is
@@ -106,6 +110,41 @@ def _find(value, parts: List[str],
         if isinstance(key, str) and _glob(parts[0], key):
             yield from _find(child, parts[1:],
                              f'{prefix}.{key}' if prefix else key)
+
+
+#: top-level keys that must be dicts when present
+_DICT_KEYS = ('model', 'objectives', 'train_dataloader', 'val_dataloader',
+              'test_dataloader', 'optim_wrapper', 'train_cfg',
+              'default_hooks', 'randomness')
+
+
+def check_form(cfg) -> None:
+    """Refuse a config without a model or with a section of the wrong kind.
+
+    Raises:
+        UnoConfigError: One line naming the key and what it must be.
+    """
+    cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
+    model = cfg.get('model')
+    if not isinstance(model, dict) or not model.get('type'):
+        got = 'nothing' if model is None else repr(model)[:60]
+        raise UnoConfigError(
+            f'the config has no model (model = {got}): set model = '
+            "dict(type='UnoModel', ...) or inherit one, e.g. _base_ = "
+            "['../_base_/models/mot_mini.py']")
+    for key in _DICT_KEYS:
+        if cfg.get(key) is not None and not isinstance(cfg[key], dict):
+            kind = type(cfg[key]).__name__
+            example = (" keyed by name, e.g. objectives = dict(flow=dict("
+                       "type='FlowMatchingObjective'))"
+                       if key == 'objectives' else '')
+            raise UnoConfigError(
+                f'{key} must be a dict{example}; got a {kind}')
+    for name, obj in (cfg.get('objectives') or {}).items():
+        if obj is not None and not isinstance(obj, dict):
+            raise UnoConfigError(
+                f'objectives.{name} must be a dict (type=..., weight=...); '
+                f'got a {type(obj).__name__}')
 
 
 def check_ranges(cfg) -> None:
