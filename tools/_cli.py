@@ -52,7 +52,15 @@ def load_config(path: str, options=None):
         raise
     except FileNotFoundError as e:
         raise UnoConfigError(f'cannot load {path}: {e}') from e
-    except (SyntaxError, ImportError, KeyError, NameError) as e:
+    except ImportError as e:
+        cause = e.__cause__  # mmengine wraps a failed custom import
+        if isinstance(cause, ImportError):
+            raise UnoConfigError(
+                f'{path}: custom_imports failed: {cause} (set PYTHONPATH to '
+                'the folder that holds the module)') from e
+        raise UnoConfigError(f'cannot parse {path}: '
+                             f'{type(e).__name__}: {e}') from e
+    except (SyntaxError, KeyError, NameError) as e:
         raise UnoConfigError(f'cannot parse {path}: '
                              f'{type(e).__name__}: {e}') from e
     except Exception as e:  # the config file is code: any error is its own
@@ -98,6 +106,18 @@ def cfg_options_action():
 def _fail(message: str) -> None:
     print(f'error: {message}', file=sys.stderr)
     sys.exit(2)
+
+
+def check_launcher(launcher: str) -> None:
+    """``--launcher pytorch`` needs the environment torchrun sets."""
+    from uno.utils.errors import UnoConfigError
+    need = ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+    missing = [k for k in need if k not in os.environ]
+    if launcher == 'pytorch' and missing:
+        raise UnoConfigError(
+            f'--launcher pytorch needs the environment torchrun sets '
+            f'({", ".join(missing)} missing): start with tools/dist_train.sh '
+            'CONFIG NUM_GPUS (or torchrun), or drop --launcher')
 
 
 def add_mlflow_args(parser) -> None:

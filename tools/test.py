@@ -22,7 +22,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _cli import (add_mlflow_args, apply_mlflow_args,  # noqa: E402
-                  cfg_options_action, load_config, run_cli)
+                  check_launcher, cfg_options_action, load_config,
+                  run_cli)
 
 
 def parse_args():
@@ -87,6 +88,7 @@ def main():
         cfg.work_dir = args.work_dir or osp.join(
             osp.dirname(osp.abspath(args.checkpoint)), 'eval', stem)
         cfg.load_from, cfg.resume = args.checkpoint, False
+        check_launcher(args.launcher)
         cfg.launcher = args.launcher
         run_name = config_identity(args.config).run_name + '-eval'
         tags = apply_mlflow_args(cfg, args.mlflow_run_name, args.mlflow_tag,

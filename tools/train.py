@@ -21,7 +21,8 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _cli import (add_mlflow_args, apply_mlflow_args,  # noqa: E402
-                  cfg_options_action, load_config, run_cli)
+                  check_launcher, cfg_options_action, load_config,
+                  run_cli)
 
 
 def parse_args():
@@ -68,6 +69,7 @@ def merge_args(cfg, args):
             from uno.utils.errors import UnoConfigError
             raise UnoConfigError(f'--resume {args.resume}: no such file')
         cfg.resume, cfg.load_from = True, args.resume
+    check_launcher(args.launcher)
     cfg.launcher = args.launcher
     if args.seed is not None:
         cfg.setdefault('randomness', {})

@@ -4,6 +4,7 @@ import os.path as osp
 import sys
 
 import pytest
+import torch  # noqa: F401 (the skipif condition)
 
 from tests.conftest import REPO
 
@@ -38,3 +39,42 @@ def test_well_formed_options_parse_as_mmengine_does():
         ['--cfg-options', 'train_cfg.max_iters=5', 'a.b=[1,2]', 'c=x'])
     assert args.cfg_options == {'train_cfg.max_iters': 5, 'a.b': [1, 2],
                                 'c': 'x'}
+
+
+def test_pytorch_launcher_without_torchrun_is_one_line(monkeypatch):
+    from _cli import check_launcher
+
+    from uno.utils.errors import UnoConfigError
+    for key in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(key, raising=False)
+    check_launcher('none')
+    with pytest.raises(UnoConfigError, match='RANK, WORLD_SIZE, MASTER_ADDR'
+                       ', MASTER_PORT missing'):
+        check_launcher('pytorch')
+
+
+def test_missing_custom_import_names_the_module(tmp_path):
+    from _cli import load_config
+
+    from uno.utils.errors import UnoConfigError
+    config = tmp_path / 'c.py'
+    config.write_text("model = dict(type='UnoModel')\n"
+                      "custom_imports = dict(imports=['no_such_mod_q'])\n")
+    with pytest.raises(UnoConfigError) as info:
+        load_config(str(config))
+    assert "custom_imports failed: No module named 'no_such_mod_q'" in \
+        str(info.value)
+
+
+@pytest.mark.skipif('torch.cuda.is_available()')
+def test_amp_optim_wrapper_on_a_cpu_is_one_line(tmp_path):
+    from mmengine.config import Config
+
+    from uno.engine import build_runner
+    from uno.utils.errors import UnoConfigError
+    smoke = 'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py'
+    cfg = Config.fromfile(osp.join(REPO, smoke))
+    cfg.work_dir = str(tmp_path)
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    with pytest.raises(UnoConfigError, match="'AmpOptimWrapper' needs a GPU"):
+        build_runner(cfg)

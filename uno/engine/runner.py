@@ -54,6 +54,11 @@ def build_runner(cfg: Config) -> Runner:
         **(cfg.get('benchmark') or {}))
     optim_wrapper = cfg.get('optim_wrapper')
     if optim_wrapper is not None:
+        if optim_wrapper.get('type') == 'AmpOptimWrapper' and \
+                not torch.cuda.is_available():
+            raise UnoConfigError(
+                "optim_wrapper.type = 'AmpOptimWrapper' needs a GPU and "
+                "none is visible: use 'OptimWrapper' on the CPU")
         optim_wrapper = copy.deepcopy(optim_wrapper)
         optim_wrapper.setdefault('constructor', DEFAULT_CONSTRUCTOR)
     env_cfg = copy.deepcopy(cfg.get('env_cfg', {}))
