@@ -13,6 +13,7 @@ from uno.datasets import (EditDataset, ImageCaptionDataset, WordTokenizer,
                           count_broken, pack_and_count)
 from uno.datasets.shapesworld import ShapesWorld
 from uno.registry import DATASETS, FUNCTIONS
+from uno.utils.errors import TrainingStopped, UnoConfigError
 
 from tests.conftest import REPO
 
@@ -140,8 +141,10 @@ def test_warnings_are_rate_limited(tmp_path, warnings):
 
 
 def test_annotation_file_validation(tmp_path, warnings):
-    with pytest.raises(FileNotFoundError, match='nope.jsonl'):
+    with pytest.raises(UnoConfigError, match='nope.jsonl does not exist'):
         ImageCaptionDataset(str(tmp_path / 'nope.jsonl'))
+    with pytest.raises(UnoConfigError, match='is a folder'):
+        ImageCaptionDataset(str(tmp_path))
     ann = write_caption_set(
         tmp_path, bad=(), extra_lines=['{"image": "a.png"', '[1, 2]',
                                        '{"caption": "no image"}', ''])
@@ -171,8 +174,18 @@ def test_refetch_replaces_broken_samples(tmp_path, warnings):
     assert count_broken([plan, ds[0]]) == 1
     batch = pack_and_count([plan, None], latent_stride=4)
     assert batch.extras == dict(broken=2, read=3)
-    with pytest.raises(RuntimeError, match='all 2 samples'):
+    with pytest.raises(TrainingStopped, match='all 2 samples'):
         pack_and_count([None, None], latent_stride=4)
+
+
+def test_a_field_of_the_wrong_type_is_a_broken_sample(tmp_path, warnings):
+    ann = write_caption_set(tmp_path, bad=(), extra_lines=[
+        '{"image": 5, "caption": "a red circle"}',
+        '{"image": "a.png", "caption": 7}'])
+    ds = _caption_ds(ann)
+    assert [ds[i] for i in (NUM_GOOD, NUM_GOOD + 1)] == [None, None]
+    assert ds.num_broken == 2 and ds[0] is not None
+    assert 'wrong type' in warnings[0] or 'must be a string' in warnings[0]
 
 
 def test_t2i_plans(tmp_path, warnings):

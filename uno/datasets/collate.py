@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 from uno.registry import FUNCTIONS
 from uno.structures import PackedBatch, SequencePlan
 from uno.structures.packing import pack_sequences
+from uno.utils.errors import TrainingStopped
 
 
 def count_broken(samples: Sequence[Optional[SequencePlan]]) -> int:
@@ -49,13 +50,13 @@ def pack_and_count(samples: Sequence[Optional[SequencePlan]],
         batch) and ``extras['read']`` (samples read, broken included).
 
     Raises:
-        RuntimeError: When every sample of the batch is broken (a batch
+        TrainingStopped: When every sample of the batch is broken (a batch
             cannot be empty); set ``max_refetch`` on the dataset to refill
             broken samples instead.
     """
     broken = count_broken(samples)
     if all(s is None for s in samples):
-        raise RuntimeError(
+        raise TrainingStopped(
             f'all {len(samples)} samples of a batch were broken (see the '
             'warnings above); set max_refetch on the dataset so broken '
             'samples are replaced by the following ones')

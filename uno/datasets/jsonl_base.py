@@ -6,9 +6,11 @@ line or a record without its required keys makes ``__getitem__`` return
 :func:`~uno.datasets.collate.pack_and_count` counts into the batch's
 ``extras['broken']``), increments the dataset's broken counter and logs a
 warning naming the file and the reason (the first 10, then every 100th).
-Only when the broken fraction exceeds ``max_broken_fraction`` (after
-``min_samples_for_threshold`` reads) does the dataset raise a
-``RuntimeError``: at that point the data, not a few files, is wrong.
+A record whose fields have the wrong type (a number for an image path)
+is a bad sample too. Only when the broken fraction exceeds
+``max_broken_fraction`` (after ``min_samples_for_threshold`` reads) does
+the dataset stop the run (:class:`~uno.utils.errors.TrainingStopped`, one
+line from the tools): at that point the data, not a few files, is wrong.
 
 The counters live on the dataset object, i.e. per process: with dataloader
 workers each worker counts (and checks the threshold on) the samples it
@@ -27,8 +29,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from uno.structures import SequencePlan
-from .builder import build_tokenizer, to_tensor_image
 from uno.structures.plans import UnoPlanOptions
+from uno.utils.errors import TrainingStopped, UnoConfigError
+from .builder import build_tokenizer, to_tensor_image
 from .transforms import as_rgb_array, build_pipeline, image_keys
 
 #: Broken samples logged one by one before switching to every 100th.
@@ -129,9 +132,12 @@ class JsonlImageDataset(Dataset):
             return ann_file
         if data_root and osp.isfile(osp.join(data_root, ann_file)):
             return osp.join(data_root, ann_file)
+        if osp.isdir(ann_file):
+            raise UnoConfigError(f'annotation file {ann_file} is a folder; '
+                                 'ann_file must name a JSONL file')
         where = f' (nor below data_root {data_root})' if data_root else ''
-        raise FileNotFoundError(f'annotation file {ann_file} does not '
-                                f'exist{where}')
+        raise UnoConfigError(f'annotation file {ann_file} does not '
+                             f'exist{where}')
 
     def _load_records(self) -> List[Union[dict, BrokenSampleError]]:
         """Parsed records; a bad line becomes a BrokenSampleError entry."""
@@ -159,13 +165,13 @@ class JsonlImageDataset(Dataset):
                 records.append(record)
         bad = sum(isinstance(r, BrokenSampleError) for r in records)
         if len(records) == bad:
-            raise ValueError(
+            raise UnoConfigError(
                 f'{self.ann_file} holds no valid sample ({bad} bad lines); '
                 f'each line must be a JSON object with keys '
                 f'{list(self.required_keys)}')
         if len(records) >= self.min_samples_for_threshold and (
                 bad / len(records) > self.max_broken_fraction):
-            raise RuntimeError(self._threshold_message(bad, len(records)))
+            raise TrainingStopped(self._threshold_message(bad, len(records)))
         return records
 
     def __len__(self) -> int:
@@ -239,6 +245,10 @@ class JsonlImageDataset(Dataset):
                     plan = self.build_plan(i, record)
                 except BrokenSampleError as e:
                     error = e
+                except (TypeError, AttributeError) as e:  # a field's type
+                    error = BrokenSampleError(
+                        f'{self.ann_file} record {i}',
+                        f'a field of the wrong type ({e})')
             if error is not None:
                 skipped += 1
                 self._report_broken(i, error)
@@ -267,7 +277,7 @@ class JsonlImageDataset(Dataset):
                 level=logging.WARNING)
         if (self.num_read >= self.min_samples_for_threshold
                 and n / self.num_read > self.max_broken_fraction):
-            raise RuntimeError(self._threshold_message(n, self.num_read))
+            raise TrainingStopped(self._threshold_message(n, self.num_read))
 
     def _threshold_message(self, broken: int, total: int) -> str:
         return (f'{broken} of {total} samples were broken '

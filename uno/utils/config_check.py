@@ -208,8 +208,8 @@ def validate_config(cfg) -> None:
     """
     check_top_level(cfg)
     check_form(cfg)
+    check_components(cfg)  # types first: 'eight' is not an int
     check_ranges(cfg)
-    check_components(cfg)
 
 
 def check_top_level(cfg) -> None:

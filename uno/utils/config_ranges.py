@@ -26,8 +26,10 @@ def _number(v) -> bool:
 
 
 def _int_at_least(low: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) \
-        and v >= low
+    """Whole numbers ``>= low`` (``2.0`` too, as the type checks allow).
+    """
+    return lambda v: _number(v) and math.isfinite(v) and \
+        float(v).is_integer() and v >= low
 
 
 def _positive(v) -> bool:
