@@ -304,29 +304,53 @@ def test_world_options():
 def test_captions_state_a_relation_whenever_the_picture_shows_one():
     from dataclasses import replace
 
-    from uno.datasets.shapesworld.captions import captions, stated_relation
+    from uno.datasets.shapesworld.captions import captions, pair_relation
     world = ShapesWorld(seed=0)
     pos = next(s for s in (world.scene(i) for i in range(200))
                if s.tag == 'position')
-    assert stated_relation(pos) == pos.relation
+    assert pair_relation(pos) == pos.relation
     two = next(s for s in (world.scene(i) for i in range(500))
                if s.tag == 'two_object')
     a, b = two.objects
     aligned = replace(two, objects=(replace(a, cx=0.2, cy=0.5),
                                     replace(b, cx=0.7, cy=0.52)))
-    assert stated_relation(aligned) == 'left of'
+    assert pair_relation(aligned) == 'left of'
     assert all(' of ' in c for c in captions(aligned))
     stacked = replace(two, objects=(replace(a, cx=0.5, cy=0.8),
                                     replace(b, cx=0.48, cy=0.2)))
-    assert stated_relation(stacked) == 'below'
+    assert pair_relation(stacked) == 'below'
     diagonal = replace(two, objects=(replace(a, cx=0.2, cy=0.3),
                                      replace(b, cx=0.7, cy=0.7)))
-    assert stated_relation(diagonal) == 'left of'  # dominant axis
+    assert pair_relation(diagonal) == 'left of'  # dominant axis
     for index in range(300):  # a position scene's relation is its axis
         scene = world.scene(index)
         if scene.relation is not None:
-            assert stated_relation(replace(scene, relation=None)) == \
+            assert pair_relation(replace(scene, relation=None)) == \
                 scene.relation
     three = next(s for s in (world.scene(i) for i in range(500))
                  if len(s.objects) == 3)
-    assert stated_relation(three) is None
+    assert pair_relation(three) is None
+
+
+def test_two_object_captions_name_the_left_or_upper_object_first():
+    from uno.datasets.shapesworld.captions import captions, reading_order
+    world = ShapesWorld(seed=0)
+    seen = 0
+    for index in range(400):
+        scene = world.scene(index)
+        order = reading_order(scene)
+        if len(scene.objects) != 2:
+            assert order is None
+            continue
+        first, rel, second = order
+        assert rel in ('left of', 'above')
+        if rel == 'left of':
+            assert first.cx < second.cx
+        else:
+            assert first.cy < second.cy  # image y grows downwards
+        for text in captions(scene):
+            assert f' {rel} ' in text and 'right of' not in text
+            assert text.index(first.shape) < text.index(
+                second.shape, text.index(rel))
+        seen += 1
+    assert seen > 20

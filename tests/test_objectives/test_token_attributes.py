@@ -6,7 +6,7 @@ import torch
 from uno.datasets import ShapesWorldCaptionDataset, pack_sequences
 from uno.datasets.shapesworld import (TOKEN_ATTRIBUTES, ShapesWorld,
                                       token_attributes)
-from uno.datasets.shapesworld.captions import stated_relation
+from uno.datasets.shapesworld.captions import pair_relation
 from uno.datasets.shapesworld.scene import INVERSE_RELATION as INVERSE
 from uno.datasets.tokenizer import WordTokenizer
 from uno.objectives import ObjectiveSet
@@ -48,7 +48,7 @@ def test_labels_follow_the_object_masks():
                 [1 + TOKEN_ATTRIBUTES[a].index(getattr(obj, a))
                  for a in ('shape', 'color', 'size')])).all(1)]
             for obj in scene.objects)
-        stated = stated_relation(scene)
+        stated = pair_relation(scene)
         assert set(first.tolist()) == {
             1 + TOKEN_ATTRIBUTES['relation'].index(stated)}
         assert set(second.tolist()) == {
