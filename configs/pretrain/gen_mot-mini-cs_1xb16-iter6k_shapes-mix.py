@@ -6,10 +6,11 @@
 # understanding encoder and connector stay frozen (their stage-1 features);
 # the und expert and text head keep training on both views. Latent tokens
 # enter through the model's convolutional stem over their grid (next to the
-# linear vae2llm), and TokenAttributeObjective(view='latent') gives the gen
-# expert's hidden states of clean latents the same dense per-token labels
-# the ViT had in stage 1 (captioning alone teaches that path colour, not
-# shape: docs/testbed.md).
+# linear vae2llm), and TokenAttributeObjective gives the gen expert's
+# hidden states the same dense per-token labels the ViT had in stage 1, on
+# clean latents (the path the und expert reads) and on the noisy latents of
+# text-to-image samples up to t = 0.6 (captioning alone teaches that path
+# colour, not shape: docs/testbed.md).
 _base_ = [
     '../_base_/models/mot_mini.py',
     '../_base_/datasets/shapesworld_mix.py',
@@ -23,13 +24,17 @@ model = dict(
 train_dataloader = dict(
     dataset=dict(
         weights=dict(t2i=0.45, caption=0.3, edit=0.25),
-        datasets=dict(caption=dict(latent_fraction=0.5, token_labels=4))))
+        datasets=dict(
+            t2i=dict(token_labels=4),
+            caption=dict(latent_fraction=0.5, token_labels=4))))
 objectives = dict(
     flow=dict(type='FlowMatchingObjective', weight=1.0, shift=1.0),
     caption=dict(type='CaptioningObjective', weight=0.5,
                  noisy_captions=False),
-    latent_attributes=dict(type='TokenAttributeObjective', weight=0.5,
-                           view='latent', layer=2))
+    latent_attributes=dict(type='TokenAttributeObjective', weight=1.0,
+                           view='latent', layer=2),
+    noisy_attributes=dict(type='TokenAttributeObjective', weight=1.0,
+                          view='noisy', layer=2, max_t=0.6))
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95),

@@ -125,3 +125,29 @@ def test_latent_view_supervises_the_gen_expert_and_the_latent_stem():
     with pytest.raises(UnoConfigError, match='layer 3'):
         ObjectiveSet(dict(attr=dict(type='TokenAttributeObjective',
                                     view='latent', layer=3))).setup(model)
+
+
+def test_noisy_view_labels_text_to_image_targets_up_to_max_t():
+    from uno.datasets import ShapesWorldT2IDataset
+    torch.manual_seed(0)
+    model = MODELS.build(MODEL)
+    ds = ShapesWorldT2IDataset(tokenizer=WordTokenizer(vocab_size=128),
+                               token_labels=4)
+    batch = pack_sequences([ds[i] for i in range(4)], latent_stride=4)
+    counts = {}
+    for max_t in (1.0, 0.5):
+        objs = ObjectiveSet(dict(
+            flow=dict(type='FlowMatchingObjective'),
+            attr=dict(type='TokenAttributeObjective', view='noisy',
+                      layer=1, max_t=max_t)))
+        objs.setup(model)
+        gen = torch.Generator().manual_seed(0)
+        objs.prepare(model, batch, gen)
+        total, logs = objs(model(batch, return_layers=(1, )), batch)
+        t = batch.extras['timesteps']  # (4,)
+        assert logs['tokens/attr'] == int((t <= max_t).sum()) * 64 * 4
+        counts[max_t] = logs['tokens/attr']
+    assert counts[1.0] == 4 * 64 * 4 and counts[0.5] < counts[1.0]
+    with pytest.raises(ValueError, match="'vit', 'latent' or 'noisy'"):
+        ObjectiveSet(dict(attr=dict(type='TokenAttributeObjective',
+                                    view='pixels')))

@@ -10,25 +10,37 @@ index, so a resumed run sees the same samples.
 from typing import Optional, Union
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from uno.registry import DATASETS
 from uno.structures import SequencePlan
-from .builder import build_tokenizer, to_tensor_image
 from uno.structures.plans import UnoPlanOptions, t2i_plan, uno_segments
-from .shapesworld import ShapesWorld
+from .builder import build_tokenizer, to_tensor_image
+from .shapesworld import ShapesWorld, token_attributes
 
 
 class ShapesWorldBase(Dataset):
     """Shared arguments of the ShapesWorld datasets."""
 
     def __init__(self, split: str, num_samples: int, image_size: int,
-                 seed: int, tokenizer, max_objects: int):
+                 seed: int, tokenizer, max_objects: int,
+                 token_labels: Optional[int] = None):
         self.split, self.num_samples, self.seed = split, num_samples, seed
         self.world = ShapesWorld(
             image_size=image_size, max_objects=max_objects, seed=seed)
         self.tokenizer = build_tokenizer(tokenizer or
                                          dict(type='WordTokenizer'))
+        self.image_size, self.token_labels = image_size, token_labels
+
+    def _add_token_labels(self, meta: dict, scene) -> None:
+        """``meta['token_labels']`` ``(4, N)``: the image's per-token
+        attribute labels for tokens of ``token_labels`` pixels
+        (:func:`~uno.datasets.shapesworld.token_attributes`), when asked.
+        """
+        if self.token_labels:
+            meta['token_labels'] = torch.from_numpy(token_attributes(
+                scene, self.image_size, self.token_labels))
 
     def __len__(self) -> int:
         return self.num_samples
@@ -72,6 +84,9 @@ class ShapesWorldT2IDataset(ShapesWorldBase):
             one of the scene's phrasings) as the conditioning text.
             Defaults to ``'prompt'``.
         max_objects (int): Objects per scene at most. Defaults to 4.
+        token_labels (int, optional): Also give the target image's
+            per-token attribute labels for tokens of this many pixels, for
+            ``TokenAttributeObjective(view='noisy')``. Defaults to None.
         uno (dict, optional): :class:`UnoPlanOptions`: UNO's caption and
             metaquery segments after the noisy image. Filled from the
             objectives by ``build_runner`` when left out. Defaults to None
@@ -87,6 +102,7 @@ class ShapesWorldT2IDataset(ShapesWorldBase):
                  prompt_dropout: float = 0.1,
                  text: str = 'prompt',
                  max_objects: int = 4,
+                 token_labels: Optional[int] = None,
                  uno: Optional[dict] = None):
         if text not in ('prompt', 'caption'):
             raise ValueError(f"text must be 'prompt' or 'caption', got "
@@ -94,7 +110,7 @@ class ShapesWorldT2IDataset(ShapesWorldBase):
         if not 0 <= prompt_dropout <= 1:
             raise ValueError('prompt_dropout must be in [0, 1]')
         super().__init__(split, num_samples, image_size, seed, tokenizer,
-                         max_objects)
+                         max_objects, token_labels)
         self.prompt_dropout, self.text = prompt_dropout, text
         self.uno = UnoPlanOptions.build(uno)
 
@@ -108,8 +124,7 @@ class ShapesWorldT2IDataset(ShapesWorldBase):
         image = to_tensor_image(self.world.render(scene))  # (3, H, W)
         segments = t2i_plan(tokens, self.tokenizer)
         caption = self._add_uno_segments(segments, scene, rng, 0)
-        return SequencePlan(
-            segments=segments,
-            images=[image],
-            meta=dict(index=index, prompt=text, caption=caption,
-                      dropped=bool(dropped), tag=scene.tag))
+        meta = dict(index=index, prompt=text, caption=caption,
+                    dropped=bool(dropped), tag=scene.tag)
+        self._add_token_labels(meta, scene)
+        return SequencePlan(segments=segments, images=[image], meta=meta)

@@ -9,13 +9,10 @@ Everything is deterministic in ``(seed, split, index)``.
 """
 from typing import Optional, Union
 
-import torch
-
 from uno.registry import DATASETS
 from uno.structures import SequencePlan
-from .builder import to_tensor_image
 from uno.structures.plans import UnoPlanOptions, caption_plan, edit_plan
-from .shapesworld import token_attributes
+from .builder import to_tensor_image
 from .shapesworld_t2i import ShapesWorldBase
 
 
@@ -52,12 +49,10 @@ class ShapesWorldCaptionDataset(ShapesWorldBase):
                  max_objects: int = 4,
                  token_labels: Optional[int] = None):
         super().__init__(split, num_samples, image_size, seed, tokenizer,
-                         max_objects)
+                         max_objects, token_labels)
         if not 0 <= latent_fraction <= 1:
             raise ValueError('latent_fraction must be in [0, 1]')
         self.latent_fraction = latent_fraction
-        self.token_labels = token_labels
-        self.image_size = image_size
 
     def __getitem__(self, index: int) -> SequencePlan:
         scene = self.world.scene(index, self.split)
@@ -66,9 +61,7 @@ class ShapesWorldCaptionDataset(ShapesWorldBase):
         latent = bool(rng.random() < self.latent_fraction)
         meta = dict(index=index, task='caption', caption=caption,
                     latent=latent, tag=scene.tag, scene=scene)
-        if self.token_labels:  # per ViT token, or latent token
-            meta['token_labels'] = torch.from_numpy(token_attributes(
-                scene, self.image_size, self.token_labels))  # (4, N_vit)
+        self._add_token_labels(meta, scene)  # per ViT or latent token
         return SequencePlan(
             segments=caption_plan(self.tokenizer.encode(caption),
                                   self.tokenizer, latent=latent),

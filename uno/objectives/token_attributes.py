@@ -14,8 +14,11 @@ relation to the other one), with labels the procedural world knows exactly
 ``view='latent'`` supervises the generation expert's hidden states of
 *clean latent* tokens instead (at one decoder layer): the path the und
 expert reads when it captions from generation tokens, which captioning
-alone teaches colour but hardly shape. Used in the pretraining stages
-only; post-training never sees it.
+alone teaches colour but hardly shape. ``view='noisy'`` does the same on
+the *noisy* latents of text-to-image samples up to ``max_t`` (a dense,
+REPA-like signal: what the image being generated will show under each
+token), which gives the generation stage many more labelled tokens. Used
+in the pretraining stages only; post-training never sees it.
 """
 from typing import Sequence
 
@@ -47,21 +50,27 @@ class TokenAttributeObjective(BaseObjective):
             ``('shape', 'color', 'size', 'relation')``. Defaults to all.
         view (str): ``'vit'``: the understanding encoder's features of
             ViT tokens; ``'latent'``: the hidden states of clean latent
-            tokens after decoder layer ``layer``. Defaults to ``'vit'``.
-        layer (int): 1-based decoder layer of the latent view. Defaults
+            tokens after decoder layer ``layer``; ``'noisy'``: those of
+            noisy latent tokens at ``t <= max_t``. Defaults to ``'vit'``.
+        layer (int): 1-based decoder layer of the latent views. Defaults
             to 2.
+        max_t (float): Largest timestep of the noisy view's tokens.
+            Defaults to 1.0.
     """
     requires = ('vit_features', )
 
     def __init__(self, weight: float = 1.0,
                  attributes: Sequence[str] = tuple(ATTRIBUTES),
-                 view: str = 'vit', layer: int = 2):
+                 view: str = 'vit', layer: int = 2, max_t: float = 1.0):
         super().__init__(weight)
-        if view not in ('vit', 'latent'):
-            raise ValueError(f"view must be 'vit' or 'latent', got {view!r}")
-        if view == 'latent':
+        if view not in ('vit', 'latent', 'noisy'):
+            raise ValueError(f"view must be 'vit', 'latent' or 'noisy', got "
+                             f'{view!r}')
+        if view != 'vit':
             self.requires, self.requires_layers = (), (int(layer), )
-        self.view, self.layer = view, int(layer)
+        self.view, self.layer, self.max_t = view, int(layer), float(max_t)
+        # the noisy view reads the flow objective's noisy latents
+        self.needs_noisy_latents = view == 'noisy'
         unknown = [a for a in attributes if a not in ATTRIBUTES]
         if unknown or not attributes:
             raise ValueError(f'attributes must be some of '
@@ -72,7 +81,7 @@ class TokenAttributeObjective(BaseObjective):
     def setup(self, model: nn.Module) -> None:
         if self.weight == 0:
             return
-        if self.view == 'latent':
+        if self.view != 'vit':
             num_layers = model.cfg.num_layers
             if not 1 <= self.layer <= num_layers:
                 raise UnoConfigError(
@@ -90,15 +99,19 @@ class TokenAttributeObjective(BaseObjective):
 
     def forward(self, outputs: ModelOutputs,
                 batch: PackedBatch) -> ObjectiveResult:
-        if self.view == 'latent':
-            index = batch.clean_index
-            feats = outputs.layers[self.layer][index]  # (N_clean, D)
+        if self.view != 'vit':
+            index = (batch.clean_index if self.view == 'latent' else
+                     batch.noisy_index)
+            feats = outputs.layers[self.layer][index]  # (N, D)
         else:
             index, feats = batch.vit_index, outputs.vit_features  # (N, C)
         if feats is None or feats.shape[0] == 0:
             zero = outputs.hidden.new_zeros(())
             return ObjectiveResult(zero, zero.detach())
         labels = self._labels(batch, index).to(feats.device)  # (A, N)
+        if self.view == 'noisy' and self.max_t < 1.0:
+            t = batch.extras['timesteps'][batch.noisy_group]  # (N,)
+            labels[:, t.to(labels.device) > self.max_t] = -1
         keep = labels[0] >= 0  # tokens of samples with labels
         rows = {name: i for i, name in enumerate(ATTRIBUTES)}
         total = feats.new_zeros(())

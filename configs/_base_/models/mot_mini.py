@@ -21,7 +21,7 @@ model = dict(
         config=dict(
             img_size=32, patch_size=4, embed_dim=96, depth=3, num_heads=4),
         conv_stem=[32, 64, 96]),
-    latent_stem=dict(channels=[128]),
+    latent_stem=dict(channels=[128, 128]),
     attention=dict(type='sdpa'),
     metaquery=dict(num_queries=16),
     freeze=dict(und_encoder=False, latent_encoder=True))
