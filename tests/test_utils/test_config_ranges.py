@@ -35,6 +35,7 @@ CASES = [
     ({'model.llm.vocab_size': 16},
      'model.llm.vocab_size = 16 is smaller than tokenizer.vocab_size'),
     ({'model.llm.num_layers': 0}, 'model.llm.num_layers = 0'),
+    ({'env_cfg.dist_cfg.timeout': 0}, 'env_cfg.dist_cfg.timeout = 0'),
     ({'train_cfg': dict(type='EpochBasedTrainLoop', max_epochs=1)},
      "InfiniteSampler' never ends an epoch"),
     ({'optim_wrapper.accumulative_counts': 2},

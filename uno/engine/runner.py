@@ -28,6 +28,10 @@ from .sharded_checkpoint import (checkpoint_extras, is_sharded_checkpoint,
                                  save_sharded, sharded_tensors)
 
 DEFAULT_CONSTRUCTOR = 'TrainableOnlyOptimWrapperConstructor'
+#: collective timeout (seconds) unless env_cfg.dist_cfg.timeout says: a
+#: stalled or dead rank stops the others after this long, not gloo's 30
+#: minutes (NCCL's default is 10)
+DIST_TIMEOUT_S = 900
 
 
 def build_runner(cfg: Config) -> Runner:
@@ -64,6 +68,7 @@ def build_runner(cfg: Config) -> Runner:
     env_cfg = copy.deepcopy(cfg.get('env_cfg', {}))
     env_cfg.setdefault('dist_cfg', {}).setdefault(
         'backend', 'nccl' if torch.cuda.is_available() else 'gloo')
+    env_cfg['dist_cfg'].setdefault('timeout', DIST_TIMEOUT_S)
     return UnoRunner(
         model=trainer,
         work_dir=cfg.work_dir,
@@ -116,12 +121,18 @@ class UnoRunner(Runner):
         # mmengine's 'pytorch' launcher calls torch.cuda.set_device, which
         # fails without a GPU; on CPU start the process group (gloo, from
         # torchrun's environment) first, and mmengine keeps it
+        # (with the collective timeout of env_cfg.dist_cfg, in seconds)
+        import datetime
+
         import torch.distributed as dist
+        dist_cfg = env_cfg.get('dist_cfg', {})
         if (self.distributed and self.launcher == 'pytorch'
                 and not dist.is_initialized()
                 and not torch.cuda.is_available()):
-            backend = env_cfg.get('dist_cfg', {}).get('backend', 'gloo')
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(
+                backend=dist_cfg.get('backend', 'gloo'),
+                timeout=datetime.timedelta(
+                    seconds=dist_cfg.get('timeout', DIST_TIMEOUT_S)))
         super().setup_env(env_cfg)
 
     def wrap_model(self, model_wrapper_cfg, model):

@@ -83,6 +83,8 @@ RULES: List[Tuple[str, Callable[[Any], bool], str]] = [
     ('*_dataloader.dataset.latent_fraction', _fraction, 'a number in [0, 1]'),
     ('*_dataloader.dataset.datasets.*.latent_fraction', _fraction,
      'a number in [0, 1]'),
+    ('env_cfg.dist_cfg.timeout', _positive,
+     'a finite number of seconds > 0'),
     ('model.llm.*_size', _int_at_least(1), 'an integer >= 1'),
     ('model.llm.num_*', _int_at_least(1), 'an integer >= 1'),
 ]
