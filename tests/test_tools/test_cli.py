@@ -62,8 +62,8 @@ def test_missing_custom_import_names_the_module(tmp_path):
                       "custom_imports = dict(imports=['no_such_mod_q'])\n")
     with pytest.raises(UnoConfigError) as info:
         load_config(str(config))
-    assert "custom_imports failed: No module named 'no_such_mod_q'" in \
-        str(info.value)
+    assert 'custom_imports failed' in str(info.value)
+    assert 'no_such_mod_q' in str(info.value)
 
 
 @pytest.mark.skipif('torch.cuda.is_available()')

@@ -15,7 +15,7 @@ CASES = [
      'optim_wrapper.clip_grad.max_norm = -1.0: must be a finite number > 0'),
     ({'train_cfg.max_iters': 0}, 'train_cfg.max_iters = 0: must be'),
     ({'train_cfg.max_iters': -5}, 'train_cfg.max_iters = -5'),
-    ({'train_cfg.max_iters': 2.5}, 'an integer >= 1'),
+    ({'train_cfg.max_iters': 2.5}, 'max_iters=2.5 is not a whole number'),
     ({'train_cfg.val_interval': 0}, 'train_cfg.val_interval = 0'),
     ({'optim_wrapper.optimizer.lr': 0.0}, 'optim_wrapper.optimizer.lr = 0.0'),
     ({'optim_wrapper.optimizer.lr': float('nan')}, 'lr = nan'),
@@ -36,7 +36,8 @@ CASES = [
      'model.llm.vocab_size = 16 is smaller than tokenizer.vocab_size'),
     ({'model.llm.num_layers': 0}, 'model.llm.num_layers = 0'),
     ({'env_cfg.dist_cfg.timeout': 0}, 'env_cfg.dist_cfg.timeout = 0'),
-    ({'train_cfg': dict(type='EpochBasedTrainLoop', max_epochs=1)},
+    ({'train_cfg': dict(_delete_=True, type='EpochBasedTrainLoop',
+                        max_epochs=1)},
      "InfiniteSampler' never ends an epoch"),
     ({'optim_wrapper.accumulative_counts': 2},
      'accumulative_counts = 2: must be 1 (gradient accumulation is not '
