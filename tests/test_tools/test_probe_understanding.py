@@ -34,8 +34,9 @@ def tool():
 
 
 def _phrasings(world, scene):
-    """Every text the world writes for a scene: the five captions and the
-    GenEval prompt (captions() is the one source of the phrasings)."""
+    """Every text the world writes for a scene: its captions (five; four
+    for two objects) and the GenEval prompt (captions() is the one source
+    of the phrasings)."""
     return world.captions(scene) + [world.prompt(scene)]
 
 
@@ -48,7 +49,8 @@ def test_ground_truth_text_scores_one(tool, sizes):
                     'position'}  # every template branch is exercised
     assert {len(s.objects) for s in scenes} == {1, 2, 3, 4}
     for k in range(6):  # phrasing k of every scene, scored as the tool does
-        texts = [_phrasings(world, s)[k] for s in scenes]
+        texts = [(lambda p: p[k % len(p)])(_phrasings(world, s))
+                 for s in scenes]
         res = tool.aggregate(tool.score_texts(texts, scenes,
                                               world.with_size))
         for attr in ATTRS:
