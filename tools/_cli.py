@@ -23,6 +23,7 @@ MLflow's own INFO chatter on stderr (store migrations) is silenced unless
 ``--mlflow-run-name`` / ``--mlflow-tag`` (:func:`add_mlflow_args`) name and
 tag the run of ``UnoMLflowVisBackend`` (tools/sweep.py uses them).
 """
+import errno
 import os
 import os.path as osp
 import sys
@@ -168,7 +169,8 @@ def apply_mlflow_args(cfg, run_name=None, tags=(), default_run_name=None):
 
 def run_cli(main, debug: bool) -> None:
     """Run ``main()``; a configuration error is one line and exit 2, a
-    deliberate stop (TrainingStopped) one line and exit 3."""
+    deliberate stop (TrainingStopped) one line and exit 3, a failed write
+    (full disk, read-only folder) one line naming the file and exit 2."""
     from uno.utils.config_check import config_build_errors
     from uno.utils.errors import TrainingStopped, UnoConfigError
     try:
@@ -187,6 +189,18 @@ def run_cli(main, debug: bool) -> None:
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         sys.exit(130)
+    except OSError as e:  # a full disk, a read-only or vanished folder
+        if debug or e.errno not in _WRITE_ERRNOS:
+            raise
+        where = f' {e.filename}' if e.filename else ''
+        print(f'error: cannot write{where}: {e.strerror} (checkpoints are '
+              'written atomically: the last complete one is kept)',
+              file=sys.stderr)
+        sys.exit(2)
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                 errno.EPERM}
 
 
 def _one_line(exc: BaseException) -> str:

@@ -110,6 +110,35 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ['ckpt.pth']  # no temp file left
 
 
+
+def test_full_disk_during_torch_save_is_an_oserror_naming_the_file(
+        tmp_path, monkeypatch):
+    """torch.save turns a failed write into an unrelated RuntimeError; the
+    save reports the disk's error instead, and keeps the old file."""
+    import builtins
+    import errno
+    import io
+
+    from uno.engine import checkpoint as ckpt_module
+    path = tmp_path / 'iter_2.pth'
+    save_checkpoint_file(dict(w=torch.zeros(1)), str(path))
+
+    class FullDisk(io.FileIO):
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ckpt_module, 'open',
+                        lambda p, mode: FullDisk(p, mode.replace('b', '')),
+                        raising=False)
+    with pytest.raises(OSError) as info:
+        save_checkpoint_file(dict(w=torch.ones(10_000)), str(path))
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename == str(path)
+    monkeypatch.setattr(ckpt_module, 'open', builtins.open)
+    assert os.listdir(tmp_path) == ['iter_2.pth']
+    assert torch.equal(load_checkpoint_file(str(path))['w'], torch.zeros(1))
+
 WRITER = r'''
 import sys, torch
 sys.path.insert(0, {repo!r})

@@ -1,5 +1,7 @@
 """tools/_cli.py: malformed command-line options are one line, exit 2."""
 import argparse
+import errno
+import os
 import os.path as osp
 import sys
 
@@ -78,3 +80,31 @@ def test_amp_optim_wrapper_on_a_cpu_is_one_line(tmp_path):
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
     with pytest.raises(UnoConfigError, match="'AmpOptimWrapper' needs a GPU"):
         build_runner(cfg)
+
+
+def test_unwritable_work_dir_is_one_line_naming_it(tmp_path):
+    from uno.utils.errors import UnoConfigError
+    from uno.utils.paths import check_writable
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('not a folder')
+    with pytest.raises(UnoConfigError, match='a_file/run is not writable'):
+        check_writable(str(blocker / 'run'))
+    check_writable(str(tmp_path / 'fresh' / 'run'))  # created, no probe left
+    assert list((tmp_path / 'fresh' / 'run').iterdir()) == []
+
+
+@pytest.mark.parametrize('code', [errno.ENOSPC, errno.EROFS])
+def test_failed_write_is_one_line_and_exit_2(code, capsys):
+    from _cli import run_cli
+
+    def main():
+        raise OSError(code, os.strerror(code), 'work/iter_10.pth')
+
+    with pytest.raises(SystemExit) as info:
+        run_cli(main, debug=False)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert 'iter_10.pth' in err and os.strerror(code) in err
+    with pytest.raises(OSError):  # --debug keeps the traceback
+        run_cli(main, debug=True)

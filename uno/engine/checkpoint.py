@@ -174,7 +174,16 @@ def _write_atomically(path: str, write) -> None:
     tmp = _temp_in(folder, osp.basename(path))
     try:
         with open(tmp, 'wb') as f:
-            write(f)
+            out = _WriteErrors(f)
+            try:
+                write(out)
+            except Exception as e:
+                # torch.save reports a failed write (a full disk) as an
+                # unrelated RuntimeError: raise the OSError, naming the file
+                if out.error is not None and out.error is not e:
+                    raise OSError(out.error.errno, out.error.strerror,
+                                  path) from e
+                raise
             f.flush()
             os.fsync(f.fileno())
         _replace_durably(tmp, path)
@@ -182,6 +191,23 @@ def _write_atomically(path: str, write) -> None:
         if osp.exists(tmp):
             os.remove(tmp)
         raise
+
+
+class _WriteErrors:
+    """A file that remembers the first ``OSError`` of its ``write``."""
+
+    def __init__(self, f):
+        self._f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
 
 
 def atomic_write(data: bytes, path: str) -> None:

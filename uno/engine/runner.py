@@ -19,6 +19,7 @@ from mmengine.runner import Runner
 
 from uno.registry import DATASETS, FUNCTIONS, MODEL_WRAPPERS
 from uno.utils.errors import UnoConfigError
+from uno.utils.paths import check_writable
 from .checkpoint import (CheckpointError, checkpoint_candidates,
                          load_checkpoint_file, save_checkpoint_file,
                          state_dict_mismatch)
@@ -69,6 +70,7 @@ def build_runner(cfg: Config) -> Runner:
     env_cfg.setdefault('dist_cfg', {}).setdefault(
         'backend', 'nccl' if torch.cuda.is_available() else 'gloo')
     env_cfg['dist_cfg'].setdefault('timeout', DIST_TIMEOUT_S)
+    check_writable(cfg.work_dir)
     return UnoRunner(
         model=trainer,
         work_dir=cfg.work_dir,

@@ -46,3 +46,24 @@ def config_identity(filename: Optional[str]) -> ConfigIdentity:
 def default_work_dir(filename: Optional[str], root: str = 'work_dirs') -> str:
     """``work_dirs/<config path below configs/>``."""
     return osp.join(root, config_identity(filename).relpath)
+
+
+def check_writable(folder: str) -> None:
+    """Create ``folder`` if needed and write a probe file in it, so a
+    read-only, full or misnamed work dir fails before anything is built.
+
+    Raises:
+        UnoConfigError: Naming the folder and the system's reason.
+    """
+    import os
+    import tempfile
+
+    from uno.utils.errors import UnoConfigError
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.write-probe.'):
+            pass
+    except OSError as e:
+        raise UnoConfigError(
+            f'work dir {folder} is not writable: {e.strerror or e} (choose '
+            'another with --work-dir)') from e
