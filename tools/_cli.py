@@ -170,9 +170,12 @@ def apply_mlflow_args(cfg, run_name=None, tags=(), default_run_name=None):
 def run_cli(main, debug: bool) -> None:
     """Run ``main()``; a configuration error is one line and exit 2, a
     deliberate stop (TrainingStopped) one line and exit 3, a failed write
-    (full disk, read-only folder) one line naming the file and exit 2."""
+    (full disk, read-only folder) one line naming the file and exit 2, a
+    collective that another rank's stall or death broke one line and exit
+    2."""
     from uno.utils.config_check import config_build_errors
-    from uno.utils.errors import TrainingStopped, UnoConfigError
+    from uno.utils.errors import (TrainingStopped, UnoConfigError,
+                                  collective_failure)
     try:
         with config_build_errors(lambda: _loaded.get('cfg')):
             main()
@@ -189,6 +192,14 @@ def run_cli(main, debug: bool) -> None:
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         sys.exit(130)
+    except RuntimeError as e:  # another rank stalled or died
+        import torch.distributed as dist
+        message = collective_failure(e) if dist.is_available() and \
+            dist.is_initialized() else ''
+        if debug or not message:
+            raise
+        print(f'error: {message}', file=sys.stderr)
+        sys.exit(2)
     except OSError as e:  # a full disk, a read-only or vanished folder
         if debug or e.errno not in _WRITE_ERRNOS:
             raise

@@ -108,3 +108,52 @@ def test_failed_write_is_one_line_and_exit_2(code, capsys):
     assert 'iter_10.pth' in err and os.strerror(code) in err
     with pytest.raises(OSError):  # --debug keeps the traceback
         run_cli(main, debug=True)
+
+
+RANK = r'''
+import datetime, os, sys, time
+sys.path.insert(0, {tools!r})
+import torch, torch.distributed as dist
+from _cli import run_cli
+rank, mode = int(sys.argv[1]), sys.argv[2]
+
+def main():
+    dist.init_process_group('gloo', rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=3))
+    if rank == 1:
+        if mode == 'stall':
+            time.sleep(20)
+        os._exit(1)
+    dist.all_reduce(torch.ones(2))
+
+run_cli(main, debug=False)
+'''
+
+
+@pytest.mark.parametrize('mode', ['stall', 'dead'])
+def test_stalled_or_dead_rank_stops_the_other_with_one_line(mode, tmp_path):
+    """A rank that stalls past the collective timeout, or dies, makes the
+    other exit with one line and status 2 within the timeout (3 s here)."""
+    import socket
+    import subprocess
+    import time
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    script = tmp_path / 'rank.py'
+    script.write_text(RANK.format(tools=osp.join(REPO, 'tools')))
+    env = dict(os.environ, MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
+               OMP_NUM_THREADS='1')
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), mode],
+                              env=env, stderr=subprocess.PIPE, text=True)
+             for r in (0, 1)]
+    start = time.monotonic()
+    err = procs[0].communicate(timeout=60)[1]
+    waited = time.monotonic() - start
+    procs[1].kill()
+    procs[1].communicate()
+    assert procs[0].returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith('error: rank 0: a collective failed')
+    assert waited < 20  # the stalled rank sleeps 20 s: the timeout ended it
