@@ -2,15 +2,14 @@
 
 Each case writes a small config to a temporary folder (``_base_`` pointing
 at the smoke or the UNO config by absolute path) or passes a
-``--cfg-options`` override, runs ``tools/train.py`` in a subprocess, and
-expects exit status 2 with exactly one non-empty line on stderr that
-starts with ``error: `` and names the key, the type and the fix, without
-a traceback (``--debug`` shows it: the last case).
+``--cfg-options`` override, runs ``tools/train.py``'s ``main`` in-process
+with those arguments, and expects exit status 2 with exactly one
+non-empty line on stderr that starts with ``error: `` and names the key,
+the type and the fix, without a traceback. One case and ``--debug`` (which
+shows the traceback) run as real processes, for the CLI contract itself.
 
-Most cases fail while the config is loaded and validated, i.e. after the
-~7 s it takes Python to import torch and mmengine; a few build the model
-or run one step. The selected cases run concurrently (one per core) in a
-module fixture, so the whole table takes a few minutes on two cores.
+Most cases fail while the config is loaded and validated; a few build the
+model or run one step.
 """
 import os
 import os.path as osp
@@ -18,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Optional, Tuple
 
 import pytest
@@ -27,11 +25,10 @@ from mmengine.config import Config
 from mmengine.registry import Registry
 
 from tests.conftest import REPO
+from tests.tools import run_tool
 from uno.registry import OBJECTIVES
 from uno.utils.config_check import config_build_errors, validate_config
 from uno.utils.errors import UnoConfigError
-
-pytestmark = pytest.mark.slow
 
 SMOKE = osp.join(REPO,
                  'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py')
@@ -179,10 +176,8 @@ def _fill(text: str, tmp: str) -> str:
     return text.replace('{tmp}', tmp)
 
 
-def _run(case: Case, tmp: str, store: str) -> subprocess.CompletedProcess:
-    """Write the case's config and run tools/train.py on it, with a copy
-    of the migrated MLflow store ``store`` (migrating costs seconds)."""
-    shutil.copy(store, osp.join(tmp, 'm.db'))
+def _argv(case: Case, tmp: str) -> list:
+    """Write the case's config; the arguments of tools/train.py."""
     if case.config:
         config = _fill(case.config, tmp)
     else:
@@ -191,62 +186,62 @@ def _run(case: Case, tmp: str, store: str) -> subprocess.CompletedProcess:
         lines.append(_fill(textwrap.dedent(case.body), tmp))
         with open(config, 'w') as f:
             f.write('\n'.join(lines) + '\n')
-    cmd = [sys.executable, 'tools/train.py', config, '--work-dir',
-           osp.join(tmp, 'work')]
-    cmd += [_fill(a, tmp) for a in case.args]
+    argv = [config, '--work-dir', osp.join(tmp, 'work')]
+    argv += [_fill(a, tmp) for a in case.args]
     if case.options:
-        cmd += ['--cfg-options'] + [_fill(o, tmp) for o in case.options]
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f'sqlite:///{tmp}/m.db',
-               OMP_NUM_THREADS='1')
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+        argv += ['--cfg-options'] + [_fill(o, tmp) for o in case.options]
+    return argv
 
 
 @pytest.fixture(scope='module')
-def results(request, tmp_path_factory):
-    """Run every selected case at once, one subprocess per core."""
-    selected = []
-    for item in request.session.items:
-        callspec = getattr(item, 'callspec', None)
-        case = callspec.params.get('case') if callspec else None
-        if item.module is request.module and isinstance(case, Case) and (
-                ON_CPU or not case.cpu_only):
-            selected.append(case)
-    # the slow ones first, so that two workers finish together
-    selected.sort(key=lambda c: STAGES.index(c.stage))
-    store = tmp_path_factory.mktemp('store') / 'm.db'
+def store(tmp_path_factory):
+    """A migrated MLflow store to copy (migrating costs seconds)."""
     import mlflow
-    mlflow.MlflowClient(f'sqlite:///{store}').search_experiments()
-    tmps = {c.id: str(tmp_path_factory.mktemp(c.id)) for c in selected}
-    workers = max(2, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
-        futures = {
-            c.id: pool.submit(_run, c, tmps[c.id], str(store))
-            for c in selected
-        }
-    return {k: (f.result(), tmps[k]) for k, f in futures.items()}
+    path = tmp_path_factory.mktemp('store') / 'm.db'
+    mlflow.MlflowClient(f'sqlite:///{path}').search_experiments()
+    return str(path)
 
 
-@pytest.mark.parametrize('case', CASES, ids=[c.id for c in CASES])
-def test_bad_config_is_one_clear_line(case, results):
-    if case.cpu_only and not ON_CPU:
-        pytest.skip('valid where CUDA is available')
-    res, tmp = results[case.id]
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert res.returncode == 2, res.stderr[-3000:]
-    assert len(lines) == 1, res.stderr[-3000:]
+def _check_one_line(case: Case, code, stderr: str, tmp: str) -> None:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert code == 2, stderr[-3000:]
+    assert len(lines) == 1, stderr[-3000:]
     assert lines[0].startswith('error: '), lines[0]
     for fragment in case.expect:
         assert _fill(fragment, tmp) in lines[0], lines[0]
-    assert 'Traceback' not in res.stderr
+    assert 'Traceback' not in stderr
 
 
-@pytest.mark.parametrize('case', [DEBUG], ids=[DEBUG.id])
-def test_debug_shows_the_traceback(case, results):
-    res, _ = results[case.id]
-    assert res.returncode != 0
-    for fragment in case.expect:
-        assert fragment in res.stderr, res.stderr[-3000:]
+@pytest.mark.parametrize('case', CASES, ids=[c.id for c in CASES])
+def test_bad_config_is_one_clear_line(case, store, tmp_path, monkeypatch,
+                                      capsys):
+    """In-process: ``tools/train.py``'s ``main`` as the CLI calls it."""
+    if case.cpu_only and not ON_CPU:
+        pytest.skip('valid where CUDA is available')
+    tmp = str(tmp_path)
+    shutil.copy(store, osp.join(tmp, 'm.db'))
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', f'sqlite:///{tmp}/m.db')
+    code, _, err = run_tool('train', _argv(case, tmp), monkeypatch, capsys)
+    _check_one_line(case, code, err, tmp)
+
+
+@pytest.mark.slow
+def test_cli_contract_in_a_real_process(store, tmp_path):
+    """The one-line contract holds for a real process (nothing printed at
+    import), and ``--debug`` shows the traceback."""
+    shutil.copy(store, osp.join(tmp_path, 'm.db'))
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/m.db',
+               OMP_NUM_THREADS='1')
+    for case in (CASES[0], DEBUG):
+        res = subprocess.run(
+            [sys.executable, 'tools/train.py'] + _argv(case, str(tmp_path)),
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        if case is DEBUG:
+            assert res.returncode != 0
+            for fragment in case.expect:
+                assert fragment in res.stderr, res.stderr[-3000:]
+        else:
+            _check_one_line(case, res.returncode, res.stderr, str(tmp_path))
 
 
 def test_value_checks_accept_valid_values():
