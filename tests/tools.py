@@ -7,9 +7,10 @@ contract itself (exit status, nothing printed at import) is under test.
 import importlib.util
 import os.path as osp
 import sys
+import traceback
 from typing import List, Tuple
 
-from tests.conftest import REPO
+from tests.conftest import REPO, reset_mmengine_singletons
 
 _modules = {}
 
@@ -32,18 +33,23 @@ def run_tool(name: str, argv: List[str], monkeypatch,
     root.
 
     Returns:
-        tuple: The exit status (0 when ``main`` returns), and what it
-        wrote to stdout and stderr.
+        tuple: The exit status (what ``main`` returns, else 0; 1 with the
+        traceback on stderr when it raises), and what it wrote to stdout
+        and stderr.
     """
     module = tool_module(name)
+    reset_mmengine_singletons()  # a fresh process has none
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, 'argv', [f'tools/{name}.py'] + list(argv))
     capsys.readouterr()
     try:
-        module.main()
-        code = 0
+        returned = module.main()
+        code = returned if isinstance(returned, int) else 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None
                                                        else 1)
+    except Exception:  # as Python would: the traceback, exit status 1
+        traceback.print_exc()
+        code = 1
     out, err = capsys.readouterr()
     return code, out, err

@@ -1,8 +1,6 @@
 """JSONL datasets: plans, broken samples skipped and counted, end to end."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
@@ -15,7 +13,8 @@ from uno.datasets.shapesworld import ShapesWorld
 from uno.registry import DATASETS, FUNCTIONS
 from uno.utils.errors import TrainingStopped, UnoConfigError
 
-from tests.conftest import REPO
+from tests.conftest import REPO, mlflow_store
+from tests.tools import run_tool
 
 NUM_GOOD = 10
 MISSING, CORRUPT = 3, 7  # line numbers (0-based) of the two bad samples
@@ -307,20 +306,19 @@ default_hooks = dict(
 '''
 
 
-@pytest.mark.slow
-def test_train_end_to_end_skips_broken_samples(tmp_path):
+def test_train_end_to_end_skips_broken_samples(
+        tmp_path, monkeypatch, capsys):
     # 22 good + 2 broken = 24 samples = 6 batches of 4: one epoch
     ann = write_caption_set(tmp_path, num_good=22, bad=(5, 17))
     cfg = tmp_path / 'file_t2i.py'
     cfg.write_text(CONFIG.format(repo=REPO, ann=ann))
     db = tmp_path / 'm.db'
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f'sqlite:///{db}')
-    res = subprocess.run(
-        [sys.executable, 'tools/train.py', str(cfg), '--work-dir',
-         str(tmp_path / 'work_dirs' / 'file_t2i')],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    log = res.stdout + res.stderr
-    assert res.returncode == 0, log[-3000:]
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', mlflow_store(db))
+    code, out, err = run_tool('train', [
+        str(cfg), '--work-dir', str(tmp_path / 'work_dirs' / 'file_t2i')
+    ], monkeypatch, capsys)
+    log = out + err
+    assert code == 0, log[-3000:]
     assert 'skipped 2 broken samples of 24 read' in log
     assert 'missing.png' in log and 'corrupt.png' in log
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import REPO
+from tests.conftest import REPO, mlflow_store
 from uno.engine.checkpoint import (CheckpointError, atomic_write,
                                    checkpoint_candidates,
                                    load_checkpoint_file, load_model_weights,
@@ -110,7 +110,6 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ['ckpt.pth']  # no temp file left
 
 
-
 def test_full_disk_during_torch_save_is_an_oserror_naming_the_file(
         tmp_path, monkeypatch):
     """torch.save turns a failed write into an unrelated RuntimeError; the
@@ -138,6 +137,7 @@ def test_full_disk_during_torch_save_is_an_oserror_naming_the_file(
     monkeypatch.setattr(ckpt_module, 'open', builtins.open)
     assert os.listdir(tmp_path) == ['iter_2.pth']
     assert torch.equal(load_checkpoint_file(str(path))['w'], torch.zeros(1))
+
 
 WRITER = r'''
 import sys, torch
@@ -241,7 +241,7 @@ def test_train_never_runs_a_crafted_checkpoint(tmp_path, monkeypatch,
                                                capsys, how):
     path, marker = craft(tmp_path)
     monkeypatch.setenv('MLFLOW_TRACKING_URI',
-                       f'sqlite:///{tmp_path}/mlflow.db')
+                       mlflow_store(tmp_path / 'mlflow.db'))
     args = [TINY, '--work-dir', str(tmp_path / 'work'), '--cfg-options',
             'train_cfg.max_iters=1']
     if how == 'load_from':
@@ -270,7 +270,7 @@ def test_test_tool_never_runs_a_crafted_checkpoint(tmp_path):
     """The CLI contract: exit status 2, one line, no marker."""
     path, marker = craft(tmp_path)
     env = dict(os.environ,
-               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+               MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
     proc = subprocess.run(
         [sys.executable, 'tools/test.py', TINY, str(path), '--work-dir',
          str(tmp_path / 'eval')], cwd=REPO, env=env, capture_output=True,

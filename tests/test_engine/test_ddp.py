@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, mlflow_store
 
 CONFIG = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
 ITERS = 3
@@ -40,7 +40,7 @@ def _losses(work_dir):
 
 def test_two_processes_match_one_with_double_batch(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1',
-               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+               MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
     one, two = tmp_path / 'work_dirs/one', tmp_path / 'work_dirs/two'
     single = subprocess.run(
         [sys.executable, 'tools/train.py', CONFIG, '--work-dir', str(one),

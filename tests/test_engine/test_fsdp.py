@@ -16,7 +16,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from tests.conftest import REPO
+from tests.conftest import REPO, mlflow_store
 from uno.engine.sharded_checkpoint import (is_sharded_checkpoint,
                                            load_sharded_meta, read_sharded,
                                            sharded_tensors)
@@ -92,7 +92,7 @@ def _weights(path):
 @pytest.mark.slow
 def test_fsdp_two_processes_match_one_and_resume(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1',
-               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+               MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
     one, two = tmp_path / 'work_dirs/one', tmp_path / 'work_dirs/two'
     single = subprocess.run(
         [sys.executable, 'tools/train.py', BASELINE, '--work-dir', str(one),
@@ -157,7 +157,7 @@ def test_fsdp_bf16_two_iterations_on_cuda(tmp_path):
     fp32 reductions (NCCL), one process per visible GPU (at most 2)."""
     gpus = min(2, torch.cuda.device_count())
     env = dict(os.environ,
-               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+               MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
     work = tmp_path / 'work_dirs/gpu'
     res = subprocess.run(
         ['bash', 'tools/dist_train.sh', CONFIG, str(gpus), '--work-dir',

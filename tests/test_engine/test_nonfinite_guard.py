@@ -1,13 +1,12 @@
 """Non-finite losses: the step is skipped, a streak stops the run."""
 import os
-import subprocess
-import sys
+from types import SimpleNamespace
 
-import pytest
 import torch
 from mmengine.optim import OptimWrapper
 
-from tests.conftest import REPO, t2i_sample
+from tests.conftest import mlflow_store, t2i_sample
+from tests.tools import run_tool
 from uno.structures.packing import pack_sequences
 from uno.engine import UnoTrainer
 
@@ -31,19 +30,18 @@ def test_nan_step_leaves_parameters_untouched(tiny_model_cfg):
                                                      trainer.parameters()))
 
 
-@pytest.mark.slow
-def test_streak_stops_with_checkpoint_and_one_line(tmp_path):
+def test_streak_stops_with_checkpoint_and_one_line(
+        tmp_path, monkeypatch, capsys):
     work = tmp_path / 'work_dirs' / 'nan'
-    res = subprocess.run(
-        [sys.executable, 'tools/train.py',
-         'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py',
-         '--work-dir', str(work), '--cfg-options',
-         'optim_wrapper.optimizer.lr=1e30', 'optim_wrapper.clip_grad=None',
-         'train_cfg.max_iters=30', 'train_dataloader.batch_size=2',
-         'default_hooks.nonfinite_guard.max_consecutive=3'],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-        env=dict(os.environ,
-                 MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/m.db'))
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', mlflow_store(tmp_path / 'm.db'))
+    code, _, err = run_tool('train', [
+        'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py',
+        '--work-dir', str(work), '--cfg-options',
+        'optim_wrapper.optimizer.lr=1e30', 'optim_wrapper.clip_grad=None',
+        'train_cfg.max_iters=30', 'train_dataloader.batch_size=2',
+        'default_hooks.nonfinite_guard.max_consecutive=3'
+    ], monkeypatch, capsys)
+    res = SimpleNamespace(returncode=code, stderr=err)
     assert res.returncode == 3, res.stderr[-2000:]
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith('stopped: 3 non-finite losses in a row')

@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, mlflow_store
 from uno.engine.checkpoint import load_checkpoint_file
 
 CONFIG = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
@@ -34,7 +34,7 @@ def _cmd(work_dir, *extra):
 
 def _env(tmp_path):
     return dict(os.environ, PYTHONUNBUFFERED='1',
-                MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+                MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
 
 
 def _weights(path):

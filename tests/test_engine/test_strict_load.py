@@ -5,16 +5,14 @@ shape-mismatched keys; ``UnoRunner`` fails (exit 2 from the tools) unless
 the config sets ``load_strict = False``.
 """
 import copy
-import os
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 
-from tests.conftest import REPO
+from tests.conftest import REPO, mlflow_store
+from tests.tools import run_tool
 from uno.engine import UnoTrainer, build_runner
 from uno.utils.errors import UnoConfigError
 
@@ -96,27 +94,26 @@ def test_missing_load_from_fails_before_building(tmp_path):
     assert not osp.exists(cfg.work_dir)
 
 
-@pytest.mark.slow
-def test_train_exits_2_on_mismatch_and_trains_when_relaxed(tmp_path):
+def test_train_exits_2_on_mismatch_and_trains_when_relaxed(
+        tmp_path, monkeypatch, capsys):
     small = _checkpoint(Config.fromfile(osp.join(REPO, SMOKE)),
                         tmp_path / 'small.pth', hidden_size=32)
-    env = dict(os.environ, OMP_NUM_THREADS='1',
-               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+    monkeypatch.setenv('MLFLOW_TRACKING_URI',
+                       mlflow_store(tmp_path / 'mlflow.db'))
 
     def train(*options):
-        return subprocess.run(
-            [sys.executable, 'tools/train.py', SMOKE, '--work-dir',
-             str(tmp_path / 'work'), '--cfg-options', 'train_cfg.max_iters=1',
-             'train_cfg.val_interval=1000', 'train_dataloader.batch_size=2',
-             f'load_from={small}', *options], cwd=REPO, env=env,
-            capture_output=True, text=True, timeout=600)
+        return run_tool('train', [
+            SMOKE, '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+            'train_cfg.max_iters=1', 'train_cfg.val_interval=1000',
+            'train_dataloader.batch_size=2', f'load_from={small}', *options
+        ], monkeypatch, capsys)
 
-    strict = train()
-    assert strict.returncode == 2, strict.stderr[-3000:]
-    lines = [x for x in strict.stderr.splitlines() if x.strip()]
+    code, _, err = train()
+    assert code == 2, err[-3000:]
+    lines = [x for x in err.splitlines() if x.strip()]
     assert lines[-1].startswith(f'error: load_from={small} does not match')
     assert 'model.embed_tokens.weight' in lines[-1]
-    assert 'Traceback' not in strict.stderr
-    relaxed = train('load_strict=False')
-    assert relaxed.returncode == 0, relaxed.stderr[-3000:]
+    assert 'Traceback' not in err
+    code, _, err = train('load_strict=False')
+    assert code == 0, err[-3000:]
     assert osp.isfile(tmp_path / 'work' / 'iter_1.pth')

@@ -13,7 +13,6 @@ model or run one step.
 """
 import os
 import os.path as osp
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -24,7 +23,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import Registry
 
-from tests.conftest import REPO
+from tests.conftest import REPO, mlflow_store
 from tests.tools import run_tool
 from uno.registry import OBJECTIVES
 from uno.utils.config_check import config_build_errors, validate_config
@@ -193,15 +192,6 @@ def _argv(case: Case, tmp: str) -> list:
     return argv
 
 
-@pytest.fixture(scope='module')
-def store(tmp_path_factory):
-    """A migrated MLflow store to copy (migrating costs seconds)."""
-    import mlflow
-    path = tmp_path_factory.mktemp('store') / 'm.db'
-    mlflow.MlflowClient(f'sqlite:///{path}').search_experiments()
-    return str(path)
-
-
 def _check_one_line(case: Case, code, stderr: str, tmp: str) -> None:
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     assert code == 2, stderr[-3000:]
@@ -213,24 +203,21 @@ def _check_one_line(case: Case, code, stderr: str, tmp: str) -> None:
 
 
 @pytest.mark.parametrize('case', CASES, ids=[c.id for c in CASES])
-def test_bad_config_is_one_clear_line(case, store, tmp_path, monkeypatch,
-                                      capsys):
+def test_bad_config_is_one_clear_line(case, tmp_path, monkeypatch, capsys):
     """In-process: ``tools/train.py``'s ``main`` as the CLI calls it."""
     if case.cpu_only and not ON_CPU:
         pytest.skip('valid where CUDA is available')
     tmp = str(tmp_path)
-    shutil.copy(store, osp.join(tmp, 'm.db'))
-    monkeypatch.setenv('MLFLOW_TRACKING_URI', f'sqlite:///{tmp}/m.db')
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', mlflow_store(tmp_path / 'm.db'))
     code, _, err = run_tool('train', _argv(case, tmp), monkeypatch, capsys)
     _check_one_line(case, code, err, tmp)
 
 
 @pytest.mark.slow
-def test_cli_contract_in_a_real_process(store, tmp_path):
+def test_cli_contract_in_a_real_process(tmp_path):
     """The one-line contract holds for a real process (nothing printed at
     import), and ``--debug`` shows the traceback."""
-    shutil.copy(store, osp.join(tmp_path, 'm.db'))
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/m.db',
+    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'm.db'),
                OMP_NUM_THREADS='1')
     for case in (CASES[0], DEBUG):
         res = subprocess.run(

@@ -7,8 +7,6 @@ export to the same tensors, which ``load_model_weights`` loads back into a
 import importlib.util
 import os
 import os.path as osp
-import subprocess
-import sys
 import warnings
 
 import pytest
@@ -18,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tests.conftest import REPO
+from tests.tools import run_tool
 from uno.engine import UnoTrainer
 from uno.engine.checkpoint import load_model_weights
 from uno.engine.sharded_checkpoint import save_sharded
@@ -118,20 +117,18 @@ def test_mismatched_model_fails_naming_the_keys(checkpoints, tmp_path):
         err.value)
 
 
-@pytest.mark.slow
-def test_cli(checkpoints, tmp_path):
+def test_cli(checkpoints, tmp_path, monkeypatch, capsys):
     _, _, _, folder = checkpoints
     out = tmp_path / 'cli.safetensors'
 
     def run(*args):
-        return subprocess.run([sys.executable, TOOL, *map(str, args)],
-                              cwd=REPO, capture_output=True, text=True,
-                              timeout=300)
+        return run_tool('misc/export_weights', [str(a) for a in args],
+                        monkeypatch, capsys)
 
-    ok = run(folder, out, '--expert-only', 'gen')
-    assert ok.returncode == 0, ok.stderr[-2000:]
-    assert ok.stdout.startswith('wrote ') and out.is_file()
-    bad = run(tmp_path / 'nope.pth', out)
-    assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines()[-1].startswith(
+    code, stdout, err = run(folder, out, '--expert-only', 'gen')
+    assert code == 0, err[-2000:]
+    assert stdout.startswith('wrote ') and out.is_file()
+    code, _, err = run(tmp_path / 'nope.pth', out)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith(
         f'error: checkpoint {tmp_path}/nope.pth does not exist')

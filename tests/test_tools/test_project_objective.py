@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, mlflow_store
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def test_new_project_objective_trains_with_core_tools(tmp_path):
     work_dir = tmp_path / 'work'
     env = dict(os.environ,
                PYTHONPATH=os.pathsep.join([str(project), REPO]),
-               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+               MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
     cmd = [sys.executable, 'tools/train.py', str(config), '--work-dir',
            str(work_dir), '--cfg-options', 'train_cfg.max_iters=2',
            'train_cfg.val_interval=1000', 'default_hooks.logger.interval=1',
@@ -86,7 +86,7 @@ def test_unknown_project_objective_names_close_matches(tmp_path):
         "type='VelocityL1Objective'", "type='VelocityL1Objectiv'"))
     env = dict(os.environ,
                PYTHONPATH=os.pathsep.join([str(project), REPO]),
-               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
+               MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
     result = subprocess.run(
         [sys.executable, 'tools/train.py', str(config), '--work-dir',
          str(tmp_path / 'work')], cwd=REPO, env=env, capture_output=True,

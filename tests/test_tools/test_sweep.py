@@ -5,10 +5,12 @@ import shlex
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from tests.conftest import REPO
+from tests.tools import run_tool
 
 SMOKE = 'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py'
 SMOKE_STEM = 'flow_mot-tiny_1xb8-iter200_shapes-t2i'
@@ -19,6 +21,13 @@ def _sweep(*args, env=None, timeout=300):
     return subprocess.run([sys.executable, 'tools/sweep.py', *map(str, args)],
                           cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def _dry(monkeypatch, capsys, *args):
+    """``tools/sweep.py ... --dry-run`` in-process."""
+    code, out, err = run_tool('sweep', [str(a) for a in args] + ['--dry-run'],
+                              monkeypatch, capsys)
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 def _ablation(tmp_path):
@@ -56,13 +65,14 @@ def _after(argv, flag):
     return vals
 
 
-def test_dry_run_expands_folder_seeds_and_checkpoints(tmp_path):
+def test_dry_run_expands_folder_seeds_and_checkpoints(tmp_path, monkeypatch,
+                                                      capsys):
     folder = _ablation(tmp_path)
     root = tmp_path / 'work_dirs'
-    res = _sweep(folder, '--seeds', 0, 1, '--jobs', 2, '--threads', 3,
-                 '--eval', '--eval-checkpoints', 'last', 'iter_3',
-                 '--work-dirs', root, '--dry-run', '--cfg-options',
-                 'model.x=1', '--eval-cfg-options', 'benchmark.y=2')
+    res = _dry(monkeypatch, capsys, folder, '--seeds', 0, 1, '--jobs', 2,
+               '--threads', 3, '--eval', '--eval-checkpoints', 'last',
+               'iter_3', '--work-dirs', root, '--eval-cfg-options',
+               'benchmark.y=2', '--cfg-options', 'model.x=1')
     assert res.returncode == 0, res.stderr
     cmds = _commands(res.stdout)
     assert len(cmds) == 2 * 2 * 3  # configs x seeds x (train + 2 evals)
@@ -101,7 +111,8 @@ def test_dry_run_expands_folder_seeds_and_checkpoints(tmp_path):
     assert _after(mid, '--mlflow-tag')[-1] == 'checkpoint=iter_3'
 
 
-def test_dry_run_skips_done_and_resumes_partial(tmp_path):
+def test_dry_run_skips_done_and_resumes_partial(tmp_path, monkeypatch,
+                                                capsys):
     folder = _ablation(tmp_path)
     root = tmp_path / 'work_dirs'
     done = root / 'abl' / 'a_k4' / 'seed0'
@@ -111,17 +122,18 @@ def test_dry_run_skips_done_and_resumes_partial(tmp_path):
     partial.mkdir(parents=True)
     (partial / 'iter_3.pth').write_bytes(b'')
     (partial / 'last_checkpoint').write_text(str(partial / 'iter_3.pth'))
-    args = (folder, '--seeds', 0, '--work-dirs', root, '--dry-run')
-    res = _sweep(*args)
+    args = (folder, '--seeds', 0, '--work-dirs', root)
+    res = _dry(monkeypatch, capsys, *args)
     assert res.returncode == 0, res.stderr
     cmds = _commands(res.stdout)
     assert len(cmds) == 1 and '--resume' in cmds[0][1]
     assert _after(cmds[0][1], '--work-dir') == [str(partial)]
     assert f'a_k4 seed 0: trained ({done}/iter_7.pth)' in res.stdout
     # more iterations: the old final checkpoint is not the final one
-    res = _sweep(*args, '--cfg-options', 'train_cfg.max_iters=9')
+    res = _dry(monkeypatch, capsys, *args, '--cfg-options',
+               'train_cfg.max_iters=9')
     assert len(_commands(res.stdout)) == 2
-    forced = _commands(_sweep(*args, '--force').stdout)
+    forced = _commands(_dry(monkeypatch, capsys, *args, '--force').stdout)
     assert len(forced) == 2 and not any('--resume' in c[1] for c in forced)
 
 

@@ -20,6 +20,8 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmengine.visualization import Visualizer
 
+from tests.conftest import mlflow_store
+
 from uno.registry import VISBACKENDS
 from uno.tracking import UnoMLflowVisBackend
 from uno.tracking.mlflow_backend import RUN_ID_FILE, work_dirs_root
@@ -55,9 +57,7 @@ FILENAME = '/x/configs/ablations/mq/uno_mq16.py'
 
 @pytest.fixture(scope='module')
 def store_uri(tmp_path_factory):
-    path = tmp_path_factory.mktemp('store') / 'mlflow.db'
-    mlflow.MlflowClient(f'sqlite:///{path}').search_experiments()  # migrate
-    return f'sqlite:///{path}'
+    return mlflow_store(tmp_path_factory.mktemp('store') / 'mlflow.db')
 
 
 @pytest.fixture(autouse=True)

@@ -1,12 +1,11 @@
 """MLflow down during training: metrics stay local and are pushed later."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, mlflow_store
+from tests.tools import run_tool
 from uno.tracking import replay_work_dir
 from uno.tracking.mlflow_backend import RUN_ID_FILE
 from uno.tracking.replay import find_logs, read_scalars, replay_identity
@@ -17,17 +16,17 @@ SMOKE = 'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py'
 RUN_NAME = 'flow_mot-tiny_1xb8-iter200_shapes-t2i'
 
 
-def _train(work_dir, uri, iters, *args):
-    env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
-    cmd = [
-        sys.executable, 'tools/train.py', SMOKE, '--work-dir',
-        str(work_dir), '--cfg-options', f'train_cfg.max_iters={iters}',
-        'train_cfg.val_interval=1000', 'default_hooks.logger.interval=1',
+def _train(work_dir, uri, iters, monkeypatch, capsys, *args):
+    """tools/train.py in-process; (exit status, stdout + stderr)."""
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
+    code, out, err = run_tool('train', [
+        SMOKE, '--work-dir', str(work_dir), '--cfg-options',
+        f'train_cfg.max_iters={iters}', 'train_cfg.val_interval=1000',
+        'default_hooks.logger.interval=1',
         'default_hooks.checkpoint.interval=2', 'log_processor.window_size=1',
         'train_dataloader.batch_size=2', *args
-    ]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    ], monkeypatch, capsys)
+    return code, out + err
 
 
 def _write_log(work_dir, stamp, rows, config='model = dict(type="X")\n'):
@@ -84,7 +83,7 @@ def test_replays_every_start_in_order_once(tmp_path):
     assert [osp_name(log.vis_dir) for log in find_logs(str(work_dir))] == [
         '20250101_000000', '20250102_000000'
     ]
-    uri = f'sqlite:///{tmp_path}/m.db'
+    uri = mlflow_store(tmp_path / 'm.db')
     first = replay_work_dir(str(work_dir), tracking_uri=uri)
     assert (first.experiment, first.num_metrics, first.num_logs,
             first.continued) == ('mine', 4, 2, False)
@@ -106,26 +105,24 @@ def test_missing_log_is_an_error(tmp_path):
         replay_work_dir(str(tmp_path), tracking_uri='sqlite:///x.db')
 
 
-@pytest.mark.slow
-def test_unusable_store_keeps_metrics_for_replay_and_resume(tmp_path):
+def test_unusable_store_keeps_metrics_for_replay_and_resume(
+        tmp_path, monkeypatch, capsys):
     afile = tmp_path / 'afile'
     afile.write_text('a regular file, not a folder')
     work_dir = tmp_path / 'work_dirs' / 'smoke'
 
-    trained = _train(work_dir, f'sqlite:///{afile}/x.db', 4)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    log = trained.stdout + trained.stderr
+    code, log = _train(work_dir, f'sqlite:///{afile}/x.db', 4, monkeypatch,
+                       capsys)
+    assert code == 0, log[-3000:]
     assert log.count('MLflow tracking is off') == 1  # one warning
     assert 'Traceback' not in log
     assert not (work_dir / RUN_ID_FILE).exists()
 
-    uri = f'sqlite:///{tmp_path}/good.db'
-    pushed = subprocess.run(
-        [sys.executable, 'tools/misc/push_to_mlflow.py', str(work_dir),
-         '--tracking-uri', uri], cwd=REPO, capture_output=True, text=True,
-        timeout=600)
-    assert pushed.returncode == 0, pushed.stderr[-3000:]
-    assert 'mlflow ui --backend-store-uri' in pushed.stdout
+    uri = mlflow_store(tmp_path / 'good.db')
+    code, out, err = run_tool('misc/push_to_mlflow', [
+        str(work_dir), '--tracking-uri', uri], monkeypatch, capsys)
+    assert code == 0, err[-3000:]
+    assert 'mlflow ui --backend-store-uri' in out
 
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name('smoke')
@@ -148,8 +145,8 @@ def test_unusable_store_keeps_metrics_for_replay_and_resume(tmp_path):
     assert (work_dir / RUN_ID_FILE).read_text().strip() == run_id
 
     # the store is back: resuming continues the replayed run
-    resumed = _train(work_dir, uri, 6, '--resume')
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    code, log = _train(work_dir, uri, 6, monkeypatch, capsys, '--resume')
+    assert code == 0, log[-3000:]
     assert len(client.search_runs([exp.experiment_id])) == 1
     history = client.get_metric_history(run_id, 'loss/flow')
     assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]
@@ -170,25 +167,23 @@ class FailAtThree(Hook):
 '''
 
 
-@pytest.mark.slow
-def test_a_run_that_dies_of_an_error_is_marked_failed(tmp_path):
+def test_a_run_that_dies_of_an_error_is_marked_failed(
+        tmp_path, monkeypatch, capsys):
     (tmp_path / 'uno_test_failer.py').write_text(FAILER)
     config = tmp_path / 'failing.py'
     config.write_text(f"_base_ = ['{REPO}/{SMOKE}']\n"
                       "custom_imports = dict(imports=['uno_test_failer'])\n"
                       "custom_hooks = [dict(type='FailAtThree')]\n")
-    uri = f'sqlite:///{tmp_path}/m.db'
-    env = dict(os.environ, MLFLOW_TRACKING_URI=uri,
-               PYTHONPATH=f'{tmp_path}{os.pathsep}{REPO}')
-    cmd = [sys.executable, 'tools/train.py', str(config), '--work-dir',
-           str(tmp_path / 'work_dirs/failing'), '--cfg-options',
-           'train_cfg.max_iters=6', 'train_cfg.val_interval=1000',
-           'default_hooks.logger.interval=1',
-           'train_dataloader.batch_size=2']
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode != 0
-    assert 'deliberate failure at step 3' in done.stderr
+    uri = mlflow_store(tmp_path / 'm.db')
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, _, err = run_tool('train', [
+        str(config), '--work-dir', str(tmp_path / 'work_dirs/failing'),
+        '--cfg-options', 'train_cfg.max_iters=6',
+        'train_cfg.val_interval=1000', 'default_hooks.logger.interval=1',
+        'train_dataloader.batch_size=2'], monkeypatch, capsys)
+    assert code != 0
+    assert 'deliberate failure at step 3' in err
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs(
         [e.experiment_id for e in client.search_experiments()])

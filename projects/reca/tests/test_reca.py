@@ -4,15 +4,14 @@ import collections
 import json
 import os
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 
 from projects.reca.reca import ShapesWorldRecADataset, reca_plan
-from tests.conftest import REPO
+from tests.conftest import REPO, mlflow_store
+from tests.tools import run_tool
 from uno.datasets import MixtureDataset, pack_sequences
 from uno.engine import UnoTrainer
 from uno.structures import SequencePlan
@@ -168,17 +167,15 @@ def test_velocity_depends_on_the_visual_condition():
     assert not torch.allclose(velocities[0], velocities[1])
 
 
-@pytest.mark.slow
-def test_tiny_config_trains_two_iterations(tmp_path):
+def test_tiny_config_trains_two_iterations(tmp_path, monkeypatch, capsys):
     work_dir = tmp_path / 'work'
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
-               MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
-    cmd = [sys.executable, 'tools/train.py', TINY, '--work-dir',
-           str(work_dir), '--cfg-options', 'train_cfg.max_iters=2',
-           'train_cfg.val_interval=1000', 'default_hooks.logger.interval=1']
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    monkeypatch.setenv('MLFLOW_TRACKING_URI',
+                       mlflow_store(tmp_path / 'mlflow.db'))
+    code, _, err = run_tool('train', [
+        TINY, '--work-dir', str(work_dir), '--cfg-options',
+        'train_cfg.max_iters=2', 'train_cfg.val_interval=1000',
+        'default_hooks.logger.interval=1'], monkeypatch, capsys)
+    assert code == 0, err[-3000:]
     rows = []
     for root, _, files in os.walk(work_dir):
         if 'scalars.json' in files:
