@@ -1,7 +1,6 @@
 """Checkpoint files: inert loading, atomic writes, resume candidates."""
 import logging
 import os
-import runpy
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from tests.conftest import REPO, mlflow_store
+from tests.tools import run_tool
 from uno.engine.checkpoint import (CheckpointError, atomic_write,
                                    checkpoint_candidates,
                                    load_checkpoint_file, load_model_weights,
@@ -225,17 +225,6 @@ def test_resume_in_an_empty_work_dir_starts_fresh(tmp_path):
     assert runner.resumed is None
 
 
-def _run_tool(monkeypatch, script, *argv):
-    """Run a tool in-process; its exit status (0 when it returns)."""
-    monkeypatch.setattr(sys, 'argv', [script, *argv])
-    monkeypatch.chdir(REPO)
-    try:
-        runpy.run_path(os.path.join(REPO, script), run_name='__main__')
-    except SystemExit as e:
-        return e.code
-    return 0
-
-
 @pytest.mark.parametrize('how', ['load_from', 'resume'])
 def test_train_never_runs_a_crafted_checkpoint(tmp_path, monkeypatch,
                                                capsys, how):
@@ -248,8 +237,8 @@ def test_train_never_runs_a_crafted_checkpoint(tmp_path, monkeypatch,
         args.append(f'load_from={path}')
     else:
         args += ['--resume', str(path)]
-    assert _run_tool(monkeypatch, 'tools/train.py', *args) == 2
-    err = capsys.readouterr().err
+    code, _, err = run_tool('train', args, monkeypatch, capsys)
+    assert code == 2
     errors = [line for line in err.splitlines() if line.startswith('error:')]
     assert len(errors) == 1 and 'refused unloaded' in errors[0], err
     assert 'Traceback' not in err
@@ -259,10 +248,10 @@ def test_train_never_runs_a_crafted_checkpoint(tmp_path, monkeypatch,
 def test_export_weights_never_runs_a_crafted_checkpoint(tmp_path,
                                                         monkeypatch, capsys):
     path, marker = craft(tmp_path)
-    code = _run_tool(monkeypatch, 'tools/misc/export_weights.py', str(path),
-                     str(tmp_path / 'out.safetensors'))
+    code, _, err = run_tool('misc/export_weights', [
+        str(path), str(tmp_path / 'out.safetensors')], monkeypatch, capsys)
     assert code == 2 and not marker.exists()
-    assert 'refused unloaded' in capsys.readouterr().err
+    assert 'refused unloaded' in err
 
 
 @pytest.mark.slow

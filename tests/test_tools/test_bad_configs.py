@@ -56,6 +56,8 @@ class Case(NamedTuple):
     base: Optional[str] = SMOKE  # None: ``body`` is the whole file
     config: Optional[str] = None  # a path instead of the written file
     cpu_only: bool = False  # the config is valid where CUDA is
+    suffix: str = '.py'  # of the written config file
+    files: Tuple[Tuple[str, bytes], ...] = ()  # (path, bytes) written first
 
 
 CASES = [
@@ -166,6 +168,77 @@ CASES = [
           "did you mean 'start_factor'"),
          options=('param_scheduler.start_facter=0.5', ) + FAST),
 ]
+# the classes of bad input of the reliability issue (#16): each is one
+# line naming the path, the value or the file, and exit status 2
+CKPT = '{tmp}/ckpt'
+CASES += [
+    Case('yaml-without-model', 'validate',
+         ("unknown top-level config key 'foo'", ),
+         body='foo: 1', base=None, suffix='.yaml'),
+    Case('empty-config-file', 'validate', ('model',), base=None),
+    Case('model-is-none', 'validate', ('model',), body='model = None'),
+    Case('objectives-as-a-list', 'validate', ('objectives',),
+         body="objectives = [dict(type='FlowMatchingObjective')]"),
+    Case('negative-seed', 'validate', ('seed', '-1'), args=('--seed', '-1')),
+    Case('huge-seed', 'validate', ('randomness.seed', '4294967295'),
+         options=('randomness.seed=99999999999999', )),
+    Case('seed-is-a-str', 'validate', ('randomness.seed', "'abc'"),
+         options=('randomness.seed=abc', )),
+    Case('negative-clip-norm', 'validate',
+         ('optim_wrapper.clip_grad.max_norm', '> 0'),
+         options=('optim_wrapper.clip_grad.max_norm=-1.0', )),
+    Case('zero-max-iters', 'validate', ('train_cfg.max_iters', '>= 1'),
+         options=('train_cfg.max_iters=0', )),
+    Case('nan-objective-weight', 'validate',
+         ('objectives.flow.weight', 'finite'),
+         body="objectives = dict(flow=dict(weight=float('nan')))"),
+    Case('zero-learning-rate', 'validate',
+         ('optim_wrapper.optimizer.lr', '> 0'),
+         options=('optim_wrapper.optimizer.lr=0', )),
+    Case('checkpoint-interval-zero', 'validate',
+         ('default_hooks.checkpoint.interval', '>= 1'),
+         options=('default_hooks.checkpoint.interval=0', )),
+    Case('empty-dataset', 'validate', ('num_samples', '>= 1'),
+         options=('train_dataloader.dataset.num_samples=0', )),
+    Case('image-size-not-divisible', 'validate', ('image_size', '30'),
+         options=('train_dataloader.dataset.image_size=30', )),
+    Case('vocabulary-below-the-tokenizer', 'validate',
+         ('model.llm.vocab_size', '128'),
+         options=('model.llm.vocab_size=16', )),
+    Case('gradient-accumulation', 'validate', ('accumulative_counts', ),
+         options=('optim_wrapper.accumulative_counts=2', )),
+    Case('pytorch-launcher-without-torchrun', 'load',
+         ('--launcher pytorch', 'torchrun'), args=('--launcher', 'pytorch')),
+    Case('amp-on-a-cpu', 'build', ('AmpOptimWrapper', 'GPU'),
+         options=('optim_wrapper.type=AmpOptimWrapper', ), cpu_only=True),
+    Case('missing-custom-import', 'load', ('no_such_module_uno', ),
+         body="custom_imports = dict(imports=['no_such_module_uno'])"),
+    Case('missing-annotation-file', 'validate', ('{tmp}/ann.jsonl', ),
+         body="""\
+             train_dataloader = dict(dataset=dict(
+                 _delete_=True, type='ImageCaptionDataset',
+                 ann_file='{tmp}/ann.jsonl'))"""),
+    Case('folder-as-annotation-file', 'validate', ('{tmp}', 'folder'),
+         body="""\
+             train_dataloader = dict(dataset=dict(
+                 _delete_=True, type='ImageCaptionDataset',
+                 ann_file='{tmp}'))"""),
+    Case('load-from-an-empty-folder', 'build', ('{tmp}/ckpt', ),
+         options=(f'load_from={CKPT}', ), files=((f'{CKPT}/', b''), )),
+    Case('load-from-a-zero-byte-file', 'build', ('{tmp}/ckpt.pth', ),
+         options=(f'load_from={CKPT}.pth', ), files=((f'{CKPT}.pth', b''), )),
+    Case('load-from-random-bytes', 'build', ('{tmp}/ckpt.pth', ),
+         options=(f'load_from={CKPT}.pth', ),
+         files=((f'{CKPT}.pth', bytes(range(256)) * 8), )),
+    Case('resume-a-dangling-last-checkpoint', 'build',
+         ('{tmp}/work/last_checkpoint names', 'iter_9.pth',
+          'does not exist'), args=('--resume', ),
+         files=(('{tmp}/work/last_checkpoint', b'{tmp}/work/iter_9.pth'), )),
+    Case('work-dir-under-a-file', 'build', ('{tmp}/afile/work',
+                                            'not writable'),
+         args=('--work-dir', '{tmp}/afile/work'),
+         files=(('{tmp}/afile', b'a file'), )),
+]
 DEBUG = Case('debug-shows-traceback', 'validate',
              ('Traceback', 'UnoConfigError', 'wieght'),
              options=('objectives.flow.wieght=0.5', ), args=('--debug', ))
@@ -176,11 +249,21 @@ def _fill(text: str, tmp: str) -> str:
 
 
 def _argv(case: Case, tmp: str) -> list:
-    """Write the case's config; the arguments of tools/train.py."""
+    """Write the case's files and config; the arguments of tools/train.py
+    (a later ``--work-dir`` in ``case.args`` wins)."""
+    for path, data in case.files:
+        path = _fill(path, tmp)
+        if path.endswith('/'):
+            os.makedirs(path, exist_ok=True)
+            continue
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        with open(path, 'wb') as f:
+            f.write(_fill(data.decode(), tmp).encode() if data.isascii()
+                    else data)
     if case.config:
         config = _fill(case.config, tmp)
     else:
-        config = osp.join(tmp, 'bad_config.py')
+        config = osp.join(tmp, 'bad_config' + case.suffix)
         lines = [] if case.base is None else [f'_base_ = [{case.base!r}]']
         lines.append(_fill(textwrap.dedent(case.body), tmp))
         with open(config, 'w') as f:

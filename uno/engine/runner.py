@@ -20,9 +20,9 @@ from mmengine.runner import Runner
 from uno.registry import DATASETS, FUNCTIONS, MODEL_WRAPPERS
 from uno.utils.errors import UnoConfigError
 from uno.utils.paths import check_writable
-from .checkpoint import (CheckpointError, checkpoint_candidates,
-                         load_checkpoint_file, save_checkpoint_file,
-                         state_dict_mismatch)
+from .checkpoint import (LAST_CHECKPOINT, CheckpointError,
+                         checkpoint_candidates, load_checkpoint_file,
+                         save_checkpoint_file, state_dict_mismatch)
 from .fsdp import UnoFSDP
 from .sharded_checkpoint import (checkpoint_extras, is_sharded_checkpoint,
                                  load_sharded, load_sharded_meta,
@@ -232,6 +232,14 @@ class UnoRunner(Runner):
             self.resume(self._load_from)
             return
         candidates = checkpoint_candidates(self.work_dir)
+        pointer = osp.join(self.work_dir, LAST_CHECKPOINT)
+        if not candidates and osp.isfile(pointer):
+            with open(pointer) as f:
+                named = f.read().strip()
+            raise CheckpointError(
+                f'--resume: {pointer} names {named}, which does not exist, '
+                f'and {self.work_dir} holds no other checkpoint: put it '
+                'back, or drop --resume to train from scratch')
         if not candidates:
             self.logger.info(f'--resume: no checkpoint in {self.work_dir}, '
                              'training from scratch')
