@@ -5,7 +5,7 @@ from uno import registry
 from uno.registry import (ATTENTION, DATASETS, ENCODERS, FUNCTIONS, MODELS,
                           OBJECTIVES, TOKENIZERS, VISBACKENDS,
                           registry_names)
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 ALL = [getattr(registry, n) for n in registry.__all__
        if n.isupper()]

@@ -44,7 +44,7 @@ def load_config(path: str, options=None):
     """``Config.fromfile`` + ``--cfg-options`` with readable failures."""
     from mmengine.config import Config
 
-    from uno.utils.errors import UnoConfigError
+    from uno.errors import UnoConfigError
     if not osp.isfile(path):
         raise UnoConfigError(f'config file {path} does not exist')
     try:
@@ -111,7 +111,7 @@ def _fail(message: str) -> None:
 
 def check_launcher(launcher: str) -> None:
     """``--launcher pytorch`` needs the environment torchrun sets."""
-    from uno.utils.errors import UnoConfigError
+    from uno.errors import UnoConfigError
     need = ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
     missing = [k for k in need if k not in os.environ]
     if launcher == 'pytorch' and missing:
@@ -148,7 +148,7 @@ def apply_mlflow_args(cfg, run_name=None, tags=(), default_run_name=None):
     Raises:
         UnoConfigError: A tag without ``=`` or with an empty key.
     """
-    from uno.utils.errors import UnoConfigError
+    from uno.errors import UnoConfigError
     parsed = {}
     for item in tags or ():
         key, sep, value = item.partition('=')
@@ -173,9 +173,9 @@ def run_cli(main, debug: bool) -> None:
     (full disk, read-only folder) one line naming the file and exit 2, a
     collective that another rank's stall or death broke one line and exit
     2."""
+    from uno.errors import (TrainingStopped, UnoConfigError,
+                            collective_failure)
     from uno.utils.config_check import config_build_errors
-    from uno.utils.errors import (TrainingStopped, UnoConfigError,
-                                  collective_failure)
     try:
         with config_build_errors(lambda: _loaded.get('cfg')):
             main()

@@ -76,7 +76,7 @@ def main():
     args = parse_args()
 
     def _run():
-        from uno.utils.errors import UnoConfigError
+        from uno.errors import UnoConfigError
         from uno.utils.paths import config_identity
         cfg = load_config(args.config, args.cfg_options)
         if not osp.exists(args.checkpoint):  # file or sharded folder

@@ -66,7 +66,7 @@ def merge_args(cfg, args):
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         if not osp.exists(args.resume):  # a file, or a sharded folder
-            from uno.utils.errors import UnoConfigError
+            from uno.errors import UnoConfigError
             raise UnoConfigError(f'--resume {args.resume}: no such file')
         cfg.resume, cfg.load_from = True, args.resume
     check_launcher(args.launcher)

@@ -25,7 +25,7 @@ from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import VISBACKENDS as MMENGINE_VISBACKENDS
 from mmengine.registry import Registry, build_from_cfg
 
-from uno.utils.errors import UnoConfigError, did_you_mean
+from uno.errors import UnoConfigError, did_you_mean
 
 
 def build_with_suggestions(cfg, registry, default_args=None):

@@ -11,7 +11,7 @@ from uno.datasets import (EditDataset, ImageCaptionDataset, WordTokenizer,
                           count_broken, pack_and_count)
 from uno.datasets.shapesworld import ShapesWorld
 from uno.registry import DATASETS, FUNCTIONS
-from uno.utils.errors import TrainingStopped, UnoConfigError
+from uno.errors import TrainingStopped, UnoConfigError
 
 from tests.conftest import REPO, mlflow_store
 from tests.tools import run_tool

@@ -14,7 +14,7 @@ from mmengine.config import Config
 from tests.conftest import REPO, mlflow_store
 from tests.tools import run_tool
 from uno.engine import UnoTrainer, build_runner
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 SMOKE = 'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py'
 UNO = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'

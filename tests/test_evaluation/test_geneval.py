@@ -7,10 +7,12 @@ import pytest
 
 from uno.datasets.shapesworld import BACKGROUND, COLORS, SHAPES, ShapesWorld
 from uno.datasets.tokenizer import WordTokenizer
-from uno.evaluation import (GENEVAL_TAGS, Detection, GenEvalMetric,
-                            ShapesDetector, evaluate_image, make_geneval_items,
-                            make_geneval_metadata, read_jsonl,
-                            relative_position, summarize, write_jsonl)
+from uno.datasets.shapesworld.geneval_items import (GENEVAL_TAGS,
+                                                    make_geneval_items,
+                                                    make_geneval_metadata,
+                                                    read_jsonl, write_jsonl)
+from uno.evaluation import (Detection, GenEvalMetric, ShapesDetector,
+                            evaluate_image, relative_position, summarize)
 from uno.evaluation.geneval import group_detections
 from uno.registry import EVALUATORS
 

@@ -9,7 +9,7 @@ from uno.structures.packing import pack_sequences
 from uno.models.attention import (AutoAttention, EagerAttention,
                                   FlexAttention, SDPAAttention)
 from uno.registry import ATTENTION
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 H, H_KV, D = 4, 2, 8
 # uncompiled flex is the point of the CPU tests; torch warns about speed

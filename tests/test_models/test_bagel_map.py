@@ -17,7 +17,7 @@ from uno.models.bagel import (DERIVED, bagel_to_uno, check_pos_table,
                               conv_to_linear_patch, linear_to_conv_patch,
                               load_bagel_checkpoint, uno_to_bagel)
 from uno.registry import MODELS
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
            num_attention_heads=4, image_size=16, patch_size=4)

@@ -16,7 +16,7 @@ from uno.models.mot.convert import (expected_uno_keys, hf_to_uno,
 from uno.models.pretrained import load_pretrained_llm
 from uno.registry import MODELS
 from uno.structures import Segment, SequencePlan
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 SHAPES = dict(vocab_size=96, hidden_size=64, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2,

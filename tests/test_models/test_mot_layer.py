@@ -102,7 +102,7 @@ def test_activation_checkpointing_same_gradients():
 
 def test_attention_registry_names_and_error():
     assert {'sdpa', 'eager'} <= set(ATTENTION.module_dict)
-    from uno.utils.errors import UnoConfigError
+    from uno.errors import UnoConfigError
     with pytest.raises(UnoConfigError, match="did you mean 'sdpa'"):
         ATTENTION.build(dict(type='spda'))
 

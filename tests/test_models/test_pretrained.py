@@ -16,7 +16,7 @@ from uno.models.pretrained import (LoadReport, load_pretrained_llm,
                                    smollm2_folder, smollm2_path)
 from uno.registry import MODELS
 from uno.structures import Segment, SequencePlan
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 # 'The capital of France is' in SmolLM2's tokenizer
 PROMPT = [504, 3575, 282, 4649, 314]

@@ -6,7 +6,7 @@ from tests.conftest import UNO_OBJECTIVES, t2i_sample
 from uno.structures.packing import pack_sequences
 from uno.objectives import ObjectiveSet
 from uno.registry import MODELS
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 
 def _fixed_noise(model, batch, per_sample):

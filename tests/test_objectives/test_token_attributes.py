@@ -11,7 +11,7 @@ from uno.datasets.shapesworld.scene import INVERSE_RELATION as INVERSE
 from uno.datasets.tokenizer import WordTokenizer
 from uno.objectives import ObjectiveSet
 from uno.registry import MODELS
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 MODEL = dict(
     type='UnoModel',

@@ -9,7 +9,7 @@ from uno.structures.packing import pack_sequences
 from uno.models.outputs import ModelOutputs
 from uno.objectives import VisualRegressionObjective, resample_tokens
 from uno.registry import MODELS
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 
 def test_resample_pool_and_interpolate():

@@ -27,7 +27,7 @@ from tests.conftest import REPO, mlflow_store
 from tests.tools import run_tool
 from uno.registry import OBJECTIVES
 from uno.utils.config_check import config_build_errors, validate_config
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 SMOKE = osp.join(REPO,
                  'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py')

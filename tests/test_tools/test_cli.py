@@ -46,7 +46,7 @@ def test_well_formed_options_parse_as_mmengine_does():
 def test_pytorch_launcher_without_torchrun_is_one_line(monkeypatch):
     from _cli import check_launcher
 
-    from uno.utils.errors import UnoConfigError
+    from uno.errors import UnoConfigError
     for key in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
         monkeypatch.delenv(key, raising=False)
     check_launcher('none')
@@ -58,7 +58,7 @@ def test_pytorch_launcher_without_torchrun_is_one_line(monkeypatch):
 def test_missing_custom_import_names_the_module(tmp_path):
     from _cli import load_config
 
-    from uno.utils.errors import UnoConfigError
+    from uno.errors import UnoConfigError
     config = tmp_path / 'c.py'
     config.write_text("model = dict(type='UnoModel')\n"
                       "custom_imports = dict(imports=['no_such_mod_q'])\n")
@@ -73,7 +73,7 @@ def test_amp_optim_wrapper_on_a_cpu_is_one_line(tmp_path):
     from mmengine.config import Config
 
     from uno.engine import build_runner
-    from uno.utils.errors import UnoConfigError
+    from uno.errors import UnoConfigError
     smoke = 'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py'
     cfg = Config.fromfile(osp.join(REPO, smoke))
     cfg.work_dir = str(tmp_path)
@@ -83,7 +83,7 @@ def test_amp_optim_wrapper_on_a_cpu_is_one_line(tmp_path):
 
 
 def test_unwritable_work_dir_is_one_line_naming_it(tmp_path):
-    from uno.utils.errors import UnoConfigError
+    from uno.errors import UnoConfigError
     from uno.utils.paths import check_writable
     blocker = tmp_path / 'a_file'
     blocker.write_text('not a folder')

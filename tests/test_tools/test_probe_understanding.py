@@ -148,7 +148,7 @@ def test_reads_a_training_pth_inert(tool, tiny_checkpoint, tmp_path):
     from safetensors.torch import load_file
 
     from uno.engine.checkpoint import save_checkpoint_file
-    from uno.utils.errors import UnoConfigError
+    from uno.errors import UnoConfigError
     weights = load_file(tiny_checkpoint)
     pth = tmp_path / 'iter_2.pth'
     save_checkpoint_file(dict(state_dict={f'model.{k}': v for k, v in

@@ -10,7 +10,7 @@ from uno.utils import config_check
 from uno.utils.config_check import (MISSING, Slot, check_components,
                                     check_top_level, config_diff,
                                     validate_config)
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 
 class ToyFlowObjective:

@@ -4,7 +4,7 @@ from mmengine import Config
 
 from uno.utils.config_check import validate_config
 from uno.utils.config_ranges import check_ranges
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 SMOKE = 'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py'
 MAIN = 'configs/uno/uno_mot-mini_1xb8-iter600_shapes.py'

@@ -255,7 +255,7 @@ def run(cfg, checkpoints: Sequence[str], names: Sequence[str],
         depth = len(model.decoder.layers)
         layer = layer or (depth + 1) // 2
         if not 1 <= layer <= depth:
-            from uno.utils.errors import UnoConfigError
+            from uno.errors import UnoConfigError
             raise UnoConfigError(f'--layer {layer} is not in 1..{depth}')
         if not feats:
             tokens = model.encode_latents(plans[0].images[0][None]).shape
@@ -289,7 +289,7 @@ def main(argv=None):
     args = parse_args(argv)
 
     def _run():
-        from uno.utils.errors import UnoConfigError
+        from uno.errors import UnoConfigError
         names = args.names or [osp.splitext(osp.basename(c))[0]
                                for c in args.checkpoints]
         if len(names) != len(args.checkpoints):

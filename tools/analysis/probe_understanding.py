@@ -305,7 +305,7 @@ def main(argv=None):
     def _run():
         import torch
 
-        from uno.utils.errors import UnoConfigError
+        from uno.errors import UnoConfigError
         if args.num_images < 1 or args.batch_size < 1:
             raise UnoConfigError('--num-images and --batch-size must be >= 1')
         if any(not 0 <= t <= 1 for t in args.timesteps):

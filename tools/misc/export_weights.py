@@ -42,7 +42,7 @@ from _cli import run_cli  # noqa: E402
 
 import torch  # noqa: E402
 
-from uno.utils.errors import UnoConfigError  # noqa: E402
+from uno.errors import UnoConfigError  # noqa: E402
 
 # safetensors dtype codes
 ST_DTYPES = {

@@ -25,9 +25,8 @@ except ImportError:  # run from a checkout without installing
                     osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 from uno.datasets.shapesworld import ShapesWorld  # noqa: E402
-from uno.evaluation.geneval import (
-    make_geneval_metadata,  # noqa: E402
-    write_jsonl)
+from uno.datasets.shapesworld.geneval_items import (  # noqa: E402
+    make_geneval_metadata, write_jsonl)
 
 
 def parse_args(argv=None):

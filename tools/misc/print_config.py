@@ -24,7 +24,7 @@ except ImportError:  # run from a checkout without installing
                     osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 from uno.utils import config_check  # noqa: E402
-from uno.utils.errors import UnoConfigError  # noqa: E402
+from uno.errors import UnoConfigError  # noqa: E402
 
 
 def parse_args():

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from uno.registry import DATASETS, FUNCTIONS
 from .builder import build_tokenizer, to_tensor_image
 from .shapesworld import ShapesWorld
+from .shapesworld.geneval_items import make_geneval_items, read_jsonl
 
 TASKS = ('geneval', 'edit', 'caption')
 
@@ -45,7 +46,6 @@ class ShapesWorldBenchmark(Dataset):
                  seed: int = 0,
                  tokenizer: Optional[Union[dict, object]] = None,
                  images_per_prompt: int = 1):
-        from uno.evaluation.geneval import make_geneval_items
         unknown = set(tasks) - set(TASKS)
         if unknown:
             raise ValueError(f'unknown benchmark tasks {sorted(unknown)}; '
@@ -108,7 +108,6 @@ class GenEvalPrompts(Dataset):
 
     def __init__(self, metadata_file: str, tokenizer=None,
                  image_size: int = 32, images_per_prompt: int = 1):
-        from uno.evaluation.geneval import read_jsonl
         self.entries = read_jsonl(metadata_file)
         self.tokenizer = build_tokenizer(tokenizer or
                                          dict(type='WordTokenizer'))

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 from uno.registry import FUNCTIONS
 from uno.structures import PackedBatch, SequencePlan
 from uno.structures.packing import pack_sequences
-from uno.utils.errors import TrainingStopped
+from uno.errors import TrainingStopped
 
 
 def count_broken(samples: Sequence[Optional[SequencePlan]]) -> int:

@@ -9,7 +9,7 @@ warning naming the file and the reason (the first 10, then every 100th).
 A record whose fields have the wrong type (a number for an image path)
 is a bad sample too. Only when the broken fraction exceeds
 ``max_broken_fraction`` (after ``min_samples_for_threshold`` reads) does
-the dataset stop the run (:class:`~uno.utils.errors.TrainingStopped`, one
+the dataset stop the run (:class:`~uno.errors.TrainingStopped`, one
 line from the tools): at that point the data, not a few files, is wrong.
 
 The counters live on the dataset object, i.e. per process: with dataloader
@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from uno.structures import SequencePlan
 from uno.structures.plans import UnoPlanOptions
-from uno.utils.errors import TrainingStopped, UnoConfigError
+from uno.errors import TrainingStopped, UnoConfigError
 from .builder import build_tokenizer, to_tensor_image
 from .transforms import as_rgb_array, build_pipeline, image_keys
 

@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Sequence
 import torch
 from torch import nn
 
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 LAST_CHECKPOINT = 'last_checkpoint'
 _HISTORY = '__uno_history_buffer__'

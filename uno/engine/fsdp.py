@@ -47,7 +47,7 @@ def _dtype(name: Optional[Union[str, torch.dtype]]) -> Optional[torch.dtype]:
     if name is None or isinstance(name, torch.dtype):
         return name
     if name not in _DTYPES:
-        from uno.utils.errors import UnoConfigError, did_you_mean
+        from uno.errors import UnoConfigError, did_you_mean
         raise UnoConfigError(f"unknown dtype '{name}' in model_wrapper_cfg: "
                              f'{did_you_mean(name, _DTYPES)}')
     return _DTYPES[name]
@@ -74,7 +74,7 @@ def build_mesh(shard_size: Optional[int] = None):
     if not shard_size or shard_size == world:
         return init_device_mesh(_device_type(), (world, ))
     if world % shard_size:
-        from uno.utils.errors import UnoConfigError
+        from uno.errors import UnoConfigError
         raise UnoConfigError(f'model_wrapper_cfg.shard_size={shard_size} '
                              f'does not divide the world size {world}')
     return init_device_mesh(_device_type(), (world // shard_size, shard_size),
@@ -85,7 +85,7 @@ def _check_same_weights(module: nn.Module) -> None:
     """Every rank must shard the same weights (DDP would broadcast rank
     0's; a fingerprint per rank is compared instead)."""
     import torch.distributed as dist
-    from uno.utils.errors import UnoConfigError
+    from uno.errors import UnoConfigError
     with torch.no_grad():
         parts = [t.detach().sum(dtype=torch.float64)
                  for t in module.state_dict().values()

@@ -18,7 +18,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from uno.registry import DATASETS, FUNCTIONS, MODEL_WRAPPERS
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 from uno.utils.paths import check_writable
 from .checkpoint import (LAST_CHECKPOINT, CheckpointError,
                          checkpoint_candidates, load_checkpoint_file,
@@ -498,7 +498,7 @@ def _inject_plan_options(dataset, uno: dict, where: str) -> None:
 def _check_benchmark(benchmark: dict) -> None:
     """``benchmark = dict(sampler=..., captioner=...)``: known keys only."""
     from uno.models.sampling import Captioner, FlowSampler
-    from uno.utils.errors import did_you_mean
+    from uno.errors import did_you_mean
     parts = dict(sampler=FlowSampler, captioner=Captioner)
     for key, value in benchmark.items():
         if key not in parts:

@@ -18,7 +18,7 @@ from uno.objectives import ObjectiveSet
 from uno.registry import MODELS, TOKENIZERS
 from uno.structures import PackedBatch
 from uno.utils.dist import all_reduce_sum
-from .benchmark_predict import predict_benchmark
+from uno.evaluation.benchmark_predict import predict_benchmark
 
 
 @MODELS.register_module()

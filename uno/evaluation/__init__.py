@@ -6,9 +6,8 @@ registered wrapper of GenEval's own detector), editing (:mod:`.edit_bench`)
 and understanding (:mod:`.understanding_bench`).
 """
 from .edit_bench import EditMetric, score_edit
-from .geneval import (GENEVAL_TAGS, GenEvalMetric, evaluate_image,
-                      make_geneval_items, make_geneval_metadata, read_jsonl,
-                      relative_position, summarize, write_jsonl)
+from .geneval import (GenEvalMetric, evaluate_image, relative_position,
+                      summarize)
 from .loss_metric import ObjectiveLossMetric
 from .shapes_detector import Detection, ShapesDetector
 from .understanding_bench import (UnderstandingMetric, parse_caption,
@@ -16,8 +15,6 @@ from .understanding_bench import (UnderstandingMetric, parse_caption,
 
 __all__ = [
     'ObjectiveLossMetric', 'ShapesDetector', 'Detection', 'GenEvalMetric',
-    'GENEVAL_TAGS', 'make_geneval_metadata', 'make_geneval_items',
-    'evaluate_image', 'relative_position', 'summarize', 'write_jsonl',
-    'read_jsonl', 'EditMetric', 'score_edit', 'UnderstandingMetric',
-    'parse_caption', 'score_caption'
+    'evaluate_image', 'relative_position', 'summarize', 'EditMetric',
+    'score_edit', 'UnderstandingMetric', 'parse_caption', 'score_caption'
 ]

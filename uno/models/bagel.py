@@ -34,7 +34,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 from .embeddings import sincos_2d
 from .encoders.siglip import linear_to_conv_patch_weight
 from .mot.convert import hf_key_to_uno, uno_key_to_hf

@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 from .mot.config import MoTConfig
 from .mot.convert import (expected_uno_keys, hf_key_to_uno, is_derived_key,
                           mot_config_from_hf)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from uno.registry import ATTENTION, ENCODERS, MODELS
 from uno.structures import PackedBatch
-from uno.utils.errors import UnoConfigError, did_you_mean
+from uno.errors import UnoConfigError, did_you_mean
 from .embeddings import LatentGridStem, TimestepEmbedder, sincos_2d
 from .metaquery import MetaQueryTokens
 from .mot import MoTConfig, MoTDecoder, make_routes

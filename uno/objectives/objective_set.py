@@ -25,7 +25,7 @@ from uno.models.outputs import ModelOutputs
 from uno.registry import OBJECTIVES
 from uno.structures import PackedBatch
 from uno.utils.dist import all_reduce_sum, world_size
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 
 _NEEDS_FLOW = ('objectives need noisy latents; add a flow objective '

@@ -30,7 +30,7 @@ from uno.datasets.shapesworld import TOKEN_ATTRIBUTES
 from uno.models.outputs import ModelOutputs
 from uno.registry import OBJECTIVES
 from uno.structures import PackedBatch
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 from .base import BaseObjective, ObjectiveResult
 
 # the rows of the labels and their classes besides "none" (class 0)

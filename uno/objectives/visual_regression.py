@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from uno.models.outputs import ModelOutputs
 from uno.registry import OBJECTIVES
 from uno.structures import PackedBatch
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 from .base import BaseObjective, ObjectiveResult, check_window, window_mask
 
 LOSSES = ('mse', 'cosine', 'smooth_l1')

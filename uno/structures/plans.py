@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from typing import List, Optional, Sequence, Union
 
 from .sequence_plan import Segment
-from uno.utils.errors import UnoConfigError, did_you_mean
+from uno.errors import UnoConfigError, did_you_mean
 
 
 def text_segment(tokens: Sequence[int], tokenizer, kind: str = 'text',

@@ -68,7 +68,7 @@ from uno.registry import (ATTENTION, DATA_SAMPLERS, DATASETS, ENCODERS,
                           OBJECTIVES, OPTIM_WRAPPERS, TOKENIZERS, TRANSFORMS,
                           VISBACKENDS)
 from uno.utils.config_ranges import check_form, check_ranges
-from uno.utils.errors import UnoConfigError, did_you_mean
+from uno.errors import UnoConfigError, did_you_mean
 
 # Keys mmengine 0.10.7 reads from the top level of a config: the arguments
 # of ``Runner.from_cfg`` / ``FlexibleRunner.from_cfg`` and the ones

@@ -16,7 +16,7 @@ loop over a sampler whose epochs end (an infinite sampler would hang it).
 import math
 from typing import Any, Callable, Iterator, List, Tuple
 
-from .errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 _SEED_MAX = 2**32 - 1  # numpy's and torch's common seed range
 

@@ -58,7 +58,7 @@ def check_writable(folder: str) -> None:
     import os
     import tempfile
 
-    from uno.utils.errors import UnoConfigError
+    from uno.errors import UnoConfigError
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix='.write-probe.'):

@@ -17,7 +17,7 @@ from torch import nn
 
 from uno.objectives import BaseObjective, ObjectiveResult, resample_tokens
 from uno.registry import OBJECTIVES
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 
 @OBJECTIVES.register_module()

@@ -12,7 +12,7 @@ from uno.structures.packing import pack_sequences
 from uno.engine import UnoTrainer
 from uno.models.outputs import ModelOutputs
 from uno.utils.config_check import validate_config
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 
 CONFIG = osp.join(REPO, 'projects/repa_align/configs/'
                   'repa_mot-tiny_1xb8-iter200_shapes.py')

@@ -17,7 +17,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
 from uno.registry import HOOKS
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 from ..checkpoint import remove_stale_temps, write_last_checkpoint
 
 KEEP_KEY = 'keep_ckpt_ids'

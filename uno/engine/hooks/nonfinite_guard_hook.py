@@ -9,7 +9,7 @@ traceback deep in the optimizer.
 from mmengine.hooks import Hook
 
 from uno.registry import HOOKS
-from uno.utils.errors import TrainingStopped
+from uno.errors import TrainingStopped
 
 
 @HOOKS.register_module()

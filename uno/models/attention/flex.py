@@ -24,7 +24,7 @@ from torch import Tensor
 
 from uno.registry import ATTENTION
 from uno.structures import PackedBatch
-from uno.utils.errors import BackendUnavailableError, UnoConfigError
+from uno.errors import BackendUnavailableError, UnoConfigError
 from .base import AttentionBackend
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from uno.registry import ATTENTION
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 from .base import AttentionBackend
 
 INSTALL_HINT = ("the 'xformers' attention backend needs CUDA and the "

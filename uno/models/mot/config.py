@@ -2,7 +2,7 @@
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
-from uno.utils.errors import UnoConfigError, did_you_mean
+from uno.errors import UnoConfigError, did_you_mean
 
 
 @dataclass

@@ -22,7 +22,7 @@ sliding windows, biases on o_proj or the MLP).
 import re
 from typing import Dict, Iterable, Optional, Sequence
 
-from uno.utils.errors import UnoConfigError
+from uno.errors import UnoConfigError
 from .config import MoTConfig
 from .decoder import EXPERTS
 
