@@ -94,8 +94,8 @@ def test_broken_samples_are_skipped_counted_and_logged(tmp_path, warnings):
     assert 'corrupt.png' in warnings[1] and 'cannot decode' in warnings[1]
     batches = [pack_and_count(samples[i:i + 4], latent_stride=4)
                for i in range(0, len(samples), 4)]
-    assert sum(b.extras['broken'] for b in batches) == 2
-    assert sum(b.extras['read'] for b in batches) == NUM_GOOD + 2
+    assert sum(b.broken for b in batches) == 2
+    assert sum(b.read for b in batches) == NUM_GOOD + 2
     assert sum(b.num_samples for b in batches) == NUM_GOOD
     assert count_broken(samples) == 2
 
@@ -105,7 +105,7 @@ def test_counts_reach_the_main_process_with_workers(tmp_path, warnings):
     loader = DataLoader(ds, batch_size=4, num_workers=2, shuffle=False,
                         collate_fn=lambda s: pack_and_count(s, 4))
     batches = list(loader)
-    assert sum(b.extras['broken'] for b in batches) == 2
+    assert sum(b.broken for b in batches) == 2
     assert sum(b.num_samples for b in batches) == NUM_GOOD
     assert ds.num_broken == 0  # the workers counted, not this process
 
@@ -172,7 +172,7 @@ def test_refetch_replaces_broken_samples(tmp_path, warnings):
     assert plan.meta['broken_skipped'] == 1
     assert count_broken([plan, ds[0]]) == 1
     batch = pack_and_count([plan, None], latent_stride=4)
-    assert batch.extras == dict(broken=2, read=3)
+    assert (batch.broken, batch.read) == (2, 3)
     with pytest.raises(TrainingStopped, match='all 2 samples'):
         pack_and_count([None, None], latent_stride=4)
 
@@ -212,7 +212,7 @@ def test_t2i_plans(tmp_path, warnings):
     assert dropped.segments[0].tokens == [tok.bos_id, tok.eos_id]
     assert dropped.meta['dropped']
     batch = pack_and_count([ds[i] for i in range(4)], latent_stride=4)
-    assert batch.num_samples == 4 and batch.extras['broken'] == 0
+    assert batch.num_samples == 4 and batch.broken == 0
 
 
 def test_caption_task_plans(tmp_path, warnings):
@@ -251,7 +251,7 @@ def test_edit_plans(tmp_path, warnings):
     assert plan.meta['caption'] in record['target_caption']
     batch = pack_and_count([ds[i] for i in range(len(ds))], latent_stride=4,
                            vit_stride=4)
-    assert batch.num_samples == 4 and batch.extras['broken'] == 0
+    assert batch.num_samples == 4 and batch.broken == 0
     assert batch.vit_images.numel() == 4 and batch.mq_images.numel() == 4
 
     plan = EditDataset(str(ann), vit=False)[0]

@@ -10,7 +10,7 @@ from uno.registry import HOOKS
 
 
 def _batch(broken, read):
-    return SimpleNamespace(extras=dict(broken=broken, read=read))
+    return SimpleNamespace(broken=broken, read=read)
 
 
 def _runner(it=0):

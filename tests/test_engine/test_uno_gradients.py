@@ -10,7 +10,7 @@ import torch
 from tests.conftest import BOS, EOS, UNO_OBJECTIVES, t2i_sample
 from uno.structures.packing import pack_sequences
 from uno.engine import UnoTrainer
-from uno.structures import Segment, SequencePlan
+from uno.structures import NoisyLatents, Segment, SequencePlan
 
 
 def _trainer(uno_model_cfg, **weights):
@@ -99,19 +99,18 @@ def test_understanding_path_is_bit_identical_after_a_uno_step(
 def _perturbation_outputs(model, trainer, plan):
     """Outputs for the plan, with other prompt words, with other noise."""
     batch = pack_sequences([plan], latent_stride=4)
-    trainer.objectives.prepare(model, batch,
-                               torch.Generator().manual_seed(0))
+    noisy = trainer.objectives.prepare(
+        model, batch, torch.Generator().manual_seed(0)).noisy
     with torch.no_grad():
-        ref = model(batch)
+        ref = model(batch, noisy)
         other = pack_sequences([plan], latent_stride=4)
-        other.extras = dict(batch.extras)
         prompt = batch.segment_ids == 0
         other.input_ids = batch.input_ids.clone()
         other.input_ids[prompt & (other.input_ids >= 10)] += 7
-        new_prompt = model(other)
+        new_prompt = model(other, noisy)
         other.input_ids = batch.input_ids
-        other.extras['noisy_latents'] = batch.extras['noisy_latents'] + 0.5
-        new_noise = model(other)
+        shifted = NoisyLatents(noisy.latents + 0.5, noisy.timesteps)
+        new_noise = model(other, shifted)
     return ref, new_prompt, new_noise
 
 

@@ -11,7 +11,7 @@ from uno.models.sampling import Captioner, FlowSampler
 from uno.models.sampling.packed_cache import local_routes
 from uno.models.unified_model import MLPConnector
 from uno.registry import MODELS
-from uno.structures import SequencePlan
+from uno.structures import NoisyLatents, SequencePlan
 
 PROMPTS = [[10, 11, 12], [13, 14, 15, 16, 17]]
 
@@ -49,9 +49,8 @@ def _reference(model, sampler, prompts=PROMPTS, size=8):
         plans = [SequencePlan(t2i_plan(p, tok), images=[canvas])
                  for p in texts]
         batch = pack_sequences(plans, latent_stride=4)
-        batch.extras = dict(noisy_latents=x.flatten(0, 1),
-                            timesteps=torch.full((len(texts), ), t))
-        return model(batch).velocity.unflatten(0, x.shape[:2])
+        noisy = NoisyLatents(x.flatten(0, 1), torch.full((len(texts), ), t))
+        return model(batch, noisy).velocity.unflatten(0, x.shape[:2])
 
     n = (size // 4)**2
     x = torch.randn(len(prompts), n, 48,

@@ -15,17 +15,18 @@ def _model(cfg, **kw):
 
 
 def _prepared(model, plans):
+    """A packed batch and the noisy latents flow matching draws for it."""
     batch = pack_sequences(plans, latent_stride=4)
-    FlowMatchingObjective().prepare(model, batch,
-                                    torch.Generator().manual_seed(0))
-    return batch
+    noisy = FlowMatchingObjective().prepare(
+        model, batch, torch.Generator().manual_seed(0))
+    return batch, noisy
 
 
 def test_forward_named_outputs(tiny_model_cfg):
     model = _model(tiny_model_cfg, metaquery=dict(num_queries=4))
-    batch = _prepared(model, [t2i_sample(caption_len=3, num_queries=4),
-                              t2i_sample(seed=1)])
-    out = model(batch, return_layers=(1, ))
+    batch, noisy = _prepared(model, [
+        t2i_sample(caption_len=3, num_queries=4), t2i_sample(seed=1)])
+    out = model(batch, noisy, return_layers=(1, ))
     assert out.hidden.shape == (batch.num_tokens, 32)
     assert out.velocity.shape == (batch.noisy_index.numel(), 48)
     assert out.ce_logits.shape == (4, 32)
@@ -38,15 +39,15 @@ def test_forward_named_outputs(tiny_model_cfg):
 def test_noisy_batch_without_prepare_is_a_clear_error(tiny_model_cfg):
     model = _model(tiny_model_cfg)
     batch = pack_sequences([t2i_sample()], latent_stride=4)
-    with pytest.raises(RuntimeError, match='flow objective'):
+    with pytest.raises(ValueError, match='no noisy latents were given'):
         model(batch)
 
 
 def test_metaqueries_need_num_queries(tiny_model_cfg):
     model = _model(tiny_model_cfg)
-    batch = _prepared(model, [t2i_sample(num_queries=2)])
+    batch, noisy = _prepared(model, [t2i_sample(num_queries=2)])
     with pytest.raises(RuntimeError, match='num_queries is 0'):
-        model(batch)
+        model(batch, noisy)
 
 
 def test_freeze_sets_requires_grad_only(tiny_model_cfg):
@@ -70,11 +71,10 @@ def test_unknown_llm_key_names_close_match(tiny_model_cfg):
 def test_noise_changes_velocity_but_not_prompt_hidden(tiny_model_cfg):
     model = _model(tiny_model_cfg)
     torch.nn.init.normal_(model.llm2vae.weight, std=0.1)
-    batch = _prepared(model, [t2i_sample()])
-    out1 = model(batch)
-    batch.extras['noisy_latents'] = torch.randn_like(
-        batch.extras['noisy_latents'])
-    out2 = model(batch)
+    batch, noisy = _prepared(model, [t2i_sample()])
+    out1 = model(batch, noisy)
+    noisy.latents = torch.randn_like(noisy.latents)
+    out2 = model(batch, noisy)
     prompt = batch.segment_ids == 0
     torch.testing.assert_close(out1.hidden[prompt], out2.hidden[prompt])
     assert not torch.allclose(out1.velocity, out2.velocity)

@@ -8,6 +8,7 @@ from tests.conftest import t2i_sample
 from uno.structures.packing import pack_sequences
 from uno.models.outputs import ModelOutputs
 from uno.objectives import CaptioningObjective
+from uno.structures import NoisyLatents
 
 
 def _batch():
@@ -32,10 +33,11 @@ def test_closed_form_ce():
 
 def test_timestep_window_keeps_only_samples_inside():
     batch = _batch()
-    batch.extras['timesteps'] = torch.tensor([0.2, 0.9])
+    noisy = NoisyLatents(torch.zeros(batch.noisy_index.numel(), 1),
+                         torch.tensor([0.2, 0.9]))
     logits = torch.zeros(5, 32)
     out = ModelOutputs(hidden=torch.zeros(1), ce_logits=logits)
-    res = CaptioningObjective(timestep_window=(0.5, 1.0))(out, batch)
+    res = CaptioningObjective(timestep_window=(0.5, 1.0))(out, batch, noisy)
     assert res.count.item() == 3  # only sample 1 (t = 0.9)
     assert res.loss_sum.item() == pytest.approx(3 * math.log(32), rel=1e-6)
     with pytest.raises(ValueError, match='timestep_window'):

@@ -7,6 +7,7 @@ from uno.structures.packing import pack_sequences
 from uno.models.outputs import ModelOutputs
 from uno.objectives import FlowMatchingObjective, ObjectiveSet
 from uno.registry import MODELS
+from uno.structures import NoisyLatents
 
 
 @pytest.fixture
@@ -19,14 +20,13 @@ def test_prepare_interpolates_per_image(model):
     batch = pack_sequences([t2i_sample(seed=0), t2i_sample(seed=1)],
                            latent_stride=4)
     obj = FlowMatchingObjective(timestep_sampler='uniform')
-    obj.prepare(model, batch, torch.Generator().manual_seed(0))
-    ex = batch.extras
-    t = ex['timesteps']
+    noisy = obj.prepare(model, batch, torch.Generator().manual_seed(0))
+    t = noisy.timesteps
     assert t.shape == (2, )
-    x0 = ex['clean_latents']
-    eps = ex['flow_target'] + x0
+    x0 = noisy.clean
+    eps = noisy.target + x0
     tt = t[batch.noisy_group][:, None]
-    torch.testing.assert_close(ex['noisy_latents'], (1 - tt) * x0 + tt * eps)
+    torch.testing.assert_close(noisy.latents, (1 - tt) * x0 + tt * eps)
     # x0 is the patchified image: token 1 of image 0 = its top-right patch
     torch.testing.assert_close(x0[1],
                                batch.images[0, :, :4, 4:8].reshape(-1))
@@ -35,10 +35,10 @@ def test_prepare_interpolates_per_image(model):
 def test_closed_form_loss():
     batch = pack_sequences([t2i_sample(image_size=4)], latent_stride=4)
     target = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
-    batch.extras['flow_target'] = target
+    noisy = NoisyLatents(torch.zeros(1, 4), torch.ones(1), target=target)
     pred = torch.tensor([[0.0, 2.0, 1.0, 4.0]])
     res = FlowMatchingObjective()(ModelOutputs(
-        hidden=torch.zeros(1), velocity=pred), batch)
+        hidden=torch.zeros(1), velocity=pred), batch, noisy)
     # mean over channels of (1, 0, 4, 0) = 1.25, one token
     assert res.loss_sum.item() == pytest.approx(1.25)
     assert res.count.item() == 1
@@ -51,9 +51,9 @@ def test_weight_zero_skips_loss_but_still_prepares(model):
         also=dict(type='FlowMatchingObjective', weight=2.0)))
     calls = []
     objs.objectives['flow'].forward = lambda *a: calls.append(1)
-    objs.prepare(model, batch)
-    assert 'noisy_latents' in batch.extras
-    total, logs = objs(model(batch), batch)
+    prepared = objs.prepare(model, batch)
+    assert prepared.noisy.latents.shape[0] == batch.noisy_index.numel()
+    total, logs = objs(model(batch, prepared.noisy), batch, prepared)
     assert calls == [] and 'loss/flow' not in logs
     assert logs['weight/flow'] == 0
     torch.testing.assert_close(total, 2.0 * logs['loss/also'])

@@ -4,8 +4,9 @@ import torch
 
 from tests.conftest import UNO_OBJECTIVES, t2i_sample
 from uno.structures.packing import pack_sequences
-from uno.objectives import ObjectiveSet
+from uno.objectives import ObjectiveSet, Prepared
 from uno.registry import MODELS
+from uno.structures import NoisyLatents
 from uno.errors import UnoConfigError
 
 
@@ -15,15 +16,16 @@ def _fixed_noise(model, batch, per_sample):
     t = torch.stack([per_sample[m['index']][0] for m in batch.meta])
     eps = torch.cat([per_sample[m['index']][1] for m in batch.meta])
     tt = t[batch.noisy_group][:, None]
-    batch.extras.update(timesteps=t, noisy_latents=(1 - tt) * x0 + tt * eps,
-                        clean_latents=x0, flow_target=eps - x0)
+    return NoisyLatents((1 - tt) * x0 + tt * eps, t, clean=x0,
+                        target=eps - x0)
 
 
 def _loss(objs, model, plans, noise, counts=None):
     batch = pack_sequences(plans, latent_stride=4)
-    _fixed_noise(model, batch, noise)
-    objs.objectives['regression'].prepare(model, batch)
-    return objs(model(batch), batch, counts=counts)
+    noisy = _fixed_noise(model, batch, noise)
+    prepared = Prepared(noisy, dict(
+        regression=objs.objectives['regression'].prepare(model, batch)))
+    return objs(model(batch, noisy), batch, prepared, counts=counts)
 
 
 def test_total_is_weighted_sum_and_logs(uno_model_cfg):
@@ -79,9 +81,9 @@ def test_empty_or_all_zero_is_an_error(uno_model_cfg):
                                        weight=0.0)))
     model = MODELS.build(uno_model_cfg)
     batch = pack_sequences([t2i_sample()], latent_stride=4)
-    objs.prepare(model, batch)
+    prepared = objs.prepare(model, batch)
     with pytest.raises(UnoConfigError, match='weight 0'):
-        objs(model(batch), batch)
+        objs(model(batch, prepared.noisy), batch, prepared)
 
 
 def test_plan_options_follow_active_objectives():
@@ -114,8 +116,9 @@ def test_batches_without_noisy_images_train(uno_model_cfg):
     objs.setup(model)
     batch = pack_sequences([_caption_plan(i) for i in range(2)],
                            latent_stride=4, vit_stride=4)
-    objs.prepare(model, batch)
-    total, logs = objs(model(batch), batch)
+    prepared = objs.prepare(model, batch)
+    assert prepared.noisy is None
+    total, logs = objs(model(batch), batch, prepared)
     assert logs['tokens/flow'] == 0 and logs['loss/flow'] == 0
     assert logs['tokens/caption'] == 6 and torch.isfinite(total)
     total.backward()
@@ -130,7 +133,7 @@ def test_unread_noisy_images_get_default_noise(uno_model_cfg):
                                           weight=1.0, noisy_captions=False)))
     batch = pack_sequences([t2i_sample(seed=i, caption_len=2)
                             for i in range(2)], latent_stride=4)
-    objs.prepare(model, batch)
-    assert batch.extras['noisy_latents'].shape == (8, 48)
-    total, _ = objs(model(batch), batch)
+    prepared = objs.prepare(model, batch)
+    assert prepared.noisy.latents.shape == (8, 48)
+    total, _ = objs(model(batch, prepared.noisy), batch, prepared)
     assert torch.isfinite(total)

@@ -9,7 +9,7 @@ from uno.datasets.shapesworld import (TOKEN_ATTRIBUTES, ShapesWorld,
 from uno.datasets.shapesworld.captions import pair_relation
 from uno.datasets.shapesworld.scene import INVERSE_RELATION as INVERSE
 from uno.datasets.tokenizer import WordTokenizer
-from uno.objectives import ObjectiveSet
+from uno.objectives import ObjectiveSet, Prepared
 from uno.registry import MODELS
 from uno.errors import UnoConfigError
 
@@ -71,8 +71,8 @@ def test_loss_counts_tokens_and_trains_the_encoder():
     objs = ObjectiveSet(dict(attr=dict(type='TokenAttributeObjective')))
     objs.setup(model)
     batch = _batch()
-    objs.prepare(model, batch)
-    total, logs = objs(model(batch), batch)
+    prepared = objs.prepare(model, batch)
+    total, logs = objs(model(batch), batch, prepared)
     assert logs['tokens/attr'] == 3 * 64 * 4  # samples x tokens x attrs
     assert 0 <= logs['acc_shape/attr'] <= 1
     total.backward()
@@ -83,7 +83,7 @@ def test_loss_counts_tokens_and_trains_the_encoder():
                            list(objs.parameters()), lr=1e-2)
     first = total.item()
     for _ in range(30):
-        total, logs = objs(model(batch), batch)
+        total, logs = objs(model(batch), batch, prepared)
         opt.zero_grad()
         total.backward()
         opt.step()
@@ -95,11 +95,11 @@ def test_samples_without_labels_are_skipped_and_wrong_stride_refused():
     objs = ObjectiveSet(dict(attr=dict(type='TokenAttributeObjective')))
     objs.setup(model)
     batch = _batch(n=2, latent_fraction=1.0)  # latent view: no ViT tokens
-    _, logs = objs(model(batch), batch)
+    _, logs = objs(model(batch), batch, Prepared())
     assert logs['tokens/attr'] == 0
     bad = _batch(n=1, stride=8)  # 16 labels for 64 tokens
     with pytest.raises(UnoConfigError, match='token_labels'):
-        objs(model(bad), bad)
+        objs(model(bad), bad, Prepared())
 
 
 def test_latent_view_supervises_the_gen_expert_and_the_latent_stem():
@@ -110,8 +110,8 @@ def test_latent_view_supervises_the_gen_expert_and_the_latent_stem():
     objs.setup(model)
     assert objs.requires_layers == (1, )
     batch = _batch(n=2, latent_fraction=1.0)  # both show clean latents
-    objs.prepare(model, batch)
-    total, logs = objs(model(batch, return_layers=(1, )), batch)
+    prepared = objs.prepare(model, batch)
+    total, logs = objs(model(batch, return_layers=(1, )), batch, prepared)
     assert logs['tokens/attr'] == 2 * 64 * 4
     total.backward()
     gen = model.decoder.layers[0].experts['gen']
@@ -120,7 +120,7 @@ def test_latent_view_supervises_the_gen_expert_and_the_latent_stem():
     # the stem's zero-initialised output conv gets a gradient
     assert model.latent_stem.net[-1].weight.grad.abs().sum() > 0
     vit = _batch(n=2)  # ViT view only: nothing for the latent view
-    _, logs = objs(model(vit, return_layers=(1, )), vit)
+    _, logs = objs(model(vit, return_layers=(1, )), vit, Prepared())
     assert logs['tokens/attr'] == 0
     with pytest.raises(UnoConfigError, match='layer 3'):
         ObjectiveSet(dict(attr=dict(type='TokenAttributeObjective',
@@ -142,9 +142,10 @@ def test_noisy_view_labels_text_to_image_targets_up_to_max_t():
                       layer=1, max_t=max_t)))
         objs.setup(model)
         gen = torch.Generator().manual_seed(0)
-        objs.prepare(model, batch, gen)
-        total, logs = objs(model(batch, return_layers=(1, )), batch)
-        t = batch.extras['timesteps']  # (4,)
+        prepared = objs.prepare(model, batch, gen)
+        total, logs = objs(model(batch, prepared.noisy, return_layers=(1, )),
+                           batch, prepared)
+        t = prepared.noisy.timesteps  # (4,)
         assert logs['tokens/attr'] == int((t <= max_t).sum()) * 64 * 4
         counts[max_t] = logs['tokens/attr']
     assert counts[1.0] == 4 * 64 * 4 and counts[0.5] < counts[1.0]

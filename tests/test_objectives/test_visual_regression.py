@@ -29,8 +29,8 @@ def test_closed_form_losses(loss):
     obj.projector = nn.Identity()
     pred = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     target = torch.tensor([[[1.0, 1.0], [0.0, 1.0]]])  # (I=1, K=2, C=2)
-    batch.extras['regression_target'] = target
-    res = obj(ModelOutputs(hidden=torch.zeros(1), mq_hidden=pred), batch)
+    res = obj(ModelOutputs(hidden=torch.zeros(1), mq_hidden=pred), batch,
+              state=target)
     if loss == 'mse':
         expected = (0 + 1) / 2 + (0 + 1) / 2
     elif loss == 'smooth_l1':
@@ -56,9 +56,9 @@ def test_targets_are_clean_image_features(uno_model_cfg):
     batch = pack_sequences([t2i_sample(num_queries=4)], latent_stride=4)
     obj = VisualRegressionObjective()
     obj.setup(model)
-    obj.prepare(model, batch)
+    target = obj.prepare(model, batch)
     feats = model.und_encoder(batch.images[:1])  # (1, 4, C): 8x8 / 4
-    torch.testing.assert_close(batch.extras['regression_target'], feats)
+    torch.testing.assert_close(target, feats)
 
 
 def test_no_resampling_needs_one_query_per_token():
@@ -77,9 +77,9 @@ def test_targets_after_the_connector(uno_model_cfg):
     obj = VisualRegressionObjective(target_space='connector',
                                     resample='none')
     obj.setup(model)
-    obj.prepare(model, batch)
+    target = obj.prepare(model, batch)
     expected = model.connector(model.und_encoder(batch.images[:1]))
-    torch.testing.assert_close(batch.extras['regression_target'], expected)
+    torch.testing.assert_close(target, expected)
     assert obj.projector[-1].out_features == model.cfg.hidden_size
     with pytest.raises(ValueError, match='target_space'):
         VisualRegressionObjective(target_space='vit')

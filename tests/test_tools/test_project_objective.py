@@ -32,8 +32,8 @@ class VelocityL1Objective(BaseObjective):
     """
     requires = ('velocity', )
 
-    def forward(self, outputs, batch):
-        target = batch.extras['flow_target']  # (N_noisy, C)
+    def forward(self, outputs, batch, noisy=None, state=None):
+        target = noisy.target  # (N_noisy, C)
         per_item = (outputs.velocity.float() - target).abs().mean(-1)
         return ObjectiveResult(per_item.sum(),
                                per_item.new_tensor(float(per_item.numel())))

@@ -67,21 +67,22 @@ def _autocast(device, on: bool):
     return torch.autocast(torch.device(device).type, dtype=BF16)
 
 
-def _noisy_extras(batch, model, seed: int = 0) -> None:
+def _random_noisy(batch, model, seed: int = 0):
+    """Random noisy latents and timesteps for ``batch``'s noisy images."""
+    from uno.structures import NoisyLatents
     g = torch.Generator().manual_seed(seed)
     n, c = batch.noisy_index.numel(), model.latent_encoder.latent_dim
-    batch.extras['noisy_latents'] = torch.randn(n, c, generator=g).to(
-        batch.device)
-    batch.extras['timesteps'] = torch.rand(
-        batch.noisy_images.numel(), generator=g).to(batch.device)
+    return NoisyLatents(
+        torch.randn(n, c, generator=g).to(batch.device),
+        torch.rand(batch.noisy_images.numel(), generator=g).to(batch.device))
 
 
-def _run(model, batch, weights, grad: bool, autocast: bool):
+def _run(model, batch, noisy, weights, grad: bool, autocast: bool):
     """Hidden states and parameter gradients of ``sum(hidden * weights)``.
     """
     model.zero_grad(set_to_none=True)
     with torch.set_grad_enabled(grad), _autocast(batch.device, autocast):
-        hidden = model(batch).hidden
+        hidden = model(batch, noisy).hidden
     if grad:
         (hidden.float() * weights).sum().backward()
     grads = {n: p.grad.detach().float() for n, p in model.named_parameters()
@@ -108,11 +109,12 @@ def part_correctness(ctx) -> dict:
     low = copy.deepcopy(ref_model).to(BF16)
     gs.rope_to_fp32(low, s['layer']['rope_theta'])
     batch = gs.pack(s, gs.uno_plans(s), dev)
-    _noisy_extras(batch, ref_model)
+    noisy = _random_noisy(batch, ref_model)
     g = torch.Generator().manual_seed(1)
     weights = torch.randn(batch.num_tokens, s['layer']['hidden_size'],
                           generator=g).to(dev)
-    ref_out, ref_grads = _run(ref_model, batch, weights, True, False)
+    ref_out, ref_grads = _run(ref_model, batch, noisy, weights, True,
+                              False)
     fig.update(tokens=batch.num_tokens, samples=batch.num_samples)
     fig['backends'] = results = {}
     problems = fig['problems']
@@ -130,7 +132,8 @@ def part_correctness(ctx) -> dict:
         start = time.perf_counter()
         try:
             _set_attention(model, att)
-            out, grads = _run(model, batch, weights, train, autocast)
+            out, grads = _run(model, batch, noisy, weights, train,
+                              autocast)
         except Exception as err:  # noqa: BLE001 (recorded, part goes on)
             results[name] = dict(status='failed', error=gs.last_line(err))
             problems.append(f'{name}: {gs.last_line(err)}')
@@ -179,8 +182,7 @@ def _masking(ctx, s: dict, out: dict) -> None:
     model = gs.build_model(gs.model_cfg(one, dict(type='eager')), dev, BF16)
     a = gs.pack(one, gs.uno_plans(one), dev)
     b = gs.pack(one, gs.uno_plans(one, prompt_shift=7), dev)
-    _noisy_extras(a, model)
-    _noisy_extras(b, model)
+    noisy_a, noisy_b = _random_noisy(a, model), _random_noisy(b, model)
     rows = torch.cat([a.ce_index, a.query_index])
     for name, att in (('eager', dict(type='eager')),
                       ('sdpa', dict(type='sdpa')),
@@ -194,7 +196,8 @@ def _masking(ctx, s: dict, out: dict) -> None:
         try:
             _set_attention(model, att)
             with torch.no_grad():
-                ha, hb = model(a).hidden.float(), model(b).hidden.float()
+                ha = model(a, noisy_a).hidden.float()
+                hb = model(b, noisy_b).hidden.float()
         except Exception as err:  # noqa: BLE001
             out[name] = dict(status='failed', error=gs.last_line(err))
             continue
@@ -217,10 +220,10 @@ def _objectives(objectives: dict, model, device):
 
 def _train_step(model, objs, batch, params, opt=None):
     def step():
-        batch.extras = {}
-        objs.prepare(model, batch, None)
-        out = model(batch, return_layers=objs.requires_layers)
-        total, _ = objs(out, batch)
+        prepared = objs.prepare(model, batch, None)
+        out = model(batch, prepared.noisy,
+                    return_layers=objs.requires_layers)
+        total, _ = objs(out, batch, prepared)
         total.backward()
         if opt is not None:
             opt.step()

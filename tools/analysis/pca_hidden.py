@@ -113,8 +113,9 @@ def prompt_plans(cfg, num: int, seed: int):
 def make_noise(shape: Sequence[int], seed: int, index: int):
     """The fixed ``eps`` of prompt ``index``: ``shape`` = ``(N, C)``."""
     import torch
-    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + index)
-    return torch.randn(tuple(shape), generator=gen)
+
+    from uno.utils.seeding import derived_generator
+    return torch.randn(tuple(shape), generator=derived_generator(seed, index))
 
 
 def hidden_states(model, plans, timesteps: Sequence[float], layer: int,
@@ -133,6 +134,7 @@ def hidden_states(model, plans, timesteps: Sequence[float], layer: int,
     """
     import torch
 
+    from uno.structures import NoisyLatents
     from uno.structures.packing import pack_sequences
     device = next(model.parameters()).device
     batch = pack_sequences(plans, latent_stride=model.latent_encoder.stride)
@@ -144,11 +146,10 @@ def hidden_states(model, plans, timesteps: Sequence[float], layer: int,
     out = {}
     with torch.no_grad():
         for t in timesteps:
-            batch.extras.update(
-                timesteps=torch.full((len(plans), ), float(t),
-                                     device=device),
-                noisy_latents=((1 - t) * x0 + t * eps).flatten(0, 1))
-            taps = model(batch, return_layers=(layer, )).layers[layer]
+            noisy = NoisyLatents(
+                ((1 - t) * x0 + t * eps).flatten(0, 1),
+                torch.full((len(plans), ), float(t), device=device))
+            taps = model(batch, noisy, return_layers=(layer, )).layers[layer]
             feats = taps[batch.noisy_index].float().cpu()  # (P * N, D)
             group = batch.noisy_group.cpu()
             for p in range(len(plans)):

@@ -148,7 +148,7 @@ def caption_noisy(model, images, tokenizer, captioner, t: float,
 
     from uno.structures.packing import pack_sequences
     from uno.models.sampling.packed_cache import model_device_dtype
-    from uno.structures import Segment, SequencePlan
+    from uno.structures import NoisyLatents, Segment, SequencePlan
     device, _ = model_device_dtype(model)
     num = images.shape[0]
     x0 = model.encode_latents(images.to(device))  # (I, N, C)
@@ -162,13 +162,11 @@ def caption_noisy(model, images, tokenizer, captioner, t: float,
             Segment('caption', tokens=[tokenizer.bos_id] + list(c),
                     sees=(0, ))
         ], images=[image.cpu()]) for image, c in zip(images, captions)]
-        batch = pack_sequences(plans, latent_stride=stride)
-        batch.extras.update(
-            timesteps=torch.full((num, ), float(t), device=device),
-            noisy_latents=xt)
-        return batch
+        return pack_sequences(plans, latent_stride=stride)
 
-    return captioner._cached(model, pack, num, tokenizer.eos_id, None)
+    noisy = NoisyLatents(xt, torch.full((num, ), float(t), device=device))
+    return captioner._cached(model, pack, num, tokenizer.eos_id, None,
+                             noisy)
 
 
 def make_noise(num: int, tokens: int, channels: int, seed: int):

@@ -5,8 +5,9 @@ sample whose ``meta['broken_skipped']`` counts the broken ones it skipped
 with ``max_refetch``). Its own counters live in whichever process read the
 sample, a dataloader worker included, so the main process learns about
 broken samples from the batches: :func:`pack_and_count` packs like
-:func:`~uno.datasets.pack_sequences` and records the count in the batch's
-``extras``, where :class:`~uno.engine.hooks.BrokenSampleHook` reads it.
+:func:`~uno.datasets.pack_sequences` and records the counts in the batch's
+``broken`` and ``read`` fields, where
+:class:`~uno.engine.hooks.BrokenSampleHook` reads them.
 """
 from typing import Optional, Sequence
 
@@ -35,7 +36,7 @@ def pack_and_count(samples: Sequence[Optional[SequencePlan]],
                    latent_stride: int = 8,
                    vit_stride: int = 0,
                    max_tokens: Optional[int] = None) -> PackedBatch:
-    """:func:`pack_sequences`, with ``extras['broken']`` and ``['read']``.
+    """:func:`pack_sequences`, with the ``broken`` and ``read`` counts.
 
     Args:
         samples (Sequence[SequencePlan | None]): Dataset outputs; ``None``
@@ -46,8 +47,8 @@ def pack_and_count(samples: Sequence[Optional[SequencePlan]],
             to None.
 
     Returns:
-        PackedBatch: With ``extras['broken']`` (broken samples behind this
-        batch) and ``extras['read']`` (samples read, broken included).
+        PackedBatch: With ``broken`` (broken samples behind this batch) and
+        ``read`` (samples read, broken included).
 
     Raises:
         TrainingStopped: When every sample of the batch is broken (a batch
@@ -62,7 +63,6 @@ def pack_and_count(samples: Sequence[Optional[SequencePlan]],
             'samples are replaced by the following ones')
     batch = pack_sequences(samples, latent_stride=latent_stride,
                            vit_stride=vit_stride, max_tokens=max_tokens)
-    batch.extras['broken'] = broken
-    batch.extras['read'] = len(samples) + broken - sum(
-        s is None for s in samples)
+    batch.broken = broken
+    batch.read = len(samples) + broken - sum(s is None for s in samples)
     return batch

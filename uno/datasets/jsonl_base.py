@@ -4,7 +4,7 @@ A bad sample never stops a run: a missing or undecodable image, a malformed
 line or a record without its required keys makes ``__getitem__`` return
 ``None`` (which :func:`~uno.datasets.pack_sequences` drops and
 :func:`~uno.datasets.collate.pack_and_count` counts into the batch's
-``extras['broken']``), increments the dataset's broken counter and logs a
+``broken`` count), increments the dataset's broken counter and logs a
 warning naming the file and the reason (the first 10, then every 100th).
 A record whose fields have the wrong type (a number for an image path)
 is a bad sample too. Only when the broken fraction exceeds

@@ -17,8 +17,9 @@ from uno.models.sampling import Captioner, FlowSampler
 from uno.objectives import ObjectiveSet
 from uno.registry import MODELS, TOKENIZERS
 from uno.structures import PackedBatch
-from uno.utils.dist import all_reduce_sum
 from uno.evaluation.benchmark_predict import predict_benchmark
+from uno.utils.dist import all_reduce_sum
+from uno.utils.seeding import derive_seed, derived_generator
 
 
 @MODELS.register_module()
@@ -117,19 +118,21 @@ class UnoTrainer(BaseModel):
         """``'loss'``: total and logs; ``'predict'``: per-sample metrics
         with fixed noise (validation)."""
         if mode == 'loss':
-            self._seed_images(batch)
-            total, logs = self.compute_loss(batch)
+            total, logs = self.compute_loss(
+                batch, noise_seeds=self.noise_seeds(batch))
             return dict(loss=total, logs=logs)
         if mode == 'predict':
             return self.predict(batch)
         raise ValueError(f"mode must be 'loss' or 'predict', got {mode!r}")
 
-    def compute_loss(self, batch: PackedBatch, generator=None):
+    def compute_loss(self, batch: PackedBatch, generator=None,
+                     noise_seeds: Optional[List[int]] = None):
         """One training forward: prepare -> model -> objectives."""
-        self.objectives.prepare(self.model, batch, generator)
-        outputs = self.model(
-            batch, return_layers=self.objectives.requires_layers)
-        return self.objectives(outputs, batch)
+        prepared = self.objectives.prepare(self.model, batch, generator,
+                                           noise_seeds)
+        outputs = self.model(batch, prepared.noisy,
+                             return_layers=self.objectives.requires_layers)
+        return self.objectives(outputs, batch, prepared)
 
     @torch.no_grad()
     def predict(self, batch: Union[PackedBatch, List[dict]]) -> List[dict]:
@@ -143,20 +146,19 @@ class UnoTrainer(BaseModel):
                                      self.sampler, self.captioner,
                                      self.seed)
         first = batch.meta[0].get('index', 0) if batch.meta else 0
-        gen = torch.Generator(device=batch.device)
-        gen.manual_seed(self.seed * 1_000_003 + int(first))
-        self.objectives.prepare(self.model, batch, gen)
-        outputs = self.model(
-            batch, return_layers=self.objectives.requires_layers)
+        gen = derived_generator(self.seed, int(first), device=batch.device)
+        prepared = self.objectives.prepare(self.model, batch, gen)
+        outputs = self.model(batch, prepared.noisy,
+                             return_layers=self.objectives.requires_layers)
         results = [dict(meta=m) for m in batch.meta]
-        for name, values in self.objectives.per_sample(outputs,
-                                                       batch).items():
+        for name, values in self.objectives.per_sample(
+                outputs, batch, prepared).items():
             for b, value in enumerate(values.tolist()):
                 results[b][f'loss/{name}'] = value
         return results
 
-    def _seed_images(self, batch: PackedBatch) -> None:
-        """Seed every noisy image's noise by (seed, iteration, sample).
+    def noise_seeds(self, batch: PackedBatch) -> List[int]:
+        """One noise seed per noisy image: (seed, iteration, sample).
 
         A resumed run draws exactly the noise the interrupted one would
         have, and the noise of a sample does not depend on the rank or
@@ -171,9 +173,7 @@ class UnoTrainer(BaseModel):
                               include_self=False)
         index = [int(batch.meta[b].get('index', b)) if batch.meta else b
                  for b in first.tolist()]
-        batch.extras['image_noise_seeds'] = [
-            ((self.seed * 1_000_003 + iteration) * 1_000_033 + i) % 2**63
-            for i in index]
+        return [derive_seed(self.seed, iteration, i) for i in index]
 
     def parse_losses(self, losses: dict):
         """The total is the ObjectiveSet's; logs are logged as they are."""

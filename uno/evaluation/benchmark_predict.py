@@ -17,12 +17,11 @@ from uno.structures.packing import pack_sequences
 from uno.structures.plans import caption_plan, edit_plan
 from uno.models.sampling import Captioner, FlowSampler
 from uno.structures import SequencePlan
+from uno.utils.seeding import derived_generator
 
 
 def _generator(items: List[dict], device, seed: int) -> torch.Generator:
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed * 1_000_003 + int(items[0]['index']))
-    return gen
+    return derived_generator(seed, int(items[0]['index']), device=device)
 
 
 def run_geneval(model, items, tokenizer, sampler: FlowSampler, seed):

@@ -5,8 +5,9 @@ noisy or clean latents with timestep and 2-D position, understanding-image
 features through a connector, metaqueries), runs the MoT decoder with the
 plan's mask, and returns named outputs (:class:`ModelOutputs`). It computes
 no loss and samples no noise: that is the objectives' job
-(:mod:`uno.objectives`), which put the noisy latents and timesteps into
-``batch.extras`` before calling it.
+(:mod:`uno.objectives`), whose preparation draws the noisy latents and
+timesteps (:class:`~uno.structures.NoisyLatents`) that the model is given
+with the batch.
 """
 from typing import Optional, Sequence
 
@@ -15,7 +16,7 @@ from mmengine.logging import MMLogger
 from torch import Tensor, nn
 
 from uno.registry import ATTENTION, ENCODERS, MODELS
-from uno.structures import PackedBatch
+from uno.structures import NoisyLatents, PackedBatch
 from uno.errors import UnoConfigError, did_you_mean
 from .embeddings import LatentGridStem, TimestepEmbedder, sincos_2d
 from .metaquery import MetaQueryTokens
@@ -244,11 +245,12 @@ class UnoModel(nn.Module):
         x = x + self.time_embedder(timesteps)
         return x + sincos_2d(pos, x.shape[-1]).to(x.dtype)
 
-    def embed(self, batch: PackedBatch) -> Tensor:
+    def embed(self, batch: PackedBatch,
+              noisy: Optional[NoisyLatents] = None) -> Tensor:
         """Input embeddings ``(L, D)`` of every token of ``batch``."""
-        return self._embed(batch)[0]
+        return self._embed(batch, noisy)[0]
 
-    def _embed(self, batch: PackedBatch):
+    def _embed(self, batch: PackedBatch, noisy: Optional[NoisyLatents]):
         """Input embeddings ``(L, D)`` and the ViT tokens' encoder features
         ``(N_vit, C_vit)`` (None without ViT tokens)."""
         feats = None
@@ -258,14 +260,14 @@ class UnoModel(nn.Module):
         text = self.embed_tokens(batch.input_ids[batch.text_index])
         x = x.index_copy(0, batch.text_index, text)
         if batch.noisy_index.numel():
-            if 'noisy_latents' not in batch.extras:
-                raise RuntimeError(
-                    'the batch has noisy latent segments but no objective '
-                    "prepared batch.extras['noisy_latents']; add a flow "
-                    'objective (weight 0 is allowed) to the config')
-            t = batch.extras['timesteps'][batch.noisy_group]  # (N,)
-            z = self.latent_inputs(batch.extras['noisy_latents'], t,
-                                   batch.noisy_pos, batch.noisy_group)
+            if noisy is None:
+                raise ValueError(
+                    'the batch has noisy latent segments but no noisy '
+                    'latents were given: pass the NoisyLatents that the '
+                    'objectives prepared (ObjectiveSet.prepare)')
+            t = noisy.token_timesteps(batch.noisy_group)  # (N,)
+            z = self.latent_inputs(noisy.latents, t, batch.noisy_pos,
+                                   batch.noisy_group)
             x = x.index_copy(0, batch.noisy_index, z)
         if batch.clean_index.numel():
             clean = self.encode_latents(batch.images[batch.clean_images])
@@ -290,20 +292,22 @@ class UnoModel(nn.Module):
 
     def forward(self,
                 batch: PackedBatch,
+                noisy: Optional[NoisyLatents] = None,
                 return_layers: Sequence[int] = ()) -> ModelOutputs:
         """Run the model on a packed batch.
 
         Args:
-            batch (PackedBatch): Packed inputs; ``batch.extras`` carries
-                ``noisy_latents`` ``(N_noisy, C)`` and ``timesteps``
-                ``(I_noisy,)`` when the batch has noisy segments.
+            batch (PackedBatch): Packed inputs.
+            noisy (NoisyLatents, optional): The noisy latents
+                ``(N_noisy, C)`` and timesteps ``(I_noisy,)`` of the
+                batch's noisy segments (required when it has any).
             return_layers (Sequence[int]): 1-based layers whose outputs
                 to return in ``ModelOutputs.layers``.
 
         Returns:
             ModelOutputs: Hidden states and head outputs.
         """
-        x, vit_features = self._embed(batch)  # (L, D), (N_vit, C_vit)
+        x, vit_features = self._embed(batch, noisy)  # (L, D), (N_vit, C)
         mask = self.attention.prepare(batch)
         routes = make_routes(batch.und_index, batch.gen_index)
         hidden, taps = self.decoder(x, batch.position_ids, routes,

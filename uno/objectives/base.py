@@ -4,21 +4,24 @@ An objective owns everything of its loss that is not the network: noise,
 timesteps, targets and reductions (the DiT pattern). It has two phases:
 
 1. :meth:`BaseObjective.prepare` runs *before* the model, with the model
-   available as a callable (e.g. the flow objective samples timesteps and
-   noise and writes the noisy latents into ``batch.extras``);
+   available as a callable, and returns what the objective keeps for its
+   loss (its *state*, e.g. the regression target); the flow objective
+   returns the batch's :class:`~uno.structures.NoisyLatents`, which the
+   training step passes to the model;
 2. :meth:`BaseObjective.forward` runs *after* the model on its
-   :class:`~uno.models.ModelOutputs` and returns a loss **sum** and the
-   **count** it was summed over, never a mean. :class:`ObjectiveSet`
-   normalises by the globally reduced count and applies the weight.
+   :class:`~uno.models.ModelOutputs`, with the noisy latents and its own
+   state, and returns a loss **sum** and the **count** it was summed over,
+   never a mean. :class:`ObjectiveSet` normalises by the globally reduced
+   count and applies the weight.
 """
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from uno.models.outputs import ModelOutputs
-from uno.structures import PackedBatch
+from uno.structures import NoisyLatents, PackedBatch
 
 
 @dataclass
@@ -55,7 +58,7 @@ class BaseObjective(nn.Module):
     #: run ``prepare`` even at weight 0 (it provides inputs others need)
     always_prepare: bool = False
     #: reads the noisy latents (and timesteps) that an ``always_prepare``
-    #: objective writes; :class:`ObjectiveSet` refuses a set where no
+    #: objective returns; :class:`ObjectiveSet` refuses a set where no
     #: objective provides them
     needs_noisy_latents: bool = False
 
@@ -84,20 +87,46 @@ class BaseObjective(nn.Module):
     def prepare(self,
                 model: nn.Module,
                 batch: PackedBatch,
-                generator: Optional[torch.Generator] = None) -> None:
-        """Write what the model needs into ``batch.extras`` (optional)."""
+                generator: Optional[torch.Generator] = None,
+                noise_seeds: Optional[List[int]] = None) -> Any:
+        """Draw or compute what the loss needs before the model runs.
 
-    def forward(self, outputs: ModelOutputs,
-                batch: PackedBatch) -> ObjectiveResult:
+        Args:
+            model (nn.Module): The unwrapped model.
+            batch (PackedBatch): The packed batch.
+            generator (torch.Generator, optional): Randomness of the step.
+            noise_seeds (list[int], optional): One seed per noisy image,
+                for noise that does not depend on the batch layout.
+
+        Returns:
+            The objective's state, handed back to :meth:`forward` (None by
+            default); flow matching returns the :class:`NoisyLatents`.
+        """
+        return None
+
+    def forward(self, outputs: ModelOutputs, batch: PackedBatch,
+                noisy: Optional[NoisyLatents] = None,
+                state: Any = None) -> ObjectiveResult:
+        """The loss sum and count on the model's outputs.
+
+        Args:
+            outputs (ModelOutputs): The model's outputs on ``batch``.
+            batch (PackedBatch): The packed batch.
+            noisy (NoisyLatents, optional): The noisy latents the model
+                read (None when the batch has no noisy image).
+            state: What this objective's :meth:`prepare` returned.
+        """
         raise NotImplementedError
 
 
 def sample_timestep_of_items(batch: PackedBatch,
+                             noisy: Optional[NoisyLatents],
                              item_sample: Tensor) -> Tensor:
     """The noisy-image timestep of each item's sample; NaN if it has none.
 
     Args:
-        batch (PackedBatch): With ``extras['timesteps']`` ``(I_noisy,)``.
+        batch (PackedBatch): The packed batch.
+        noisy (NoisyLatents, optional): Its noisy latents.
         item_sample (Tensor): ``(N,)`` sample index of each item.
 
     Returns:
@@ -105,15 +134,15 @@ def sample_timestep_of_items(batch: PackedBatch,
     """
     per_sample = torch.full((batch.num_samples, ), float('nan'),
                             device=item_sample.device)
-    t = batch.extras.get('timesteps')
-    if t is not None and batch.noisy_images.numel():
+    if noisy is not None and batch.noisy_images.numel():
         # every noisy token writes its image's t to its sample
         per_sample[batch.sample_ids[batch.noisy_index]] = \
-            t.float()[batch.noisy_group]
+            noisy.token_timesteps(batch.noisy_group).float()
     return per_sample[item_sample]
 
 
-def window_mask(batch: PackedBatch, item_sample: Tensor,
+def window_mask(batch: PackedBatch, noisy: Optional[NoisyLatents],
+                item_sample: Tensor,
                 window: Optional[Tuple[float, float]]) -> Tensor:
     """Items whose sample's timestep lies in ``[lo, hi]``.
 
@@ -123,7 +152,7 @@ def window_mask(batch: PackedBatch, item_sample: Tensor,
     keep = torch.ones_like(item_sample, dtype=torch.bool)
     if window is None:
         return keep
-    t = sample_timestep_of_items(batch, item_sample)
+    t = sample_timestep_of_items(batch, noisy, item_sample)
     lo, hi = window
     return keep & (t.isnan() | ((t >= lo) & (t <= hi)))
 

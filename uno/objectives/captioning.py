@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from uno.models.outputs import ModelOutputs
 from uno.registry import OBJECTIVES
-from uno.structures import PackedBatch
+from uno.structures import NoisyLatents, PackedBatch
 from .base import BaseObjective, ObjectiveResult, check_window, window_mask
 
 
@@ -54,8 +54,9 @@ class CaptioningObjective(BaseObjective):
     def plan_options(cls, cfg: dict) -> dict:
         return dict(caption=bool(cfg.get('noisy_captions', True)))
 
-    def forward(self, outputs: ModelOutputs,
-                batch: PackedBatch) -> ObjectiveResult:
+    def forward(self, outputs: ModelOutputs, batch: PackedBatch,
+                noisy: Optional[NoisyLatents] = None,
+                state=None) -> ObjectiveResult:
         labels = batch.ce_labels  # (N_ce,)
         if outputs.ce_logits is None or labels.numel() == 0:
             zero = outputs.hidden.new_zeros(())
@@ -63,7 +64,8 @@ class CaptioningObjective(BaseObjective):
         ce = F.cross_entropy(
             outputs.ce_logits.float(), labels, reduction='none',
             label_smoothing=self.label_smoothing)  # (N_ce,)
-        keep = window_mask(batch, batch.ce_sample, self.timestep_window)
+        keep = window_mask(batch, noisy, batch.ce_sample,
+                           self.timestep_window)
         ce = ce * keep
         return ObjectiveResult(
             ce.sum(), keep.sum().float(),

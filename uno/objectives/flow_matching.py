@@ -7,13 +7,13 @@ loss of a token is the squared error averaged over its channels; the sum
 runs over tokens, so :class:`ObjectiveSet` divides by the global token
 count.
 """
-from typing import Optional
+from typing import List, Optional
 
 import torch
 
 from uno.models.outputs import ModelOutputs
 from uno.registry import OBJECTIVES
-from uno.structures import PackedBatch
+from uno.structures import NoisyLatents, PackedBatch
 from .base import BaseObjective, ObjectiveResult
 from .timestep_samplers import SAMPLERS, sample_timesteps
 
@@ -56,12 +56,16 @@ class FlowMatchingObjective(BaseObjective):
     def prepare(self,
                 model,
                 batch: PackedBatch,
-                generator: Optional[torch.Generator] = None) -> None:
+                generator: Optional[torch.Generator] = None,
+                noise_seeds: Optional[List[int]] = None
+                ) -> Optional[NoisyLatents]:
+        """Draw ``t`` and ``eps`` per noisy image (from ``noise_seeds`` when
+        given, one per noisy image) and return the noisy latents."""
         if batch.noisy_images.numel() == 0:
-            return
+            return None
         x0 = model.encode_latents(batch.images[batch.noisy_images])
         x0 = x0.flatten(0, 1)  # (N_noisy, C), ordered like noisy_index
-        seeds = batch.extras.get('image_noise_seeds')
+        seeds = noise_seeds
         if seeds is None:
             t = sample_timesteps(
                 batch.noisy_images.numel(), self.timestep_sampler,
@@ -72,11 +76,8 @@ class FlowMatchingObjective(BaseObjective):
         else:
             t, eps = self._per_image_noise(batch, x0, seeds)
         tt = t[batch.noisy_group][:, None].to(x0.dtype)  # (N_noisy, 1)
-        batch.extras.update(
-            timesteps=t,
-            noisy_latents=(1 - tt) * x0 + tt * eps,
-            clean_latents=x0,
-            flow_target=eps - x0)
+        return NoisyLatents(latents=(1 - tt) * x0 + tt * eps, timesteps=t,
+                            clean=x0, target=eps - x0)
 
     def _per_image_noise(self, batch: PackedBatch, x0, seeds):
         """``t`` and ``eps`` of each noisy image from its own seed.
@@ -99,9 +100,10 @@ class FlowMatchingObjective(BaseObjective):
                                    device=x0.device, dtype=x0.dtype))
         return torch.cat(ts), torch.cat(eps)  # (I_noisy,), (N_noisy, C)
 
-    def forward(self, outputs: ModelOutputs,
-                batch: PackedBatch) -> ObjectiveResult:
-        target = batch.extras.get('flow_target')  # (N_noisy, C)
+    def forward(self, outputs: ModelOutputs, batch: PackedBatch,
+                noisy: Optional[NoisyLatents] = None,
+                state=None) -> ObjectiveResult:
+        target = None if noisy is None else noisy.target  # (N_noisy, C)
         if target is None or outputs.velocity is None:
             # no noisy image in this batch (e.g. captioning samples only)
             zero = batch.images.new_zeros(())

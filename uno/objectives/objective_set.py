@@ -9,21 +9,26 @@ processes with batch B train exactly like one process with batch N*B.
 Logged per objective: ``loss/<name>`` (the global mean), ``weight/<name>``
 and ``tokens/<name>`` (the global count); and ``loss``, the weighted total.
 
-Objectives that read the noisy latents (UNO captioning, regression) need
-one that writes them (flow matching, ``always_prepare``); the set refuses
-to build without it. Noisy images that no active objective reads (plain
-captioning validated on text-to-image data) get flow matching's default
-noise so the model can embed them; a batch with no noisy image at all
-gives the flow objective a zero loss over zero tokens.
+A step is ``prepared = set.prepare(model, batch)`` (the noisy latents and
+each objective's state, e.g. the regression target), ``outputs =
+model(batch, prepared.noisy)``, ``loss, logs = set(outputs, batch,
+prepared)``. Objectives that read the noisy latents (UNO captioning,
+regression) need one that provides them (flow matching,
+``always_prepare``); the set refuses to build without it. Noisy images
+that no active objective reads (plain captioning validated on
+text-to-image data) get flow matching's default noise so the model can
+embed them; a batch with no noisy image at all gives the flow objective a
+zero loss over zero tokens.
 """
-from typing import Dict, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from uno.models.outputs import ModelOutputs
 from uno.registry import OBJECTIVES
-from uno.structures import PackedBatch
+from uno.structures import NoisyLatents, PackedBatch
 from uno.utils.dist import all_reduce_sum, world_size
 from uno.errors import UnoConfigError
 
@@ -35,6 +40,20 @@ _NEEDS_FLOW = ('objectives need noisy latents; add a flow objective '
 def _default_noise():
     from .flow_matching import FlowMatchingObjective
     return FlowMatchingObjective(weight=0.0)
+
+
+@dataclass
+class Prepared:
+    """What :meth:`ObjectiveSet.prepare` drew for one batch.
+
+    Attributes:
+        noisy (NoisyLatents, optional): The noisy latents the model reads
+            (None when the batch has no noisy image).
+        states (dict): ``objective name -> state`` its ``prepare``
+            returned (e.g. the regression target), handed back to it.
+    """
+    noisy: Optional[NoisyLatents] = None
+    states: Dict[str, Any] = field(default_factory=dict)
 
 
 class ObjectiveSet(nn.Module):
@@ -110,29 +129,50 @@ class ObjectiveSet(nn.Module):
     def prepare(self,
                 model: nn.Module,
                 batch: PackedBatch,
-                generator: Optional[torch.Generator] = None) -> None:
+                generator: Optional[torch.Generator] = None,
+                noise_seeds: Optional[List[int]] = None) -> Prepared:
         """Run ``prepare`` of the active objectives (and of those that
-        provide inputs to others, e.g. flow's noisy latents)."""
-        for obj in self.objectives.values():
-            if obj.weight > 0 or obj.always_prepare:
-                obj.prepare(model, batch, generator)
-        if batch.noisy_index.numel() and 'noisy_latents' not in batch.extras:
+        provide inputs to others, e.g. flow's noisy latents).
+
+        Args:
+            model (nn.Module): The unwrapped model.
+            batch (PackedBatch): The packed batch.
+            generator (torch.Generator, optional): Randomness of the step.
+            noise_seeds (list[int], optional): One seed per noisy image
+                (see :class:`FlowMatchingObjective`).
+
+        Returns:
+            Prepared: The noisy latents and the objectives' states.
+        """
+        prepared = Prepared()
+        for name, obj in self.objectives.items():
+            if not (obj.weight > 0 or obj.always_prepare):
+                continue
+            state = obj.prepare(model, batch, generator, noise_seeds)
+            if isinstance(state, NoisyLatents):
+                prepared.noisy = prepared.noisy or state
+            prepared.states[name] = state
+        if batch.noisy_index.numel() and prepared.noisy is None:
             # noisy images that no active objective reads (e.g. captioning
             # only, validated on text-to-image data): the model still
             # embeds them, with flow matching's default noise
-            _default_noise().prepare(model, batch, generator)
+            prepared.noisy = _default_noise().prepare(
+                model, batch, generator, noise_seeds)
+        return prepared
 
     def forward(
         self,
         outputs: ModelOutputs,
         batch: PackedBatch,
+        prepared: Prepared,
         counts: Optional[Dict[str, Tensor]] = None
     ) -> Tuple[Tensor, Dict[str, Tensor]]:
         """Total loss and log variables.
 
         Args:
             outputs (ModelOutputs): The model's outputs on ``batch``.
-            batch (PackedBatch): The prepared batch.
+            batch (PackedBatch): The packed batch.
+            prepared (Prepared): What :meth:`prepare` drew for it.
             counts (dict[str, Tensor], optional): Normalisers per
                 objective, e.g. the counts of all micro-batches of an
                 accumulated step; None means this batch's counts summed
@@ -149,7 +189,8 @@ class ObjectiveSet(nn.Module):
             logs[f'weight/{name}'] = torch.tensor(obj.weight)
             if obj.weight == 0:
                 continue
-            res = obj(outputs, batch)
+            res = obj(outputs, batch, prepared.noisy,
+                      prepared.states.get(name))
             if counts is not None and name in counts:
                 count = torch.as_tensor(counts[name], dtype=torch.float32)
             else:
@@ -169,8 +210,8 @@ class ObjectiveSet(nn.Module):
         return total, logs
 
     @torch.no_grad()
-    def per_sample(self, outputs: ModelOutputs,
-                   batch: PackedBatch) -> Dict[str, Tensor]:
+    def per_sample(self, outputs: ModelOutputs, batch: PackedBatch,
+                   prepared: Prepared) -> Dict[str, Tensor]:
         """Mean loss of each sample, per prepared objective.
 
         Returns:
@@ -181,7 +222,8 @@ class ObjectiveSet(nn.Module):
         for name, obj in self.objectives.items():
             if not (obj.weight > 0 or obj.always_prepare):
                 continue
-            res = obj(outputs, batch)
+            res = obj(outputs, batch, prepared.noisy,
+                      prepared.states.get(name))
             if res.per_item is None:
                 continue
             sums = res.per_item.new_zeros(batch.num_samples)

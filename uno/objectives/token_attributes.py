@@ -20,7 +20,7 @@ REPA-like signal: what the image being generated will show under each
 token), which gives the generation stage many more labelled tokens. Used
 in the pretraining stages only; post-training never sees it.
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,7 @@ from torch import nn
 from uno.datasets.shapesworld import TOKEN_ATTRIBUTES
 from uno.models.outputs import ModelOutputs
 from uno.registry import OBJECTIVES
-from uno.structures import PackedBatch
+from uno.structures import NoisyLatents, PackedBatch
 from uno.errors import UnoConfigError
 from .base import BaseObjective, ObjectiveResult
 
@@ -97,8 +97,9 @@ class TokenAttributeObjective(BaseObjective):
         self.heads = nn.ModuleDict({
             a: nn.Linear(dim, ATTRIBUTES[a] + 1) for a in self.attributes})
 
-    def forward(self, outputs: ModelOutputs,
-                batch: PackedBatch) -> ObjectiveResult:
+    def forward(self, outputs: ModelOutputs, batch: PackedBatch,
+                noisy: Optional[NoisyLatents] = None,
+                state=None) -> ObjectiveResult:
         if self.view != 'vit':
             index = (batch.clean_index if self.view == 'latent' else
                      batch.noisy_index)
@@ -110,7 +111,7 @@ class TokenAttributeObjective(BaseObjective):
             return ObjectiveResult(zero, zero.detach())
         labels = self._labels(batch, index).to(feats.device)  # (A, N)
         if self.view == 'noisy' and self.max_t < 1.0:
-            t = batch.extras['timesteps'][batch.noisy_group]  # (N,)
+            t = noisy.token_timesteps(batch.noisy_group)  # (N,)
             labels[:, t.to(labels.device) > self.max_t] = -1
         keep = labels[0] >= 0  # tokens of samples with labels
         rows = {name: i for i, name in enumerate(ATTRIBUTES)}

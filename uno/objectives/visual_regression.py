@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from uno.models.outputs import ModelOutputs
 from uno.registry import OBJECTIVES
-from uno.structures import PackedBatch
+from uno.structures import NoisyLatents, PackedBatch
 from uno.errors import UnoConfigError
 from .base import BaseObjective, ObjectiveResult, check_window, window_mask
 
@@ -151,9 +151,12 @@ class VisualRegressionObjective(BaseObjective):
         self.num_queries = model.metaquery.num_queries
 
     @torch.no_grad()
-    def prepare(self, model, batch: PackedBatch, generator=None) -> None:
+    def prepare(self, model, batch: PackedBatch, generator=None,
+                noise_seeds=None) -> Optional[torch.Tensor]:
+        """The target: ``(I_mq, K, C)`` understanding-encoder features of
+        the metaqueries' images, resampled to ``K`` tokens."""
         if batch.mq_images.numel() == 0:
-            return
+            return None
         feats = model.encode_understanding(batch.images[batch.mq_images])
         if self.target_space == 'connector':  # what the und expert reads
             feats = model.connector(feats.to(
@@ -162,16 +165,16 @@ class VisualRegressionObjective(BaseObjective):
                                  self.resample)  # (I_mq, K, C)
         if self.normalize_target:
             target = F.layer_norm(target, target.shape[-1:])
-        batch.extras['regression_target'] = target
+        return target
 
-    def forward(self, outputs: ModelOutputs,
-                batch: PackedBatch) -> ObjectiveResult:
+    def forward(self, outputs: ModelOutputs, batch: PackedBatch,
+                noisy: Optional[NoisyLatents] = None,
+                state: Optional[torch.Tensor] = None) -> ObjectiveResult:
         if outputs.mq_hidden is None or batch.mq_index.numel() == 0:
             zero = outputs.hidden.new_zeros(())
             return ObjectiveResult(zero, zero.detach())
         pred = self.projector(outputs.mq_hidden).float()  # (N_mq, C)
-        target = batch.extras['regression_target'][batch.mq_group,
-                                                   batch.mq_slot]  # (N_mq, C)
+        target = state[batch.mq_group, batch.mq_slot]  # (N_mq, C)
         if self.loss == 'mse':
             per = (pred - target).pow(2).mean(-1)
         elif self.loss == 'smooth_l1':
@@ -179,7 +182,7 @@ class VisualRegressionObjective(BaseObjective):
         else:
             per = 1 - F.cosine_similarity(pred, target, dim=-1)
         item_sample = batch.sample_ids[batch.mq_index]
-        keep = window_mask(batch, item_sample, self.timestep_window)
+        keep = window_mask(batch, noisy, item_sample, self.timestep_window)
         per = per * keep  # (N_mq,)
         return ObjectiveResult(
             per.sum(), keep.sum().float(),

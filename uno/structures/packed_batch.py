@@ -67,8 +67,10 @@ class PackedBatch:
     mq_images: Tensor
     num_samples: int
     meta: List[Dict[str, Any]] = field(default_factory=list)
-    # filled during a training step by objectives (noise, timesteps, ...)
-    extras: Dict[str, Any] = field(default_factory=dict)
+    # the data loader's counters behind this batch: samples read (broken
+    # included) and broken samples skipped (BrokenSampleHook logs them)
+    read: int = 0
+    broken: int = 0
 
     @property
     def num_tokens(self) -> int:
@@ -79,17 +81,12 @@ class PackedBatch:
         return self.input_ids.device
 
     def to(self, device) -> 'PackedBatch':
-        """Move every tensor (and tensors in ``extras``) to ``device``."""
+        """Move every tensor to ``device``."""
         moved = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Tensor):
                 value = value.to(device, non_blocking=True)
-            elif f.name == 'extras':
-                value = {
-                    k: v.to(device) if isinstance(v, Tensor) else v
-                    for k, v in value.items()
-                }
             moved[f.name] = value
         return PackedBatch(**moved)
 

@@ -162,8 +162,8 @@ def test_velocity_depends_on_the_visual_condition():
         batch = pack_sequences([plan], latent_stride=4, vit_stride=4)
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
-            trainer.objectives.prepare(model, batch, gen)
-            velocities.append(model(batch).velocity)
+            noisy = trainer.objectives.prepare(model, batch, gen).noisy
+            velocities.append(model(batch, noisy).velocity)
     assert not torch.allclose(velocities[0], velocities[1])
 
 

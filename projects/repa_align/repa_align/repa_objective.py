@@ -60,21 +60,24 @@ class RepaAlignmentObjective(BaseObjective):
             nn.Linear(hidden, model.und_encoder.feature_dim))
 
     @torch.no_grad()
-    def prepare(self, model, batch, generator=None) -> None:
+    def prepare(self, model, batch, generator=None, noise_seeds=None):
+        """The target: ``(I, N_lat, C)`` clean-image encoder features,
+        resampled to the latent grid (None without noisy images)."""
         if batch.noisy_images.numel() == 0:
-            return
+            return None
         per_image = batch.noisy_index.numel() // batch.noisy_images.numel()
         feats = model.encode_understanding(batch.images[batch.noisy_images])
-        batch.extras['repa_target'] = resample_tokens(
-            feats.float(), per_image, 'interpolate')  # (I, N_lat, C)
+        return resample_tokens(feats.float(), per_image,
+                               'interpolate')  # (I, N_lat, C)
 
-    def forward(self, outputs, batch) -> ObjectiveResult:
+    def forward(self, outputs, batch, noisy=None,
+                state=None) -> ObjectiveResult:
         states = outputs.layers[self.layer][batch.noisy_index]  # (N, D)
         pred = self.projector(states).float()  # (N, C)
         # token k of each image: its row-major slot in the latent grid
         side = int(batch.noisy_pos[:, 1].max()) + 1
         slot = batch.noisy_pos[:, 0] * side + batch.noisy_pos[:, 1]  # (N,)
-        target = batch.extras['repa_target'][batch.noisy_group, slot]
+        target = state[batch.noisy_group, slot]  # (N, C)
         per = 1 - F.cosine_similarity(pred, target, dim=-1)  # (N,)
         return ObjectiveResult(
             per.sum(), per.new_tensor(float(per.numel())),

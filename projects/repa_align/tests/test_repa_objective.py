@@ -25,9 +25,9 @@ def test_closed_form_cosine():
     states = torch.zeros(batch.num_tokens, 2)
     states[batch.noisy_index] = torch.tensor([[1., 0.], [0., 1.],
                                               [1., 1.], [-1., 0.]])
-    batch.extras['repa_target'] = torch.tensor([[[1., 0.], [1., 0.],
-                                                 [1., 0.], [1., 0.]]])
-    res = obj(ModelOutputs(hidden=states, layers={1: states}), batch)
+    target = torch.tensor([[[1., 0.], [1., 0.], [1., 0.], [1., 0.]]])
+    res = obj(ModelOutputs(hidden=states, layers={1: states}), batch,
+              state=target)
     expected = 0 + 1 + (1 - 2**-0.5) + 2
     assert res.loss_sum.item() == pytest.approx(expected, rel=1e-6)
     assert res.count.item() == 4

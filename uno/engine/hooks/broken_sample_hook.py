@@ -2,8 +2,8 @@
 
 File datasets skip unreadable samples instead of stopping the run, and
 :func:`~uno.datasets.collate.pack_and_count` records how many stood behind
-each batch in ``batch.extras['broken']`` (and how many were read in
-``extras['read']``). The dataset's own counters live in whichever process
+each batch in ``batch.broken`` (and how many were read in
+``batch.read``). The dataset's own counters live in whichever process
 read the samples (a dataloader worker, possibly), so this hook, which runs
 in the main process, is where the totals are known: it logs the running
 count as ``data/broken`` (LoggerHook passes it on to MLflow), keeps it in
@@ -24,17 +24,18 @@ from uno.registry import HOOKS
 CHECKPOINT_KEY = 'broken_samples'
 
 
-def _extras(data_batch) -> dict:
-    """``extras`` of a PackedBatch (bare or under ``'batch'``), else {}."""
+def _counts(data_batch) -> tuple:
+    """``(broken, read)`` of a PackedBatch (bare or under ``'batch'``),
+    else ``(0, 0)``."""
     if isinstance(data_batch, dict) and 'batch' in data_batch:
         data_batch = data_batch['batch']
-    extras = getattr(data_batch, 'extras', None)
-    return extras if isinstance(extras, dict) else {}
+    return (int(getattr(data_batch, 'broken', 0)),
+            int(getattr(data_batch, 'read', 0)))
 
 
 @HOOKS.register_module()
 class BrokenSampleHook(Hook):
-    """Accumulate and log ``batch.extras['broken']`` over training.
+    """Accumulate and log ``batch.broken`` over training.
 
     Needs a collate function that fills the count (``pack_and_count``);
     with ``pack_sequences`` every count reads 0.
@@ -76,11 +77,9 @@ class BrokenSampleHook(Hook):
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
-        # read before the step: objectives write into a batch's extras
-        extras = _extras(data_batch)
-        broken = int(extras.get('broken', 0))
+        broken, read = _counts(data_batch)
         self.broken += broken
-        self.read += int(extras.get('read', 0))
+        self.read += read
         runner.message_hub.update_scalar(f'train/{self.log_key}',
                                          self.broken)
         if (broken and self.max_broken_fraction is not None

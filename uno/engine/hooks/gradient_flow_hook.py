@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from uno.registry import HOOKS
 from uno.structures import PackedBatch
 from uno.utils.dist import rank
+from uno.utils.seeding import derived_generator
 
 PREFIX = 'gradflow'
 
@@ -93,16 +94,14 @@ def gradient_flow(trainer: nn.Module,
                   ) -> Dict[str, float]:
     """Per-layer gradient norms and flow cosines of every objective.
 
-    ``batch`` gets fresh noise from ``generator`` (its ``extras`` are
-    written, as a training step writes them); the loss of each objective
-    is ``weight * loss_sum / max(count, 1)`` with the local count.
+    ``batch`` gets fresh noise from ``generator``; the gradient of each
+    objective is that of ``weight * loss_sum / max(count, 1)`` with the
+    local count.
 
     Args:
         trainer (nn.Module): A :class:`~uno.engine.UnoTrainer` (``model``
             and ``objectives``), not wrapped.
-        batch (PackedBatch): A batch on the model's device, without
-            ``extras['image_noise_seeds']`` (else the noise is the
-            training step's, not the generator's).
+        batch (PackedBatch): A batch on the model's device.
         layers (str | Sequence[int]): ``'all'`` or 1-based layers.
         generator (torch.Generator, optional): Noise and timesteps.
 
@@ -121,11 +120,13 @@ def gradient_flow(trainer: nn.Module,
     # the flow gradient is the cosines' reference even at weight 0
     names = [n for n, o in objset.objectives.items()
              if o.weight > 0 or n == flow]
-    objset.prepare(model, batch, generator)
-    outputs = model(batch, return_layers=objset.requires_layers)
+    prepared = objset.prepare(model, batch, generator)
+    outputs = model(batch, prepared.noisy,
+                    return_layers=objset.requires_layers)
     losses = {}
     for name in names:
-        res = objset.objectives[name](outputs, batch)
+        res = objset.objectives[name](outputs, batch, prepared.noisy,
+                                      prepared.states.get(name))
         losses[name] = res.loss_sum.float() / res.count.float().clamp(min=1)
     grads: Dict[str, Dict[int, Tensor]] = {}
     for k, name in enumerate(names):
@@ -232,9 +233,8 @@ class GradientFlowHook(Hook):
         """The logs of :func:`gradient_flow` on one raw dataloader batch,
         leaving RNG state, buffers and ``.grad`` as they were."""
         batch = trainer.data_preprocessor(data_batch, True)['batch']
-        batch.extras.pop('image_noise_seeds', None)
-        gen = torch.Generator(device=batch.device)
-        gen.manual_seed((self.seed * 1_000_003 + int(iteration)) % 2**63)
+        gen = derived_generator(self.seed, int(iteration),
+                                device=batch.device)
         context = (optim_wrapper.optim_context(trainer)
                    if optim_wrapper is not None
                    and hasattr(optim_wrapper, 'optim_context')

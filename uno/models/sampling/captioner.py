@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from uno.structures.packing import pack_sequences
 from uno.structures.plans import caption_plan
 from uno.models.mot.decoder import KVCache
-from uno.structures import PackedBatch, SequencePlan
+from uno.structures import NoisyLatents, PackedBatch, SequencePlan
 from .packed_cache import model_device_dtype, prefill
 
 MODES = ('vit', 'latent')
@@ -140,15 +140,19 @@ class Captioner:
         return run(model, pack, num, tokenizer.eos_id, generator)
 
     def _uncached(self, model: nn.Module, pack: Callable, num: int,
-                  eos: int, generator) -> List[List[int]]:
-        """Reference decoding: a full forward per generated token."""
+                  eos: int, generator,
+                  noisy: Optional[NoisyLatents] = None) -> List[List[int]]:
+        """Reference decoding: a full forward per generated token.
+
+        ``noisy`` are the noisy latents of plans that caption noisy
+        images (their tokens do not change while the captions grow)."""
         device, _ = model_device_dtype(model)
         captions: List[List[int]] = [[] for _ in range(num)]
         active = list(range(num))
         for _ in range(self.max_new_tokens):
             batch = pack(captions).to(device)
             last = _last_positions(batch)  # (B,)
-            hidden = model(batch).hidden[last[active]]  # (B_a, D)
+            hidden = model(batch, noisy).hidden[last[active]]  # (B_a, D)
             tokens = self.next_tokens(model.lm_head(hidden), generator)
             active = _append(captions, active, tokens.tolist(), eos)
             if not active:
@@ -156,12 +160,14 @@ class Captioner:
         return _strip(captions, eos)
 
     def _cached(self, model: nn.Module, pack: Callable, num: int, eos: int,
-                generator) -> List[List[int]]:
-        """One full forward, then one token per open caption per step."""
+                generator,
+                noisy: Optional[NoisyLatents] = None) -> List[List[int]]:
+        """One full forward, then one token per open caption per step
+        (``noisy`` as in :meth:`_uncached`)."""
         device, _ = model_device_dtype(model)
         captions: List[List[int]] = [[] for _ in range(num)]
         batch = pack(captions).to(device)
-        hidden, cache = prefill(model, batch, model.embed(batch),
+        hidden, cache = prefill(model, batch, model.embed(batch, noisy),
                                 torch.arange(batch.num_tokens,
                                              device=device))
         last = _last_positions(batch)  # (B,)

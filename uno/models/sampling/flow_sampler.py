@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from uno.structures.packing import pack_sequences
 from uno.structures.plans import t2i_plan
-from uno.structures import PackedBatch, SequencePlan
+from uno.structures import NoisyLatents, PackedBatch, SequencePlan
 from uno.utils.timesteps import shift_timesteps
 from .packed_cache import model_device_dtype, prefill, rank_in, run_decoder
 
@@ -57,10 +57,9 @@ class _FullVelocity:
                  guided: bool) -> Tuple[Tensor, Optional[Tensor]]:
         reps = self.images // self.num
         latents = x.repeat(reps, 1, 1).flatten(0, 1)  # (reps * B * N, C)
-        self.batch.extras = dict(
-            noisy_latents=latents,
-            timesteps=torch.full((self.images, ), t, device=x.device))
-        v = self.model(self.batch).velocity.float()
+        noisy = NoisyLatents(latents, torch.full((self.images, ), t,
+                                                 device=x.device))
+        v = self.model(self.batch, noisy).velocity.float()
         v = v.unflatten(0, (self.images, -1))  # (reps * B, N, C)
         return v[:self.num], (v[self.num:] if guided else None)
 
@@ -83,12 +82,11 @@ class _CachedVelocity:
         self.prefix = torch.nonzero(~self.noisy).flatten()  # (L_p,)
         # embed the whole sequence once (noisy rows get placeholders) and
         # keep the condition's rows: text, clean latents, ViT tokens
-        batch.extras = dict(
-            noisy_latents=model.vae2llm.weight.new_zeros(
-                batch.noisy_index.numel(), model.latent_encoder.latent_dim),
-            timesteps=torch.ones(batch.noisy_images.numel(),
-                                 device=batch.device))
-        x = model.embed(batch)[self.prefix]  # (L_p, D)
+        placeholder = NoisyLatents(
+            model.vae2llm.weight.new_zeros(batch.noisy_index.numel(),
+                                           model.latent_encoder.latent_dim),
+            torch.ones(batch.noisy_images.numel(), device=batch.device))
+        x = model.embed(batch, placeholder)[self.prefix]  # (L_p, D)
         _, self.cache = prefill(model, batch, x, self.prefix)
         self.parts = {}
 
