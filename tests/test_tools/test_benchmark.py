@@ -14,9 +14,10 @@ from uno.models.attention import EagerAttention, SDPAAttention
 from uno.models.attention.blocks import sample_blocks
 from uno.models.mot import MoTConfig
 from uno.registry import MODELS
-from uno.utils.flops import (FlopCount, decoder_flops,
-                             expert_weights_per_token, grad_tokens,
-                             model_flops, visible_pairs)
+sys.path.insert(0, osp.join(REPO, 'tools', 'analysis'))
+from _flops import (FlopCount, decoder_flops,  # noqa: E402
+                    expert_weights_per_token, grad_tokens, model_flops,
+                    visible_pairs)
 
 CFG = MoTConfig(vocab_size=32, hidden_size=8, num_layers=3, num_heads=2,
                 num_kv_heads=1, intermediate_size=16)

@@ -237,7 +237,7 @@ def part_throughput(ctx) -> dict:
     (und side frozen), checkpointing on/off, every backend: step time,
     tokens/s, peak memory, MFU against the datasheet and a measured GEMM.
     """
-    from uno.utils.flops import model_flops
+    from _flops import model_flops
     dev, s = ctx['device'], ctx['sizes']['throughput']
     fig = ctx['figures']
     name = torch.cuda.get_device_name() if gs.is_cuda(dev) else None

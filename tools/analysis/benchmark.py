@@ -6,7 +6,7 @@ warm-up), because shared machines drift and absolute times do not carry
 over between runs:
 
 1. ``mfu``: model FLOP/s of a UNO training step (counted by
-   :mod:`uno.utils.flops`) over the peak matmul FLOP/s measured here;
+   ``tools/analysis/_flops.py``) over the peak matmul FLOP/s measured here;
 2. ``uno_overhead``: UNO step time over flow-only SFT step time on the
    same samples, next to the token ratio of the two sequences;
 3. ``mot_vs_dense``: a MoT training step (mixed und/gen tokens, every
@@ -44,7 +44,7 @@ import torch  # noqa: E402
 
 import _bench_setup as bs  # noqa: E402
 from uno.models.sampling import FlowSampler  # noqa: E402
-from uno.utils.flops import model_flops  # noqa: E402
+from _flops import model_flops  # noqa: E402
 
 TOKENIZER = type('Specials', (), dict(bos_id=bs.BOS, eos_id=bs.EOS,
                                       vision_start_id=bs.VS,
