@@ -109,16 +109,28 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+#: the environment each launcher's set-up reads (mmengine.dist.init_dist)
+LAUNCHER_ENV = dict(
+    pytorch=(('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+             'start with tools/dist_train.sh CONFIG NUM_GPUS (or torchrun)'),
+    slurm=(('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
+           'start it under srun (SLURM)'),
+    mpi=(('OMPI_COMM_WORLD_LOCAL_RANK', 'OMPI_COMM_WORLD_RANK',
+          'OMPI_COMM_WORLD_SIZE'), 'start with mpirun (Open MPI)'))
+
+
 def check_launcher(launcher: str) -> None:
-    """``--launcher pytorch`` needs the environment torchrun sets."""
+    """``--launcher pytorch|slurm|mpi`` needs the environment its starter
+    (torchrun, srun, mpirun) sets."""
     from uno.errors import UnoConfigError
-    need = ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+    if launcher not in LAUNCHER_ENV:
+        return
+    need, how = LAUNCHER_ENV[launcher]
     missing = [k for k in need if k not in os.environ]
-    if launcher == 'pytorch' and missing:
+    if missing:
         raise UnoConfigError(
-            f'--launcher pytorch needs the environment torchrun sets '
-            f'({", ".join(missing)} missing): start with tools/dist_train.sh '
-            'CONFIG NUM_GPUS (or torchrun), or drop --launcher')
+            f'--launcher {launcher} needs the environment its starter sets '
+            f'({", ".join(missing)} missing): {how}, or drop --launcher')
 
 
 def add_mlflow_args(parser) -> None:

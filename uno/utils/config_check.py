@@ -181,7 +181,7 @@ SCHEMA_TYPES = {
 _RESERVED_KEYS = ('type', '_scope_')
 # What a constructor raises on a bad argument: turned into UnoConfigError
 # by config_build_errors.
-BUILD_ERRORS = (ValueError, TypeError, KeyError)
+BUILD_ERRORS = (ValueError, TypeError, KeyError, IndexError)
 _KIND_NAMES = dict(int='an int', float='a float', bool='a bool')
 
 
@@ -577,7 +577,8 @@ def config_build_errors(
     """Report argument errors raised while building components as config
     errors.
 
-    While active, a ``ValueError``, ``TypeError`` or ``KeyError`` raised by
+    While active, a ``ValueError``, ``TypeError``, ``KeyError`` or
+    ``IndexError`` raised by
     :meth:`mmengine.Registry.build` (the constructor of a component built
     from a config dict, or the build itself) becomes an
     :class:`UnoConfigError` naming the component, its path in the config

@@ -16,7 +16,7 @@ loop over a sampler whose epochs end (an infinite sampler would hang it).
 import math
 from typing import Any, Callable, Iterator, List, Tuple
 
-from uno.errors import UnoConfigError
+from uno.errors import UnoConfigError, did_you_mean
 
 _SEED_MAX = 2**32 - 1  # numpy's and torch's common seed range
 
@@ -119,7 +119,14 @@ def _find(value, parts: List[str],
 #: top-level keys that must be dicts when present
 _DICT_KEYS = ('model', 'objectives', 'train_dataloader', 'val_dataloader',
               'test_dataloader', 'optim_wrapper', 'train_cfg',
-              'default_hooks', 'randomness')
+              'default_hooks', 'randomness', 'env_cfg')
+# what mmengine's Runner reads of env_cfg (it ignores anything else)
+_ENV_KEYS = dict(env_cfg=('cudnn_benchmark', 'mp_cfg', 'dist_cfg',
+                          'resource_limit'),
+                 mp_cfg=('mp_start_method', 'opencv_num_threads'),
+                 dist_cfg=('backend', 'timeout', 'init_backend', 'port'))
+# training needs all three (mmengine refuses a partial set)
+_TRAIN_KEYS = ('train_dataloader', 'train_cfg', 'optim_wrapper')
 
 
 def check_form(cfg) -> None:
@@ -149,6 +156,32 @@ def check_form(cfg) -> None:
             raise UnoConfigError(
                 f'objectives.{name} must be a dict (type=..., weight=...); '
                 f'got a {type(obj).__name__}')
+    freeze = model.get('freeze')
+    if freeze is not None and not isinstance(freeze, dict):
+        raise UnoConfigError(
+            f'model.freeze must be a dict of part -> bool, e.g. '
+            f'dict(und_expert=True); got {freeze!r}')
+    _check_env_keys(cfg.get('env_cfg') or {}, 'env_cfg')
+    given = [k for k in _TRAIN_KEYS if cfg.get(k) is not None]
+    if given and len(given) < len(_TRAIN_KEYS):
+        missing = [k for k in _TRAIN_KEYS if k not in given]
+        raise UnoConfigError(
+            f'{", ".join(missing)} = None while {", ".join(given)} '
+            f'{"is" if len(given) == 1 else "are"} set: training needs '
+            f'all of {", ".join(_TRAIN_KEYS)} (or none of them, to test '
+            'only)')
+
+
+def _check_env_keys(section: dict, path: str) -> None:
+    """Unknown keys of ``env_cfg`` (and its ``mp_cfg``, ``dist_cfg``),
+    which mmengine would ignore without a word."""
+    known = _ENV_KEYS[path.split('.')[-1]]
+    for key, value in section.items():
+        if key not in known:
+            raise UnoConfigError(f"unknown key '{key}' at {path}: "
+                                 f'{did_you_mean(key, known)}')
+        if key in _ENV_KEYS and isinstance(value, dict):
+            _check_env_keys(value, f'{path}.{key}')
 
 
 def check_ranges(cfg) -> None:
