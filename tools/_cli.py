@@ -23,6 +23,7 @@ MLflow's own INFO chatter on stderr (store migrations) is silenced unless
 ``--mlflow-run-name`` / ``--mlflow-tag`` (:func:`add_mlflow_args`) name and
 tag the run of ``UnoMLflowVisBackend`` (tools/sweep.py uses them).
 """
+import argparse
 import errno
 import os
 import os.path as osp
@@ -38,6 +39,14 @@ os.environ.setdefault('MLFLOW_LOGGING_LEVEL', 'WARNING')
 
 # the config loaded last, where build errors look up component paths
 _loaded = {}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors (a missing argument, ``--seed
+    abc``) are one line, ``error: ... (see --help)``, and exit status 2."""
+
+    def error(self, message: str):
+        _fail(f'{message} (see {self.prog} --help)')
 
 
 def load_config(path: str, options=None):

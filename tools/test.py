@@ -14,20 +14,19 @@ config's experiment (``--mlflow-run-name`` names it instead). The run is
 tagged ``checkpoint`` (the path given, unless ``--mlflow-tag checkpoint=
 NAME`` says otherwise) and ``checkpoint_path``.
 """
-import argparse
 import json
 import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _cli import (add_mlflow_args, apply_mlflow_args,  # noqa: E402
-                  check_launcher, cfg_options_action, load_config,
-                  run_cli)
+from _cli import (ArgumentParser, add_mlflow_args,  # noqa: E402
+                  apply_mlflow_args, check_launcher, cfg_options_action,
+                  load_config, run_cli)
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description='Evaluate a checkpoint')
+    parser = ArgumentParser(description='Evaluate a checkpoint')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out', help='where to write metrics.json')
@@ -79,6 +78,13 @@ def main():
         from uno.errors import UnoConfigError
         from uno.utils.paths import config_identity
         cfg = load_config(args.config, args.cfg_options)
+        missing = [k for k in ('test_dataloader', 'test_cfg',
+                               'test_evaluator') if cfg.get(k) is None]
+        if missing:
+            raise UnoConfigError(
+                f'{args.config} has no {", ".join(missing)}: tools/test.py '
+                'needs the benchmarks, e.g. _base_ += '
+                "['../_base_/benchmarks/shapesworld.py']")
         if not osp.exists(args.checkpoint):  # file or sharded folder
             raise UnoConfigError(f'checkpoint {args.checkpoint} does not '
                                  'exist')

@@ -14,19 +14,18 @@ training wall-clock (``train/wall_clock_s``) and mean iteration time
 ``--mlflow-run-name`` / ``--mlflow-tag`` name and tag the MLflow run (a
 resumed run keeps its id and first name).
 """
-import argparse
 import os.path as osp
 import sys
 import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _cli import (add_mlflow_args, apply_mlflow_args,  # noqa: E402
-                  check_launcher, cfg_options_action, load_config,
-                  run_cli)
+from _cli import (ArgumentParser, add_mlflow_args,  # noqa: E402
+                  apply_mlflow_args, check_launcher, cfg_options_action,
+                  load_config, run_cli)
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description='Train with a uno config')
+    parser = ArgumentParser(description='Train with a uno config')
     parser.add_argument('config', help='config file')
     parser.add_argument('--work-dir', help='where logs and checkpoints go')
     parser.add_argument(

@@ -157,3 +157,17 @@ def test_stalled_or_dead_rank_stops_the_other_with_one_line(mode, tmp_path):
     assert len(lines) == 1, err
     assert lines[0].startswith('error: rank 0: a collective failed')
     assert waited < 20  # the stalled rank sleeps 20 s: the timeout ended it
+
+
+def test_test_tool_without_benchmarks_is_one_line(tmp_path, monkeypatch,
+                                                  capsys):
+    from tests.tools import run_tool
+    config = tmp_path / 'no_bench.py'
+    config.write_text(
+        f"_base_ = ['{REPO}/configs/_base_/models/mot_tiny.py']\n")
+    code, _, err = run_tool('test', [str(config), str(tmp_path / 'x.pth')],
+                            monkeypatch, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and 'has no test_dataloader, test_cfg, ' \
+        'test_evaluator' in lines[0], err

@@ -29,7 +29,6 @@ Checkpoints: exported ``.safetensors`` model weights (the shipped one;
 never runs code from the file). Objective heads are ignored; metaqueries
 may be missing (they do not take part in this sequence).
 """
-import argparse
 import os
 import os.path as osp
 import sys
@@ -37,14 +36,15 @@ import textwrap
 from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from _cli import cfg_options_action, load_config, run_cli  # noqa: E402
+from _cli import (ArgumentParser, cfg_options_action,  # noqa: E402
+                  load_config, run_cli)
 
 TIMESTEPS = (0.2, 0.4, 0.6, 0.9)
 _OPTIONAL = ('metaquery.', )  # weights a checkpoint may lack
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description='PCA of the gen expert\'s hidden states on the latent '
         'grid, checkpoints side by side')
     parser.add_argument('config', help='config file (its model is built)')

@@ -44,7 +44,6 @@ checkpoint, or ``tools/misc/export_weights.py`` output) or a training
 ``.pth`` (loaded inert); the weights must cover the model the config
 builds (metaqueries and objective heads may be absent).
 """
-import argparse
 import json
 import os
 import os.path as osp
@@ -52,7 +51,8 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from _cli import cfg_options_action, load_config, run_cli  # noqa: E402
+from _cli import (ArgumentParser, cfg_options_action,  # noqa: E402
+                  load_config, run_cli)
 
 ATTRIBUTES = ('shape', 'color', 'size', 'count', 'relation', 'exact')
 TIMESTEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -65,7 +65,7 @@ _OPTIONAL = ('metaquery.', )
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description='Per-attribute caption accuracy of the understanding '
         'path, from ViT tokens and from noisy generation latents')
     parser.add_argument('config', help='config file (its model is built)')

@@ -27,7 +27,6 @@ a sharded folder is read ``--chunk-mb`` at a time), so a BAGEL-size
 checkpoint never has to fit in memory; nothing but the selected weights
 (no optimizer state) is read.
 """
-import argparse
 import json
 import os
 import os.path as osp
@@ -38,7 +37,7 @@ from fnmatch import fnmatchcase
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from _cli import run_cli  # noqa: E402
+from _cli import ArgumentParser, run_cli  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -197,7 +196,7 @@ def export_weights(checkpoint: str,
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description='Export UnoModel weights to one safetensors file')
     parser.add_argument('checkpoint', help='.pth file or sharded folder')
     parser.add_argument('out', help='output .safetensors file')

@@ -5,16 +5,15 @@
 Parents' names (mmengine's hooks, loops, optimizers...) are reachable
 from uno's child registries too; ``--with-parents`` lists them as well.
 """
-import argparse
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from _cli import ROOT  # noqa: E402,F401  (puts the repo on sys.path)
+from _cli import ROOT, ArgumentParser  # noqa: E402,F401 (repo on sys.path)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--registry', help='only this registry (e.g. '
                         'OBJECTIVES)')
     parser.add_argument('--with-parents', action='store_true',

@@ -12,17 +12,16 @@ steps) and records it in ``WORK_DIR/mlflow_run_id.txt``, so a later
 the run was trained with) when the work dir is not the default one, to
 name the experiment exactly. Running it twice adds nothing.
 """
-import argparse
 import os.path as osp
 import shlex
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from _cli import ROOT  # noqa: E402,F401  (puts the repo on sys.path)
+from _cli import ROOT, ArgumentParser  # noqa: E402,F401 (repo on sys.path)
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description='Replay the local log of a work dir into MLflow')
     parser.add_argument('work_dir', help='the work dir of the run')
     parser.add_argument(
