@@ -347,19 +347,21 @@ def test_value_checks_accept_valid_values():
 
 
 def test_build_errors_name_the_component():
+    """Found from the traceback, not by patching mmengine."""
     cfg = Config.fromfile(UNO)
     bad = dict(cfg.objectives.caption, timestep_window=(0.8, 0.2))
     original = Registry.build
-    with config_build_errors(lambda: cfg):
-        with pytest.raises(UnoConfigError) as info:
+    with pytest.raises(UnoConfigError) as info:
+        with config_build_errors(lambda: cfg):
+            assert Registry.build is original
             OBJECTIVES.build(bad)
-        with pytest.raises(ValueError) as outside:  # not in a build
+    with pytest.raises(ValueError) as outside:  # not in a build
+        with config_build_errors(lambda: cfg):
             int('x')
     assert str(info.value).startswith(
         'cannot build CaptioningObjective at objectives.caption '
         '(ValueError): timestep_window must satisfy')
     assert type(outside.value) is ValueError
-    assert Registry.build is original
-    with pytest.raises(ValueError) as plain:  # inactive: untouched
+    with pytest.raises(ValueError) as plain:  # outside: untouched
         OBJECTIVES.build(bad)
     assert not isinstance(plain.value, UnoConfigError)

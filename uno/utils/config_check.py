@@ -43,9 +43,10 @@ a ``type`` that a builder hands to a known callable (the dataloaders,
 
 What only a constructor can check (a negative weight, a window with ``lo >
 hi``, a size not divisible by the heads) fails while building;
-:func:`config_build_errors` turns a ``ValueError``, ``TypeError`` or
-``KeyError`` raised inside a registry build into one
-:class:`UnoConfigError` naming the component and its config path.
+:func:`config_build_errors` turns a ``ValueError``, ``TypeError``,
+``KeyError`` or ``IndexError`` raised inside a registry build (found in
+the traceback) into one :class:`UnoConfigError` naming the component and
+its config path.
 """
 import contextlib
 import dataclasses
@@ -60,6 +61,7 @@ from typing import (Any, Callable, Dict, Iterator, List, NamedTuple,
 
 import mmengine.registry as mm
 from mmengine.registry import Registry
+from mmengine.registry.build_functions import build_from_cfg
 from torch.utils.data import DataLoader
 
 from uno import registry as uno_registry
@@ -577,37 +579,46 @@ def config_build_errors(
     """Report argument errors raised while building components as config
     errors.
 
-    While active, a ``ValueError``, ``TypeError``, ``KeyError`` or
-    ``IndexError`` raised by
-    :meth:`mmengine.Registry.build` (the constructor of a component built
-    from a config dict, or the build itself) becomes an
+    A ``ValueError``, ``TypeError``, ``KeyError`` or ``IndexError`` that
+    leaves the ``with`` block and was raised inside a registry build (the
+    constructor of a component built from a config dict, or the build
+    itself: mmengine's ``build_from_cfg``) becomes an
     :class:`UnoConfigError` naming the component, its path in the config
     (when found) and the original message; an unexpected keyword argument
     gets the closest parameter names of the class and its bases. The
-    innermost build converts, outer builds pass the error on. Errors raised
-    outside a registry build (a training step, a hook) are left alone, and
-    so are other exception types (a missing file, CUDA out of memory).
+    innermost build is named. Errors raised outside a registry build (a
+    training step, a hook) are left alone, and so are other exception
+    types (a missing file, CUDA out of memory). Nothing is patched: the
+    build is found in the exception's traceback.
 
     Args:
         get_cfg (callable): Returns the loaded config, where component
             paths are looked up; None leaves them out. Defaults to a
             function returning None.
     """
-    original = Registry.build
-
-    def build(registry, cfg, *args, **kwargs):
-        try:
-            return original(registry, cfg, *args, **kwargs)
-        except UnoConfigError:
-            raise
-        except BUILD_ERRORS as exc:
-            raise build_error(registry, cfg, exc, get_cfg()) from exc
-
-    Registry.build = build
     try:
         yield
-    finally:
-        Registry.build = original
+    except UnoConfigError:
+        raise
+    except BUILD_ERRORS as exc:
+        build = innermost_build(exc)
+        if build is None:
+            raise
+        raise build_error(build[0], build[1], exc, get_cfg()) from exc
+
+
+def innermost_build(exc: BaseException) -> Optional[Tuple[Registry, Any]]:
+    """``(registry, cfg)`` of the innermost ``build_from_cfg`` call that
+    ``exc`` passed through (from its traceback), or None."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code is build_from_cfg.__code__:
+            found = (frame.f_locals.get('registry'),
+                     frame.f_locals.get('cfg'))
+        tb = tb.tb_next
+    return found
 
 
 def build_error(registry: Registry, cfg, exc: BaseException,
