@@ -10,13 +10,16 @@ What counts as a configuration error:
   own checks anywhere in the run;
 * any exception while the config *file* is loaded or ``--cfg-options``
   are merged (the file is the user's code);
-* a ``ValueError``, ``TypeError`` or ``KeyError`` raised inside a registry
-  build, i.e. by the constructor of a component built from a config dict
+* a ``ValueError``, ``TypeError``, ``KeyError`` or ``IndexError`` raised
+  inside a registry build, i.e. by the constructor of a component built from a config dict
   (:func:`uno.utils.config_check.config_build_errors`), whether in
   ``build_runner`` or in the Runner's lazy builds of the dataloaders,
   optimizer, schedulers and loops. Errors raised outside a build (a
   training step, a hook) keep their traceback: they are bugs or data
-  problems, not the config's.
+  problems, not the config's;
+* a usage error of the command line (:class:`ArgumentParser`), a failed
+  write (full disk, read-only folder: the file is named), and a
+  collective broken by another rank's stall or death.
 
 MLflow's own INFO chatter on stderr (store migrations) is silenced unless
 ``MLFLOW_LOGGING_LEVEL`` says otherwise; uno's backend reports the run.
