@@ -4,11 +4,15 @@ A tool's import of torch and mmengine costs ~7 s per process; in-process
 runs share the test session's. Use a subprocess only where the CLI
 contract itself (exit status, nothing printed at import) is under test.
 """
+import contextlib
 import importlib.util
+import io
 import os.path as osp
 import sys
 import traceback
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
+
+import pytest
 
 from tests.conftest import REPO, reset_mmengine_singletons
 
@@ -27,29 +31,52 @@ def tool_module(name: str):
     return _modules[name]
 
 
-def run_tool(name: str, argv: List[str], monkeypatch,
-             capsys) -> Tuple[int, str, str]:
+def run_tool(name: str, argv: List[str], monkeypatch=None, capsys=None,
+             env: Optional[Dict[str, str]] = None) -> Tuple[int, str, str]:
     """Call ``tools/<name>.py``'s ``main()`` with ``argv`` from the repo
     root.
+
+    Args:
+        name (str): The tool below ``tools/`` without ``.py``.
+        argv (list[str]): Its command-line arguments.
+        monkeypatch, capsys: pytest's fixtures, when the caller has them;
+            without them (a module-scoped fixture) the working directory,
+            ``sys.argv`` and ``env`` are restored and the output captured
+            here.
+        env (dict, optional): Environment variables set for the call.
 
     Returns:
         tuple: The exit status (what ``main`` returns, else 0; 1 with the
         traceback on stderr when it raises), and what it wrote to stdout
         and stderr.
     """
+    if monkeypatch is None:
+        with pytest.MonkeyPatch.context() as mp:
+            return run_tool(name, argv, mp, capsys, env)
+    if capsys is None:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = _call(name, argv, monkeypatch, env)
+        return code, out.getvalue(), err.getvalue()
+    capsys.readouterr()
+    code = _call(name, argv, monkeypatch, env)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _call(name, argv, monkeypatch, env) -> int:
     module = tool_module(name)
     reset_mmengine_singletons()  # a fresh process has none
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, 'argv', [f'tools/{name}.py'] + list(argv))
-    capsys.readouterr()
     try:
         returned = module.main()
-        code = returned if isinstance(returned, int) else 0
+        return returned if isinstance(returned, int) else 0
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None
+        return e.code if isinstance(e.code, int) else (0 if e.code is None
                                                        else 1)
     except Exception:  # as Python would: the traceback, exit status 1
         traceback.print_exc()
-        code = 1
-    out, err = capsys.readouterr()
-    return code, out, err
+        return 1

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, mlflow_store
+from tests.tools import run_tool
 from uno.engine.checkpoint import load_checkpoint_file
 
 CONFIG = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
@@ -22,19 +23,28 @@ ITERS = 12
 pytestmark = pytest.mark.slow
 
 
-def _cmd(work_dir, *extra):
+def _args(work_dir, *extra):
+    """Arguments of tools/train.py for a 12-iteration UNO run."""
     return [
-        sys.executable, 'tools/train.py', CONFIG, '--work-dir',
-        str(work_dir), '--cfg-options', f'train_cfg.max_iters={ITERS}',
-        'train_cfg.val_interval=1000', 'default_hooks.checkpoint.interval=2',
+        CONFIG, '--work-dir', str(work_dir), '--cfg-options',
+        f'train_cfg.max_iters={ITERS}', 'train_cfg.val_interval=1000',
+        'default_hooks.checkpoint.interval=2',
         'default_hooks.logger.interval=1', 'log_processor.window_size=1',
         'train_dataloader.batch_size=4', *extra
     ]
 
 
+def _cmd(work_dir, *extra):
+    """The same as a process (for the runs that get killed)."""
+    return [sys.executable, 'tools/train.py'] + _args(work_dir, *extra)
+
+
+def _tool_env(tmp_path):
+    return dict(MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
+
+
 def _env(tmp_path):
-    return dict(os.environ, PYTHONUNBUFFERED='1',
-                MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
+    return dict(os.environ, PYTHONUNBUFFERED='1', **_tool_env(tmp_path))
 
 
 def _weights(path):
@@ -46,9 +56,8 @@ def reference(tmp_path_factory):
     """An uninterrupted run: (its tmp root, its last checkpoint)."""
     root = tmp_path_factory.mktemp('resume')
     ref_dir = root / 'work_dirs/ref'
-    ref = subprocess.run(_cmd(ref_dir), cwd=REPO, env=_env(root),
-                         capture_output=True, text=True, timeout=600)
-    assert ref.returncode == 0, ref.stderr[-3000:]
+    code, _, err = run_tool('train', _args(ref_dir), env=_tool_env(root))
+    assert code == 0, err[-3000:]
     return root, ref_dir / f'iter_{ITERS}.pth'
 
 
@@ -79,10 +88,9 @@ def test_sigkill_then_resume_is_bit_identical(reference):
     assert killed_after is not None and proc.returncode == -signal.SIGKILL
     assert not (run_dir / f'iter_{ITERS}.pth').exists()
 
-    resumed = subprocess.run(_cmd(run_dir, '--resume'), cwd=REPO,
-                             env=env, capture_output=True, text=True,
-                             timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    code, _, err = run_tool('train', _args(run_dir, '--resume'),
+                            env=_tool_env(tmp_path))
+    assert code == 0, err[-3000:]
     _assert_same_weights(ref_ckpt, run_dir / f'iter_{ITERS}.pth')
 
     import mlflow
