@@ -254,18 +254,17 @@ def test_export_weights_never_runs_a_crafted_checkpoint(tmp_path,
     assert 'refused unloaded' in err
 
 
-@pytest.mark.slow
-def test_test_tool_never_runs_a_crafted_checkpoint(tmp_path):
-    """The CLI contract: exit status 2, one line, no marker."""
+def test_test_tool_never_runs_a_crafted_checkpoint(tmp_path, monkeypatch,
+                                                   capsys):
+    """tools/test.py: exit status 2, one line, no marker."""
     path, marker = craft(tmp_path)
-    env = dict(os.environ,
-               MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
-    proc = subprocess.run(
-        [sys.executable, 'tools/test.py', TINY, str(path), '--work-dir',
-         str(tmp_path / 'eval')], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=300)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
+    monkeypatch.setenv('MLFLOW_TRACKING_URI',
+                       mlflow_store(tmp_path / 'mlflow.db'))
+    code, _, err = run_tool('test', [TINY, str(path), '--work-dir',
+                                     str(tmp_path / 'eval')],
+                            monkeypatch, capsys)
+    assert code == 2, err[-2000:]
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and 'refused unloaded' in lines[0], lines
     assert not marker.exists()
 

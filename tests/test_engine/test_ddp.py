@@ -8,12 +8,12 @@ import json
 import os
 import os.path as osp
 import subprocess
-import sys
 
 import pytest
 import torch
 
 from tests.conftest import REPO, mlflow_store
+from tests.tools import run_tool
 
 CONFIG = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
 ITERS = 3
@@ -42,11 +42,10 @@ def test_two_processes_match_one_with_double_batch(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1',
                MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
     one, two = tmp_path / 'work_dirs/one', tmp_path / 'work_dirs/two'
-    single = subprocess.run(
-        [sys.executable, 'tools/train.py', CONFIG, '--work-dir', str(one),
-         *_options(4)], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
+    code, _, err = run_tool(  # the reference, in-process
+        'train', [CONFIG, '--work-dir', str(one), *_options(4)],
+        env=dict(MLFLOW_TRACKING_URI=env['MLFLOW_TRACKING_URI']))
+    assert code == 0, err[-3000:]
     dist = subprocess.run(
         ['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(two),
          *_options(2)], cwd=REPO, env=dict(env, PORT='29511'),

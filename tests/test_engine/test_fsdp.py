@@ -10,13 +10,13 @@ import json
 import os
 import os.path as osp
 import subprocess
-import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 
 from tests.conftest import REPO, mlflow_store
+from tests.tools import run_tool
 from uno.engine.sharded_checkpoint import (is_sharded_checkpoint,
                                            load_sharded_meta, read_sharded,
                                            sharded_tensors)
@@ -94,11 +94,10 @@ def test_fsdp_two_processes_match_one_and_resume(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1',
                MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
     one, two = tmp_path / 'work_dirs/one', tmp_path / 'work_dirs/two'
-    single = subprocess.run(
-        [sys.executable, 'tools/train.py', BASELINE, '--work-dir', str(one),
-         *_options(4, ITERS + 1)], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
+    code, _, err = run_tool(  # the reference, in-process
+        'train', [BASELINE, '--work-dir', str(one), *_options(4, ITERS + 1)],
+        env=dict(MLFLOW_TRACKING_URI=env['MLFLOW_TRACKING_URI']))
+    assert code == 0, err[-3000:]
 
     def dist(*extra, iters=ITERS):
         res = subprocess.run(

@@ -141,12 +141,12 @@ def test_failed_run_is_reported_and_exit_nonzero(tmp_path):
     bad = tmp_path / 'configs' / 'bad'
     bad.mkdir(parents=True)
     (bad / 'broken.py').write_text('model = dict(\n')  # a syntax error
-    res = _sweep(bad, '--seeds', 0, 1, '--work-dirs', tmp_path / 'wd',
+    res = _sweep(bad, '--seeds', 1, '--work-dirs', tmp_path / 'wd',
                  '--threads', 1)
     assert res.returncode == 1
-    assert res.stdout.count('failed (train exit 2)') == 4  # 2 lines x 2
+    assert res.stdout.count('failed (train exit 2)') == 2  # line + table
     assert 'cannot parse' in res.stdout
-    assert '2 of 2 runs failed' in res.stderr
+    assert '1 of 1 runs failed' in res.stderr
     assert (tmp_path / 'wd' / 'bad' / 'broken' / 'seed1' /
             'sweep_train.log').is_file()
 
