@@ -13,9 +13,10 @@ from mmengine.config import Config
 from safetensors.torch import save_file
 
 from tests.conftest import REPO
-from uno.models.bagel import (DERIVED, bagel_to_uno, check_pos_table,
-                              conv_to_linear_patch, linear_to_conv_patch,
-                              load_bagel_checkpoint, uno_to_bagel)
+from uno.models.external.bagel import (DERIVED, bagel_to_uno,
+                                       check_pos_table, conv_to_linear_patch,
+                                       linear_to_conv_patch,
+                                       load_bagel_checkpoint, uno_to_bagel)
 from uno.registry import MODELS
 from uno.errors import UnoConfigError
 

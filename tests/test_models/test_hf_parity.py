@@ -2,7 +2,7 @@
 
 Tiny random ``Qwen2ForCausalLM`` / ``LlamaForCausalLM`` /
 ``Qwen3ForCausalLM`` (fp32, eager attention) are converted with
-:mod:`uno.models.mot.convert` and loaded into a :class:`UnoModel`; packed
+:mod:`uno.models.external.hf_keys` and loaded into a :class:`UnoModel`; packed
 prompts must give each prompt's transformers logits.
 """
 import pytest
@@ -11,9 +11,9 @@ from transformers import (LlamaConfig, LlamaForCausalLM, Qwen2Config,
                           Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 from uno.structures.packing import pack_sequences
-from uno.models.mot.convert import (expected_uno_keys, hf_to_uno,
-                                    mot_config_from_hf, uno_to_hf)
-from uno.models.pretrained import load_pretrained_llm
+from uno.models.external.hf_keys import (expected_uno_keys, hf_to_uno,
+                                         mot_config_from_hf, uno_to_hf)
+from uno.models.external.pretrained import load_pretrained_llm
 from uno.registry import MODELS
 from uno.structures import Segment, SequencePlan
 from uno.errors import UnoConfigError

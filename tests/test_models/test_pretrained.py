@@ -11,9 +11,10 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from uno.structures.packing import pack_sequences
-from uno.models.mot.convert import mot_config_from_hf
-from uno.models.pretrained import (LoadReport, load_pretrained_llm,
-                                   smollm2_folder, smollm2_path)
+from uno.models.external.hf_keys import mot_config_from_hf
+from uno.models.external.pretrained import (LoadReport,
+                                            load_pretrained_llm,
+                                            smollm2_folder, smollm2_path)
 from uno.registry import MODELS
 from uno.structures import Segment, SequencePlan
 from uno.errors import UnoConfigError

@@ -66,9 +66,9 @@ class UnoModel(nn.Module):
         pretrained_llm (dict, optional): Initialise the und expert,
             embeddings and lm_head from a local causal LM and copy the
             und expert into the gen expert (BAGEL's recipe): arguments of
-            :func:`uno.models.pretrained.load_pretrained_llm` (``path``,
-            ``gguf_file``, ``copy_to_gen``, ``strict_shapes``). Defaults
-            to None.
+            :func:`uno.models.external.pretrained.load_pretrained_llm`
+            (``path``, ``gguf_file``, ``copy_to_gen``, ``strict_shapes``).
+            Defaults to None.
     """
     config_schema = dict(llm=tuple(MoTConfig.__dataclass_fields__),
                          metaquery=('num_queries', 'init_std'),
@@ -116,7 +116,7 @@ class UnoModel(nn.Module):
         if pretrained_llm is not None:
             # after _init_weights (which would overwrite the weights) and
             # before freezing and any FSDP wrapping
-            from .pretrained import load_pretrained_llm
+            from .external.pretrained import load_pretrained_llm
             report = load_pretrained_llm(self, **pretrained_llm)
             MMLogger.get_current_instance().info(str(report))
         self.apply_freeze(freeze or {})

@@ -2,7 +2,7 @@
 # (14B total, 7B active), the FLUX VAE as latent encoder and SigLIP-so400m/14
 # (NaViT, up to 70 x 70 patches) as understanding encoder. The weights of
 # everything but the VAE are BAGEL's ema.safetensors, loaded with
-# uno.models.bagel.load_bagel_checkpoint(model, '<ckpt root>/bagel'); the
+# uno.models.external.bagel.load_bagel_checkpoint(model, '<ckpt root>/bagel'); the
 # folder is the BAGEL-7B-MoT release (ema.safetensors, ae.safetensors).
 model = dict(
     type='UnoModel',

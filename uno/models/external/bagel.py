@@ -35,9 +35,9 @@ import torch
 from torch import Tensor, nn
 
 from uno.errors import UnoConfigError
-from .embeddings import sincos_2d
-from .encoders.siglip import linear_to_conv_patch_weight
-from .mot.convert import hf_key_to_uno, uno_key_to_hf
+from ..embeddings import sincos_2d
+from ..encoders.siglip import linear_to_conv_patch_weight
+from .hf_keys import hf_key_to_uno, uno_key_to_hf
 from .pretrained import LoadReport, assign
 
 #: BAGEL keys uno recomputes instead of loading
