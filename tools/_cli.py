@@ -14,8 +14,8 @@ What counts as a configuration error:
   inside a registry build, i.e. by the constructor of a component built
   from a config dict (:func:`uno.utils.config_check.config_build_errors`),
   whether in ``build_runner`` or in the Runner's lazy builds of the
-  dataloaders, optimizer, schedulers and loops. Errors raised outside a build (a
-  training step, a hook) keep their traceback: they are bugs or data
+  dataloaders, optimizer, schedulers and loops. Errors raised outside a
+  build (a training step, a hook) keep their traceback: they are bugs or data
   problems, not the config's;
 * a usage error of the command line (:class:`ArgumentParser`), a failed
   write (full disk, read-only folder: the file is named), and a
