@@ -221,6 +221,23 @@ def store_uri(work_dirs: str) -> str:
     return 'sqlite:///' + osp.join(osp.sep.join(parts), 'mlflow.db')
 
 
+def prepare_store(uri: str) -> None:
+    """Create (migrate) a new sqlite store once, before parallel runs
+    would race to migrate it; a store that cannot be opened is left to
+    the runs, which keep their metrics locally (a warning each)."""
+    if not uri.startswith('sqlite:///'):
+        return
+    try:
+        import mlflow
+        os.makedirs(osp.dirname(uri[len('sqlite:///'):]) or '.',
+                    exist_ok=True)
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 (the runs report it again)
+        print(f'sweep: cannot open the MLflow store {uri} '
+              f'({type(e).__name__}); runs keep their metrics locally',
+              file=sys.stderr)
+
+
 def _run_logged(cmd: List[str], log: str, env: dict) -> int:
     """Run ``cmd`` with stdout and stderr to ``log``; its exit status."""
     os.makedirs(osp.dirname(osp.abspath(log)), exist_ok=True)
@@ -350,6 +367,8 @@ def main(argv=None) -> int:
                MLFLOW_TRACKING_URI=uri)
     print(f'sweep: {len(runs)} runs, {args.jobs} at a time, {threads} '
           'threads each', flush=True)
+    if args.jobs > 1:
+        prepare_store(uri)
     pool = ThreadPoolExecutor(max_workers=args.jobs)
     try:
         futures = [pool.submit(execute, run, args, env) for run in runs]

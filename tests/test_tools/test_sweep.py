@@ -156,7 +156,8 @@ def test_tiny_sweep_logs_named_runs_and_resumes(tmp_path):
     env = dict(os.environ)
     env.pop('MLFLOW_TRACKING_URI', None)  # the default store of the root
     root = tmp_path / 'work_dirs'
-    args = (SMOKE, '--seeds', 0, 1, '--threads', 1, '--work-dirs', root,
+    args = (SMOKE, '--seeds', 0, 1, '--jobs', 2, '--threads', 1,
+            '--work-dirs', root,
             '--cfg-options', 'train_cfg.max_iters=2',
             'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
             'val_cfg=None', 'val_dataloader=None', 'val_evaluator=None')
