@@ -228,9 +228,7 @@ def run_cli(main, debug: bool) -> None:
         if debug or e.errno not in _WRITE_ERRNOS:
             raise
         where = f' {e.filename}' if e.filename else ''
-        print(f'error: cannot write{where}: {e.strerror} (checkpoints are '
-              'written atomically: the last complete one is kept)',
-              file=sys.stderr)
+        print(f'error: cannot write{where}: {e.strerror}', file=sys.stderr)
         sys.exit(2)
 
 

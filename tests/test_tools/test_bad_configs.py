@@ -38,9 +38,6 @@ FAST = ('train_cfg.max_iters=1', 'train_cfg.val_interval=1000',
         'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1')
 
 
-STAGES = ('step', 'build', 'validate', 'load')
-
-
 class Case(NamedTuple):
     """One malformed config and what its error line must contain.
 

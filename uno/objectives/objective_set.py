@@ -160,6 +160,13 @@ class ObjectiveSet(nn.Module):
                 model, batch, generator, noise_seeds)
         return prepared
 
+    def result(self, name: str, outputs: ModelOutputs, batch: PackedBatch,
+               prepared: Prepared):
+        """Objective ``name``'s (unweighted) :class:`ObjectiveResult`, with
+        the noisy latents and the state its ``prepare`` returned."""
+        return self.objectives[name](outputs, batch, prepared.noisy,
+                                     prepared.states.get(name))
+
     def forward(
         self,
         outputs: ModelOutputs,
@@ -189,8 +196,7 @@ class ObjectiveSet(nn.Module):
             logs[f'weight/{name}'] = torch.tensor(obj.weight)
             if obj.weight == 0:
                 continue
-            res = obj(outputs, batch, prepared.noisy,
-                      prepared.states.get(name))
+            res = self.result(name, outputs, batch, prepared)
             if counts is not None and name in counts:
                 count = torch.as_tensor(counts[name], dtype=torch.float32)
             else:
@@ -222,8 +228,7 @@ class ObjectiveSet(nn.Module):
         for name, obj in self.objectives.items():
             if not (obj.weight > 0 or obj.always_prepare):
                 continue
-            res = obj(outputs, batch, prepared.noisy,
-                      prepared.states.get(name))
+            res = self.result(name, outputs, batch, prepared)
             if res.per_item is None:
                 continue
             sums = res.per_item.new_zeros(batch.num_samples)

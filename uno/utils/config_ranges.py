@@ -160,7 +160,7 @@ def check_form(cfg) -> None:
     if freeze is not None and not isinstance(freeze, dict):
         raise UnoConfigError(
             f'model.freeze must be a dict of part -> bool, e.g. '
-            f'dict(und_expert=True); got {freeze!r}')
+            f'dict(und=True, und_encoder=True); got {freeze!r}')
     _check_env_keys(cfg.get('env_cfg') or {}, 'env_cfg')
     given = [k for k in _TRAIN_KEYS if cfg.get(k) is not None]
     if given and len(given) < len(_TRAIN_KEYS):

@@ -125,8 +125,7 @@ def gradient_flow(trainer: nn.Module,
                     return_layers=objset.requires_layers)
     losses = {}
     for name in names:
-        res = objset.objectives[name](outputs, batch, prepared.noisy,
-                                      prepared.states.get(name))
+        res = objset.result(name, outputs, batch, prepared)
         losses[name] = res.loss_sum.float() / res.count.float().clamp(min=1)
     grads: Dict[str, Dict[int, Tensor]] = {}
     for k, name in enumerate(names):

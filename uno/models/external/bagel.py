@@ -115,6 +115,9 @@ def conv_to_linear_patch(w: Tensor) -> Tensor:
 
 
 def _map(items, key_fn, patch_fn, src_patch):
+    """Rename the keys of ``items`` (a state dict, or any iterable of
+    names) with ``key_fn``; tensors under ``src_patch`` keys go through
+    ``patch_fn``."""
     mapped, unexpected = {}, []
     for key in items:
         new = key_fn(key)
@@ -147,14 +150,11 @@ def bagel_to_uno(
         bagel_key}`` for a key list) and the BAGEL keys with no uno name.
         Derived keys (:data:`DERIVED`) are in neither.
     """
-    items = state_dict_or_keys
-    if not isinstance(items, Mapping):
-        items = list(items)
-
     def to_conv(w):
         return w if w.dim() == 4 else linear_to_conv_patch(w)
 
-    return _map(items, bagel_key_to_uno, to_conv, _VIT + _PATCH)
+    return _map(state_dict_or_keys, bagel_key_to_uno, to_conv,
+                _VIT + _PATCH)
 
 
 def uno_to_bagel(
@@ -168,14 +168,11 @@ def uno_to_bagel(
         for (metaqueries, the latent encoder, ...). The derived sin-cos
         tables are not produced.
     """
-    items = state_dict_or_keys
-    if not isinstance(items, Mapping):
-        items = list(items)
-
     def to_linear(w):
         return w if w.dim() == 2 else conv_to_linear_patch(w)
 
-    return _map(items, uno_key_to_bagel, to_linear, _UNO_VIT + _PATCH)
+    return _map(state_dict_or_keys, uno_key_to_bagel, to_linear,
+                _UNO_VIT + _PATCH)
 
 
 def bagel_files(path: str) -> List[str]:
