@@ -223,13 +223,26 @@ def run_cli(main, debug: bool) -> None:
         if debug or not message:
             raise
         print(f'error: {message}', file=sys.stderr)
-        sys.exit(2)
+        _exit_past_broken_group(2)
     except OSError as e:  # a full disk, a read-only or vanished folder
         if debug or e.errno not in _WRITE_ERRNOS:
             raise
         where = f' {e.filename}' if e.filename else ''
         print(f'error: cannot write{where}: {e.strerror}', file=sys.stderr)
         sys.exit(2)
+
+
+def _exit_past_broken_group(code: int) -> None:
+    """Exit with ``code`` once a collective is broken. A normal interpreter
+    exit destroys the broken gloo group, whose worker threads are still
+    joinable, and the C++ runtime aborts (SIGABRT, status -6) after the
+    line is printed; so run the atexit handlers (MLflow closes its run
+    there), flush, and leave without the C++ destructors."""
+    import atexit
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
