@@ -145,9 +145,9 @@ def validate_config(cfg) -> None:
     """
     from mmengine.runner import Runner
     cfg = _as_dict(cfg)
+    runner_keys = set(inspect.signature(Runner).parameters) - {'cfg'}
     check_keys([k for k in cfg if not str(k).startswith('_')],
-               [k for k in inspect.signature(Runner).parameters if k != 'cfg']
-               + list(RUNNER_CFG_KEYS + UNO_TOP_LEVEL_KEYS),
+               runner_keys | set(RUNNER_CFG_KEYS + UNO_TOP_LEVEL_KEYS),
                'top-level config key')
     model = cfg.get('model')
     if not isinstance(model, dict) or not model.get('type'):
@@ -217,17 +217,17 @@ def check_ranges(cfg) -> None:
                 raise UnoConfigError(
                     f'{path} = {size} is not a multiple of the {name} '
                     f'({stride}): images must split into whole tokens')
-    vocab = (((cfg.get('model') or {}).get('llm') or {}).get('vocab_size'),
-             (cfg.get('tokenizer') or {}).get('vocab_size'))
-    if _num(vocab[0]) and _num(vocab[1]) and vocab[0] < vocab[1]:
+    vocab = _get(cfg, 'model.llm.vocab_size')
+    tokens = _get(cfg, 'tokenizer.vocab_size')
+    if _num(vocab) and _num(tokens) and vocab < tokens:
         raise UnoConfigError(
-            'model.llm.vocab_size = %s is smaller than tokenizer.vocab_size '
-            '= %s: the model must embed every id the tokenizer produces' %
-            vocab)
-    loop = cfg.get('train_cfg') or {}
-    if (loop.get('type') == 'EpochBasedTrainLoop' or loop.get('by_epoch') is
-            True) and ((cfg.get('train_dataloader') or {}).get('sampler')
-                       or {}).get('type') == 'InfiniteSampler':
+            f'model.llm.vocab_size = {vocab} is smaller than tokenizer.'
+            f'vocab_size = {tokens}: the model must embed every id the '
+            'tokenizer produces')
+    epochs = _get(cfg, 'train_cfg.type') == 'EpochBasedTrainLoop' or _get(
+        cfg, 'train_cfg.by_epoch') is True
+    sampler = _get(cfg, 'train_dataloader.sampler.type')
+    if epochs and sampler == 'InfiniteSampler':
         raise UnoConfigError(
             'train_cfg is epoch-based but train_dataloader.sampler.type = '
             "'InfiniteSampler' never ends an epoch: use 'DefaultSampler' "
@@ -236,6 +236,13 @@ def check_ranges(cfg) -> None:
 
 def _as_dict(cfg) -> dict:
     return cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg or {})
+
+
+def _get(cfg: dict, path: str):
+    """The value at a dotted path of ``cfg``, or None."""
+    for key in path.split('.'):
+        cfg = cfg.get(key) if isinstance(cfg, dict) else None
+    return cfg
 
 
 def _nodes(value, path: str = '') -> Iterator[Tuple[str, Any]]:
@@ -269,15 +276,16 @@ def _lookup(name: str, slot, path: str):
                           if isinstance(v, Registry)]
     for registry in registries:
         try:
-            if registry.get(name) is not None:
-                return registry.get(name)
+            obj = registry.get(name)
         except RuntimeError:  # a dotted name that does not import
-            pass
+            obj = None
         except Exception as e:  # the lazy import of the registry failed
             raise UnoConfigError(
                 f'cannot look up the type at {path}.type: registry '
                 f"'{_label(registry)}' failed to import: "
                 f'{type(e).__name__}: {e}') from e
+        if obj is not None:
+            return obj
     names = [n for r in registries for p in (r, r.parent) if p is not None
              for n in p.module_dict]  # uno's parents are mmengine's roots
     check_keys([name], names, 'type', f' at {path}.type ' + (
@@ -340,7 +348,8 @@ def config_build_errors(
         bad = re.search(r"unexpected keyword argument '(\w+)'", message)
         names = {n for c in getattr(obj, '__mro__', ())
                  if '__init__' in vars(c) for n in _params(c.__init__)[0]}
-        hint = f'; {did_you_mean(bad.group(1), names - {"self"})}' if (
+        names.discard('self')
+        hint = f'; {did_you_mean(bad.group(1), names)}' if (
             bad and names) else ''
         name = _name(obj) or f"a '{registry.name}' component"
         raise UnoConfigError(f'cannot build {name}{at} ({type(exc).__name__})'
