@@ -7,7 +7,8 @@ from mmengine.config import Config
 
 from tests.conftest import REPO
 from uno.engine.runner import plan_options
-from uno.utils.config_check import MISSING, config_diff, validate_config
+from uno.utils.config_check import validate_config
+from uno.utils.config_diff import MISSING, config_diff
 
 CONFIGS = sorted(
     p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),

@@ -25,7 +25,7 @@ from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import VISBACKENDS as MMENGINE_VISBACKENDS
 from mmengine.registry import Registry, build_from_cfg
 
-from uno.errors import UnoConfigError, did_you_mean
+from uno.errors import UnoConfigError
 
 
 def build_with_suggestions(cfg, registry, default_args=None):
@@ -35,12 +35,11 @@ def build_with_suggestions(cfg, registry, default_args=None):
     missing. This one says which registry was searched and which
     registered names are closest, in one line.
     """
+    from uno.utils.config_check import check_keys  # it imports this module
     obj_type = cfg.get('type') if hasattr(cfg, 'get') else None
     if isinstance(obj_type, str) and registry.get(obj_type) is None:
-        raise UnoConfigError(
-            f"unknown type '{obj_type}' in registry "
-            f"'{registry.scope}.{registry.name}': "
-            f'{did_you_mean(obj_type, registry_names(registry))}')
+        check_keys([obj_type], registry_names(registry), 'type',
+                   f" in registry '{registry.scope}.{registry.name}'")
     return build_from_cfg(cfg, registry, default_args)
 
 

@@ -21,7 +21,7 @@ from uno.engine.sharded_checkpoint import (is_sharded_checkpoint,
                                            load_sharded_meta, read_sharded,
                                            sharded_tensors)
 from uno.registry import MODELS
-from uno.utils.config_check import config_diff
+from uno.utils.config_diff import config_diff
 
 BASELINE = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
 CONFIG = 'configs/uno/uno_mot-tiny_2xb4-fsdp-iter200_shapes.py'

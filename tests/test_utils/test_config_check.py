@@ -7,9 +7,8 @@ from mmengine.registry import Registry
 from uno.registry import (DATASETS, FUNCTIONS, HOOKS, MODELS, OBJECTIVES,
                           TRANSFORMS)
 from uno.utils import config_check
-from uno.utils.config_check import (MISSING, Slot, check_components,
-                                    check_top_level, config_diff,
-                                    validate_config)
+from uno.utils.config_check import check_components, validate_config
+from uno.utils.config_diff import MISSING, config_diff
 from uno.errors import UnoConfigError
 
 
@@ -33,7 +32,6 @@ class ToyKwargsDataset:
 
 
 class ToyTransform:
-    config_extra_keys = ('legacy_size', )
 
     def __init__(self, size=8):
         self.size = size
@@ -135,7 +133,6 @@ def test_private_variable_allowed(tmp_path, base_cfg):
         objectives = dict(flow=dict(weight=0.5))
         """)
     assert cfg._mine == dict(type='NotRegisteredAnywhere')
-    check_top_level(cfg)
     validate_config(cfg)
 
 
@@ -192,8 +189,8 @@ def test_function_skips_first_positional(tmp_path, base_cfg):
 
 def test_nested_typo_via_config_schema(tmp_path, base_cfg):
     cfg = _load(tmp_path, base_cfg, 'model = dict(llm=dict(hiden_size=8))\n')
-    assert _error(cfg) == ("unknown key 'hiden_size' of ToyModel.llm at "
-                           "model.llm: did you mean 'hidden_size'?")
+    assert _error(cfg) == ("unknown key 'hiden_size' at model.llm: "
+                           "did you mean 'hidden_size'?")
 
 
 def test_kwargs_class_accepts_anything(tmp_path, base_cfg):
@@ -202,16 +199,19 @@ def test_kwargs_class_accepts_anything(tmp_path, base_cfg):
     validate_config(cfg)
 
 
-def test_extra_and_builder_keys_accepted(tmp_path, base_cfg):
+def test_builder_keys_accepted(tmp_path, base_cfg):
+    """Keys a builder pops (a hook's priority) are no class argument."""
     cfg = _load(
         tmp_path, base_cfg, """\
-        train_dataloader = dict(dataset=dict(
-            pipeline=[dict(type='ToyTransform', legacy_size=4)]))
+        custom_hooks = [dict(type='ToyHook', interval=2, priority='LOW')]
         param_scheduler = [
             dict(type='LinearLR', start_factor=0.1,
                  convert_to_iter_based=True)]
         """)
     validate_config(cfg)
+    cfg.custom_hooks[0]['prority'] = cfg.custom_hooks[0].pop('priority')
+    assert _error(cfg) == ("unknown argument 'prority' of ToyHook at "
+                           "custom_hooks.0: did you mean 'priority'?")
 
 
 def test_class_as_type_accepted():
@@ -248,8 +248,8 @@ def test_bad_type_value_and_broken_location(monkeypatch):
     with pytest.raises(UnoConfigError, match=r'objectives\.flow\.type must'):
         check_components(Config(dict(objectives=dict(flow=dict(type=3)))))
     broken = Registry('broken', scope='uno', locations=['uno_no_such_pkg'])
-    slots = {'objectives.*': Slot((broken, ))}
-    monkeypatch.setattr(config_check, 'COMPONENT_SLOTS', slots)
+    slots = {'objectives.*': (broken, )}
+    monkeypatch.setattr(config_check, 'SLOTS', slots)
     cfg = Config(dict(objectives=dict(flow=dict(type='ToyFlowObjective'))))
     with pytest.raises(UnoConfigError, match="'uno.broken' failed to import"):
         check_components(cfg)

@@ -2,8 +2,7 @@
 import pytest
 from mmengine import Config
 
-from uno.utils.config_check import validate_config
-from uno.utils.config_ranges import check_ranges
+from uno.utils.config_check import check_ranges, validate_config
 from uno.errors import UnoConfigError
 
 SMOKE = 'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py'
@@ -15,7 +14,8 @@ CASES = [
      'optim_wrapper.clip_grad.max_norm = -1.0: must be a finite number > 0'),
     ({'train_cfg.max_iters': 0}, 'train_cfg.max_iters = 0: must be'),
     ({'train_cfg.max_iters': -5}, 'train_cfg.max_iters = -5'),
-    ({'train_cfg.max_iters': 2.5}, 'max_iters=2.5 is not a whole number'),
+    ({'train_cfg.max_iters': 2.5},
+     'train_cfg.max_iters = 2.5: must be an integer >= 1'),
     ({'train_cfg.val_interval': 0}, 'train_cfg.val_interval = 0'),
     ({'optim_wrapper.optimizer.lr': 0.0}, 'optim_wrapper.optimizer.lr = 0.0'),
     ({'optim_wrapper.optimizer.lr': float('nan')}, 'lr = nan'),

@@ -23,7 +23,7 @@ def main():
     names = [n for n in registry.__all__ if n.isupper()]
     if args.registry:
         if args.registry.upper() not in names:
-            from uno.errors import did_you_mean
+            from uno.utils.config_check import did_you_mean
             print(f'error: no registry {args.registry!r}: '
                   f'{did_you_mean(args.registry.upper(), names)}',
                   file=sys.stderr)

@@ -24,6 +24,7 @@ except ImportError:  # run from a checkout without installing
                     osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 from uno.utils import config_check  # noqa: E402
+from uno.utils.config_diff import MISSING, config_diff  # noqa: E402
 from uno.errors import UnoConfigError  # noqa: E402
 
 
@@ -51,9 +52,9 @@ def format_diff(diff) -> list:
     """Format :func:`config_diff` rows as ``key: old -> new`` lines."""
     lines = []
     for key, old, new in diff:
-        if old is config_check.MISSING:
+        if old is MISSING:
             lines.append(f'+ {key}: {new!r}')
-        elif new is config_check.MISSING:
+        elif new is MISSING:
             lines.append(f'- {key}: {old!r}')
         else:
             lines.append(f'{key}: {old!r} -> {new!r}')
@@ -83,7 +84,7 @@ def main():
         print(cfg.pretty_text)
         return
     print(f'--- {args.config}\n+++ {args.diff}', file=sys.stderr)
-    for line in format_diff(config_check.config_diff(cfg, other)):
+    for line in format_diff(config_diff(cfg, other)):
         print(line)
 
 

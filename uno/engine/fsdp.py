@@ -46,10 +46,8 @@ _DTYPES = dict(bf16=torch.bfloat16, bfloat16=torch.bfloat16,
 def _dtype(name: Optional[Union[str, torch.dtype]]) -> Optional[torch.dtype]:
     if name is None or isinstance(name, torch.dtype):
         return name
-    if name not in _DTYPES:
-        from uno.errors import UnoConfigError, did_you_mean
-        raise UnoConfigError(f"unknown dtype '{name}' in model_wrapper_cfg: "
-                             f'{did_you_mean(name, _DTYPES)}')
+    from uno.utils.config_check import check_keys
+    check_keys([name], _DTYPES, 'dtype', ' in model_wrapper_cfg')
     return _DTYPES[name]
 
 

@@ -498,15 +498,10 @@ def _inject_plan_options(dataset, uno: dict, where: str) -> None:
 def _check_benchmark(benchmark: dict) -> None:
     """``benchmark = dict(sampler=..., captioner=...)``: known keys only."""
     from uno.models.sampling import Captioner, FlowSampler
-    from uno.errors import did_you_mean
+    from uno.utils.config_check import check_keys
     parts = dict(sampler=FlowSampler, captioner=Captioner)
+    check_keys(benchmark, parts, prefix='benchmark.')
     for key, value in benchmark.items():
-        if key not in parts:
-            raise UnoConfigError(f"unknown key 'benchmark.{key}': "
-                                 f'{did_you_mean(key, parts)}')
-        names = list(inspect.signature(parts[key]).parameters)
-        for arg in value or {}:
-            if arg not in names:
-                raise UnoConfigError(
-                    f"unknown argument 'benchmark.{key}.{arg}' of "
-                    f'{parts[key].__name__}: {did_you_mean(arg, names)}')
+        check_keys(value or {}, inspect.signature(parts[key]).parameters,
+                   'argument', f' of {parts[key].__name__}',
+                   f'benchmark.{key}.')

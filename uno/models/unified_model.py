@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from uno.registry import ATTENTION, ENCODERS, MODELS
 from uno.structures import NoisyLatents, PackedBatch
-from uno.errors import UnoConfigError, did_you_mean
+from uno.utils.config_check import check_keys
 from .embeddings import LatentGridStem, TimestepEmbedder, sincos_2d
 from .metaquery import MetaQueryTokens
 from .mot import MoTConfig, MoTDecoder, make_routes
@@ -163,10 +163,8 @@ class UnoModel(nn.Module):
         """
         freeze = dict(dict(latent_encoder=True, und_encoder=True), **freeze)
         groups = self.freeze_groups()
+        check_keys(freeze, groups, 'part', prefix='model.freeze.')
         for part, frozen in freeze.items():
-            if part not in groups:
-                raise UnoConfigError(f"unknown part 'model.freeze.{part}': "
-                                     f'{did_you_mean(part, groups)}')
             for p in groups[part]:
                 p.requires_grad_(not frozen)
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, fields
 from typing import List, Optional, Sequence, Union
 
 from .sequence_plan import Segment
-from uno.errors import UnoConfigError, did_you_mean
+from uno.errors import UnoConfigError
+from uno.utils.config_check import check_keys
 
 
 def text_segment(tokens: Sequence[int], tokenizer, kind: str = 'text',
@@ -112,11 +113,7 @@ class UnoPlanOptions:
             return cls()
         if isinstance(options, cls):
             return options
-        names = [f.name for f in fields(cls)]
-        for key in options:
-            if key not in names:
-                raise UnoConfigError(f"unknown UNO plan option '{key}': "
-                                     f'{did_you_mean(key, names)}')
+        check_keys(options, [f.name for f in fields(cls)], 'UNO plan option')
         opts = cls(**options)
         if opts.num_queries < 0:
             raise UnoConfigError('num_queries must be >= 0')

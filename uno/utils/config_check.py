@@ -1,709 +1,374 @@
-"""Validate a resolved config before anything is built, and diff two configs.
+"""Config errors in one line, naming the closest valid names or the range.
 
-mmengine's Runner silently ignores unknown keys, and an unknown ``type`` or
-argument fails deep inside a build, if at all. :func:`validate_config`
-checks a resolved :class:`mmengine.Config` up front and raises
-:class:`UnoConfigError` with one line naming the key path and close matches:
-
-* top-level keys must be read by mmengine's Runner
-  (:data:`MMENGINE_TOP_LEVEL_KEYS`) or by uno (:data:`UNO_TOP_LEVEL_KEYS`);
-  names starting with ``_`` are private config variables and are allowed
-  (mmengine 0.10.7 keeps them in the resolved config, drops only ``__``
-  names, and the Runner never reads them);
-* every dict with a ``type`` key is a component: its type must be found in
-  the registry its slot names (:data:`COMPONENT_SLOTS`), or, at a path no
-  slot names, in any uno or mmengine registry;
-* every other key of a component must be a parameter of the class (or of
-  the function, after its first positional parameter, for ``FUNCTIONS``).
-  A class whose ``__init__`` takes ``**kwargs`` accepts any key.
-
-Two optional class attributes of a component refine the check:
-``config_extra_keys: tuple`` names keys accepted although they are not
-``__init__`` parameters, and ``config_schema: dict[str, tuple[str, ...]]``
-maps a parameter name to the sub-keys allowed in an untyped dict given for
-it, so that e.g. ``model.llm.hiden_size`` is caught too.
-
-Keys mmengine's builders pop before calling the class (a hook's
-``priority``, ...) are declared per slot. Only unknown keys are reported,
-never missing ones, so arguments the builders inject (``runner``,
-``dataloader``, ``params``, ``optimizer``) need no special case.
-
-Values of scalar parameters are checked against the parameter's type
-annotation (``int``, ``float``, ``bool``, or ``Optional`` of one), or, for
-a parameter without annotation, against the type of its default: a string
-given for a number or a bool, and a fraction given for an annotated
-``int``, are errors (``train_dataloader.batch_size='eight'``,
-``model.llm.num_layers=2.5``). ``None`` is always accepted, and so is
-anything given for a parameter of another type: the check never rejects
-what the class might accept. The sub-keys of a ``config_schema`` dict
-are checked the same way when the class's ``config_schema_types`` (or
-:data:`SCHEMA_TYPES`) names the callable that receives them. Dicts without
-a ``type`` that a builder hands to a known callable (the dataloaders,
-:data:`PLAIN_SLOTS`) get the key and value checks too.
-
-What only a constructor can check (a negative weight, a window with ``lo >
-hi``, a size not divisible by the heads) fails while building;
-:func:`config_build_errors` turns a ``ValueError``, ``TypeError``,
-``KeyError`` or ``IndexError`` raised inside a registry build (found in
-the traceback) into one :class:`UnoConfigError` naming the component and
-its config path.
+:func:`check_keys` is uno's one check of names. :func:`validate_config`
+checks a config before anything is built: top-level keys, :data:`DICTS`,
+each ``type`` in the registries :data:`SLOTS` gives its path (other keys:
+arguments of the class; ``config_schema``: keys of its untyped dict
+arguments), :data:`UNTYPED` dicts, strings for numbers, and :data:`RULES`.
+:func:`config_build_errors` reports what a constructor refuses.
 """
 import contextlib
-import dataclasses
-import importlib
+import difflib
 import inspect
+import math
 import re
-import types
-import typing
-from fnmatch import fnmatchcase
-from typing import (Any, Callable, Dict, Iterator, List, NamedTuple,
-                    Optional, Sequence, Tuple)
+import textwrap
+import traceback
+from typing import Any, Callable, Iterable, Iterator, Tuple
 
 import mmengine.registry as mm
-from mmengine.registry import Registry
-from mmengine.registry.build_functions import build_from_cfg
+from mmengine.registry import Registry, build_from_cfg
 from torch.utils.data import DataLoader
 
-from uno import registry as uno_registry
-from uno.registry import (ATTENTION, DATA_SAMPLERS, DATASETS, ENCODERS,
-                          EVALUATORS, FUNCTIONS, HOOKS, LOOPS, MODELS,
-                          OBJECTIVES, OPTIM_WRAPPERS, TOKENIZERS, TRANSFORMS,
-                          VISBACKENDS)
-from uno.utils.config_ranges import check_form, check_ranges
-from uno.errors import UnoConfigError, did_you_mean
+from uno import registry as R
+from uno.errors import UnoConfigError
 
-# Keys mmengine 0.10.7 reads from the top level of a config: the arguments
-# of ``Runner.from_cfg`` / ``FlexibleRunner.from_cfg`` and the ones
-# ``Runner`` reads later with ``self.cfg.get`` (wrapping, compile, ...).
-# yapf: disable
-MMENGINE_TOP_LEVEL_KEYS = (
-    'model', 'work_dir', 'train_dataloader', 'val_dataloader',
-    'test_dataloader', 'train_cfg', 'val_cfg', 'test_cfg', 'auto_scale_lr',
-    'optim_wrapper', 'param_scheduler', 'val_evaluator', 'test_evaluator',
-    'default_hooks', 'custom_hooks', 'data_preprocessor', 'load_from',
-    'resume', 'launcher', 'env_cfg', 'log_processor', 'log_level',
-    'visualizer', 'default_scope', 'randomness', 'experiment_name',
-    'model_wrapper_cfg', 'sync_bn', 'find_unused_parameters',
-    'activation_checkpointing', 'efficient_conv_bn_eval', 'compile')
-# yapf: enable
-
-# Keys uno's tools and Runner wrapper read. Extend it here (or, from a
-# project, by rebinding ``config_check.UNO_TOP_LEVEL_KEYS += ('key',)``).
+# read by mmengine's Runner besides its arguments, and by uno (a project
+# adds its own with ``config_check.UNO_TOP_LEVEL_KEYS += ('key', )``)
+RUNNER_CFG_KEYS = ('model_wrapper_cfg', 'sync_bn', 'find_unused_parameters',
+                   'compile', 'activation_checkpointing',
+                   'efficient_conv_bn_eval')
 UNO_TOP_LEVEL_KEYS = ('objectives', 'tokenizer', 'custom_imports', 'strategy',
                       'runner_type', 'benchmark', 'load_strict')
-
-
-class Slot(NamedTuple):
-    """Where the components of one config path are looked up.
-
-    Args:
-        registries (tuple): Registries searched in order.
-        builder_keys (tuple): Keys a builder pops before calling the class.
-            Defaults to ``()``.
-    """
-    registries: Tuple[Registry, ...]
-    builder_keys: Tuple[str, ...] = ()
-
-
-_HOOK = Slot((HOOKS, ), ('priority', ))
-_SCHEDULER = Slot((mm.PARAM_SCHEDULERS, ), ('convert_to_iter_based', ))
-_EVALUATOR = Slot((EVALUATORS, mm.EVALUATOR))
-_OPTIM_WRAPPER = Slot((OPTIM_WRAPPERS, ), ('constructor', 'paramwise_cfg'))
-
-# Path patterns -> slot; first match wins. Segments are matched with
-# ``fnmatch`` (``*`` matches any one key or list index, ``*_dataloader``
-# any dataloader); ``**`` matches any number of segments.
-COMPONENT_SLOTS = {
-    'model': Slot((MODELS, )),
-    'model.data_preprocessor': Slot((MODELS, )),
-    'data_preprocessor': Slot((MODELS, )),
-    'model.*_encoder': Slot((ENCODERS, )),
-    'model.attention': Slot((ATTENTION, )),
-    'tokenizer': Slot((TOKENIZERS, )),
-    '**.tokenizer': Slot((TOKENIZERS, )),
-    'objectives.*': Slot((OBJECTIVES, )),
-    '*_dataloader.sampler': Slot((DATA_SAMPLERS, )),
-    '*_dataloader.batch_sampler': Slot((DATA_SAMPLERS, )),
-    '*_dataloader.collate_fn': Slot((FUNCTIONS, )),
-    '*_dataloader.worker_init_fn': Slot((FUNCTIONS, )),
-    '*_dataloader.**.pipeline.*': Slot((TRANSFORMS, )),
-    '*_dataloader.**.dataset': Slot((DATASETS, )),
-    '*_dataloader.**.datasets.*': Slot((DATASETS, )),
-    'default_hooks.*': _HOOK,
-    'custom_hooks.*': _HOOK,
-    'optim_wrapper': _OPTIM_WRAPPER,
-    'optim_wrapper.optimizer': Slot((mm.OPTIMIZERS, )),
-    'param_scheduler': _SCHEDULER,
-    'param_scheduler.*': _SCHEDULER,
-    'visualizer': Slot((mm.VISUALIZERS, )),
-    'visualizer.vis_backends.*': Slot((VISBACKENDS, )),
-    'train_cfg': Slot((LOOPS, )),
-    'val_cfg': Slot((LOOPS, )),
-    'test_cfg': Slot((LOOPS, )),
-    '*_evaluator': _EVALUATOR,
-    '*_evaluator.*': _EVALUATOR,
-    '*_evaluator.metrics.*': _EVALUATOR,
-    'log_processor': Slot((mm.LOG_PROCESSORS, )),
-    'model_wrapper_cfg': Slot((mm.MODEL_WRAPPERS, )),
-    'strategy': Slot((mm.STRATEGIES, )),
+# keys mmengine's builders pop before calling a class (a hook's priority, ..)
+BUILDER_KEYS = ('type', '_scope_', 'priority', 'constructor', 'paramwise_cfg',
+                'convert_to_iter_based', 'num_batch_per_epoch',
+                'disable_subprocess_warning')
+# Path patterns: ``*`` is any part of one key, ``**.`` any keys (or none),
+# ``|`` separates alternatives; the first match wins.
+SLOTS = {  # -> the registries where the ``type`` of a dict there is found
+    'model|model.data_preprocessor|data_preprocessor': (R.MODELS, ),
+    'model.*_encoder': (R.ENCODERS, ), 'model.attention': (R.ATTENTION, ),
+    '**.tokenizer': (R.TOKENIZERS, ), 'objectives.*': (R.OBJECTIVES, ),
+    '*_dataloader.sampler|*_dataloader.batch_sampler': (R.DATA_SAMPLERS, ),
+    '*_dataloader.collate_fn|*_dataloader.worker_init_fn': (R.FUNCTIONS, ),
+    '*_dataloader.**.pipeline.*': (R.TRANSFORMS, ),
+    '*_dataloader.**.dataset|*_dataloader.**.datasets.*': (R.DATASETS, ),
+    'default_hooks.*|custom_hooks.*': (R.HOOKS, ),
+    'optim_wrapper': (R.OPTIM_WRAPPERS, ),
+    'optim_wrapper.optimizer': (mm.OPTIMIZERS, ),
+    'param_scheduler|param_scheduler.*': (mm.PARAM_SCHEDULERS, ),
+    'visualizer': (mm.VISUALIZERS, ),
+    'visualizer.vis_backends.*': (R.VISBACKENDS, ),
+    'train_cfg|val_cfg|test_cfg': (R.LOOPS, ),
+    '*_evaluator|*_evaluator.*|*_evaluator.metrics.*': (R.EVALUATORS,
+                                                        mm.EVALUATOR),
+    'log_processor': (mm.LOG_PROCESSORS, ),
+    'model_wrapper_cfg': (mm.MODEL_WRAPPERS, ), 'strategy': (mm.STRATEGIES, ),
 }
-
-
-class PlainSlot(NamedTuple):
-    """A dict without ``type`` that a builder passes to a known callable.
-
-    Args:
-        target (callable): What receives the remaining keys.
-        builder_keys (tuple): Keys the builder pops before the call.
-    """
-    target: Callable
-    builder_keys: Tuple[str, ...] = ()
-
-
-# Path patterns (as in COMPONENT_SLOTS) -> plain slot. mmengine 0.10.7's
-# ``Runner.build_dataloader`` pops these keys and passes the rest to
-# torch's ``DataLoader``.
-PLAIN_SLOTS = {
-    '*_dataloader':
-    PlainSlot(DataLoader,
-              ('dataset', 'sampler', 'batch_sampler', 'collate_fn',
-               'worker_init_fn', 'num_batch_per_epoch',
-               'disable_subprocess_warning')),
+UNTYPED = {  # -> what receives an untyped dict there, or its valid keys
+    '*_dataloader': DataLoader,  # what mmengine's build_dataloader passes on
+    'env_cfg': ('cudnn_benchmark', 'mp_cfg', 'dist_cfg', 'resource_limit'),
+    'env_cfg.mp_cfg': ('mp_start_method', 'opencv_num_threads'),
+    'env_cfg.dist_cfg': ('backend', 'timeout', 'init_backend', 'port'),
 }
-
-# ``<class name>.<parameter>`` -> dotted path of the callable whose
-# parameters are the keys of that untyped dict, for classes that declare a
-# ``config_schema`` but no ``config_schema_types``.
-SCHEMA_TYPES = {
-    'UnoModel.llm': 'uno.models.mot.config.MoTConfig',
-    'UnoModel.metaquery': 'uno.models.metaquery.MetaQueryTokens',
+DICTS = {  # sections that must be dicts when set -> the hint of the message
+    'model|*_dataloader|optim_wrapper|train_cfg|default_hooks|randomness|'
+    'env_cfg': '', 'objectives.*': ' (type=..., weight=...)',
+    'objectives': " keyed by name, e.g. objectives = dict(flow=dict("
+                  "type='FlowMatchingObjective'))",
+    'model.freeze': ' of part -> bool, e.g. dict(und=True, und_encoder=True)',
 }
+TRAIN_KEYS = ('train_dataloader', 'train_cfg', 'optim_wrapper')  # all or none
+IMAGE_SIZES = ('*_dataloader.dataset.image_size|'
+               '*_dataloader.dataset.datasets.*.image_size')
+STRIDES = ('model.*_encoder.patch_size|model.*_encoder.config.patch_size|'
+           '*_dataloader.collate_fn.latent_stride|'
+           '*_dataloader.collate_fn.vit_stride')  # must divide image sizes
+_SEED_MAX = 2**32 - 1  # numpy's and torch's common seed range
+_num = lambda v: type(v) in (int, float) and math.isfinite(v)  # noqa: E731
+_int = lambda low, high=math.inf: lambda v: _num(v) and float(  # noqa: E731
+    v).is_integer() and low <= v <= high
+RULES = [  # (path patterns, test, allowed values)
+    ('train_cfg.max_iters|train_cfg.max_epochs|train_cfg.val_interval|'
+     '*_hooks.*.interval|*_dataloader.batch_size|model.llm.*_size|'
+     'model.llm.num_*|*_dataloader.dataset.num_samples|'
+     f'*_dataloader.dataset.datasets.*.num_samples|{IMAGE_SIZES}', _int(1),
+     'an integer >= 1'),
+    ('*_dataloader.num_workers', _int(0), 'an integer >= 0'),
+    ('optim_wrapper.optimizer.lr|optim_wrapper.clip_grad.max_norm',
+     lambda v: _num(v) and v > 0, 'a finite number > 0'),
+    ('optim_wrapper.optimizer.weight_decay|objectives.*.weight|'
+     'train_dataloader.dataset.weights.*', lambda v: _num(v) and v >= 0,
+     'a finite number >= 0'),
+    # each micro-batch would be normalised by its own token count
+    ('optim_wrapper.accumulative_counts', lambda v: v == 1,
+     '1 (gradient accumulation is not exact with per-batch token '
+     'normalisation; raise the batch size or the number of GPUs)'),
+    ('default_hooks.checkpoint.max_keep_ckpts',
+     lambda v: v == -1 or _int(1)(v), '-1 (keep all) or an integer >= 1'),
+    ('randomness.seed', lambda v: v is None or _int(0, _SEED_MAX)(v),
+     f'None or an integer in [0, {_SEED_MAX}]'),
+    ('*_dataloader.dataset.latent_fraction|'
+     '*_dataloader.dataset.datasets.*.latent_fraction',
+     lambda v: _num(v) and 0 <= v <= 1, 'a number in [0, 1]'),
+    ('env_cfg.dist_cfg.timeout', lambda v: _num(v) and v > 0,
+     'a finite number of seconds > 0'),
+]
+_KINDS = {bool: 'a bool', int: 'an int', float: 'a float'}
 
-# Keys of a component dict that are never arguments of the class.
-_RESERVED_KEYS = ('type', '_scope_')
-# What a constructor raises on a bad argument: turned into UnoConfigError
-# by config_build_errors.
-BUILD_ERRORS = (ValueError, TypeError, KeyError, IndexError)
-_KIND_NAMES = dict(int='an int', float='a float', bool='a bool')
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Up to three candidates close to ``name`` (by difflib, ignoring case,
+    or containing it, e.g. ``'flow'`` for ``'FlowMatchingObjective'``),
+    else the valid names: the tail of an error message."""
+    names = sorted(set(map(str, candidates)))
+    low = {c.lower(): c for c in names}
+    hits = [low[h] for h in difflib.get_close_matches(name.lower(), low)]
+    hits += [c for c in names if c not in hits and len(name) >= 3 and (
+        name.lower() in c.lower() or c.lower() in name.lower())]
+    if hits:
+        return 'did you mean ' + ' or '.join(map(repr, hits[:3])) + '?'
+    more = f' (+{len(names) - 12} more)' if len(names) > 12 else ''
+    return ('valid names: ' + ', '.join(names[:12]) + more
+            if names else 'nothing is valid there.')
 
 
-class _Missing:
-    """Sentinel of :func:`config_diff` for a key absent on one side."""
-
-    def __repr__(self) -> str:
-        return '<missing>'
-
-
-MISSING = _Missing()
+def check_keys(keys: Iterable[str], allowed: Iterable[str],
+               what: str = 'key', where: str = '', prefix: str = '') -> None:
+    """Raise ``unknown <what> '<prefix><key>'<where>: did you mean ...``
+    (:class:`UnoConfigError`) for the first of ``keys`` not ``allowed``;
+    ``what`` is e.g. ``'argument'``, ``where`` e.g. ``' at model.llm'``."""
+    allowed = list(allowed)
+    for key in keys:
+        if key not in allowed:
+            raise UnoConfigError(f"unknown {what} '{prefix}{key}'{where}: "
+                                 f'{did_you_mean(key, allowed)}')
 
 
 def validate_config(cfg) -> None:
-    """Check top-level keys, component types and component arguments.
-
-    Args:
-        cfg (Config | dict): A resolved config.
+    """Check a resolved config (Config or dict) before anything is built.
 
     Raises:
-        UnoConfigError: One line naming the offending key path and the
-            closest valid names, or the allowed range of a numeric value
-            (:mod:`uno.utils.config_ranges`).
+        UnoConfigError: One line naming the first offending key path and
+            the closest valid names or the allowed values.
     """
-    check_top_level(cfg)
-    check_form(cfg)
+    from mmengine.runner import Runner
+    cfg = _as_dict(cfg)
+    runner_keys = set(inspect.signature(Runner).parameters) - {'cfg'}
+    check_keys([k for k in cfg if not str(k).startswith('_')],
+               runner_keys | set(RUNNER_CFG_KEYS + UNO_TOP_LEVEL_KEYS),
+               'top-level config key')
+    model = cfg.get('model')
+    if not isinstance(model, dict) or not model.get('type'):
+        raise UnoConfigError(
+            'the config has no model (model = '
+            f"{'nothing' if model is None else repr(model)[:60]}): set model "
+            "= dict(type='UnoModel', ...) or inherit one, e.g. _base_ = "
+            "['../_base_/models/mot_mini.py']")
+    for path, value in _nodes(cfg):
+        how = next((h for p, h in DICTS.items() if _match(p, path)), None)
+        if how is not None and not isinstance(value, (dict, type(None))):
+            raise UnoConfigError(f'{path} must be a dict{how}; got a '
+                                 f'{type(value).__name__}')
+    given = [k for k in TRAIN_KEYS if cfg.get(k) is not None]
+    if 0 < len(given) < len(TRAIN_KEYS):
+        raise UnoConfigError(
+            f'{", ".join(k for k in TRAIN_KEYS if k not in given)} = None '
+            f'while {", ".join(given)} {"is" if len(given) == 1 else "are"} '
+            f'set: training needs all of {", ".join(TRAIN_KEYS)} (or none '
+            'of them, to test only)')
     check_components(cfg)  # types first: 'eight' is not an int
     check_ranges(cfg)
 
 
-def check_top_level(cfg) -> None:
-    """Raise if ``cfg`` has a top-level key that nothing reads.
-
-    Args:
-        cfg (Config | dict): A resolved config.
-    """
-    allowed = set(MMENGINE_TOP_LEVEL_KEYS) | set(UNO_TOP_LEVEL_KEYS)
-    for key in _as_dict(cfg):
-        if key.startswith('_') or key in allowed:
-            continue
-        raise UnoConfigError(f"unknown top-level config key '{key}': "
-                             f'{did_you_mean(key, allowed)}')
-
-
 def check_components(cfg) -> None:
-    """Raise on the first unknown component type or argument in ``cfg``.
+    """Raise on an unknown type, argument or key in a config's dicts, or a
+    string given for a number or a bool."""
+    import mmengine.runner  # noqa: F401  registers mmengine's components
+    for path, node in _nodes(_as_dict(cfg)):
+        if not path or not isinstance(node, dict):
+            continue
+        if 'type' not in node:
+            target = _slot(UNTYPED, path)
+            if target is not None:
+                _check_args(node, target, path, 'key', f' at {path}')
+            continue
+        slot, obj = _slot(SLOTS, path), node['type']
+        if isinstance(obj, str):
+            obj = _lookup(obj, slot, path)
+        elif not callable(obj):
+            raise UnoConfigError(
+                f'type at {path}.type must be a registered name or a class, '
+                f'got {type(obj).__name__}')
+        _check_args(node, obj, path, 'argument',
+                    f' of {getattr(obj, "__name__", obj)} at {path}',
+                    R.FUNCTIONS in (slot or ()) and not inspect.isclass(obj))
+        for param, keys in getattr(obj, 'config_schema', {}).items():
+            if isinstance(node.get(param), dict) and 'type' not in node[param]:
+                check_keys(node[param], keys, 'key', f' at {path}.{param}')
 
-    Args:
-        cfg (Config | dict): A resolved config.
-    """
-    _import_mmengine_components()
-    _walk(_as_dict(cfg), ())
 
-
-def config_diff(a, b) -> List[Tuple[str, Any, Any]]:
-    """Flattened keys whose values differ between two configs.
-
-    Dicts are flattened to dotted keys, and so are lists that hold a dict
-    (``pipeline.1.size``); other lists and tuples are compared whole.
-    Top-level private ``_`` variables are left out: their effect already
-    shows where they are used.
-
-    Args:
-        a (Config | dict): The old config.
-        b (Config | dict): The new config.
-
-    Returns:
-        list[tuple]: ``(key, old, new)`` sorted by key, where ``old`` or
-        ``new`` is :data:`MISSING` for a key present on one side only.
-    """
-    flat_a, flat_b = _flatten(_as_dict(a)), _flatten(_as_dict(b))
-    keys = sorted(set(flat_a) | set(flat_b), key=_natural_key)
-    diff = []
-    for key in keys:
-        old, new = flat_a.get(key, MISSING), flat_b.get(key, MISSING)
-        if old is MISSING or new is MISSING or old != new:
-            diff.append((key, old, new))
-    return diff
+def check_ranges(cfg) -> None:
+    """Refuse a value outside its range (:data:`RULES`), an image size that
+    does not split into whole tokens (:data:`STRIDES`), a model vocabulary
+    below the tokenizer's, and an epoch loop over an endless sampler."""
+    cfg = _as_dict(cfg)
+    nodes = list(_nodes(cfg))
+    for path, value in nodes:
+        for patterns, test, allowed in RULES:
+            if _match(patterns, path) and not test(value):
+                raise UnoConfigError(f'{path} = {value!r}: must be {allowed}')
+    strides = [(p, v) for p, v in nodes
+               if _match(STRIDES, p) and type(v) is int and v > 0]
+    for path, size in [(p, v) for p, v in nodes if _match(IMAGE_SIZES, p)]:
+        for name, stride in strides:
+            if size % stride:
+                raise UnoConfigError(
+                    f'{path} = {size} is not a multiple of the {name} '
+                    f'({stride}): images must split into whole tokens')
+    vocab = _get(cfg, 'model.llm.vocab_size')
+    tokens = _get(cfg, 'tokenizer.vocab_size')
+    if _num(vocab) and _num(tokens) and vocab < tokens:
+        raise UnoConfigError(
+            f'model.llm.vocab_size = {vocab} is smaller than tokenizer.'
+            f'vocab_size = {tokens}: the model must embed every id the '
+            'tokenizer produces')
+    epochs = _get(cfg, 'train_cfg.type') == 'EpochBasedTrainLoop' or _get(
+        cfg, 'train_cfg.by_epoch') is True
+    sampler = _get(cfg, 'train_dataloader.sampler.type')
+    if epochs and sampler == 'InfiniteSampler':
+        raise UnoConfigError(
+            'train_cfg is epoch-based but train_dataloader.sampler.type = '
+            "'InfiniteSampler' never ends an epoch: use 'DefaultSampler' "
+            "or an 'IterBasedTrainLoop'")
 
 
 def _as_dict(cfg) -> dict:
-    return cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
+    return cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg or {})
 
 
-def _flatten(value, prefix: str = '') -> dict:
-    if isinstance(value, dict) and value:
-        items = value.items()
-    elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
-        items = enumerate(value)
-    else:
-        return {prefix: value}
-    flat = {}
+def _get(cfg: dict, path: str):
+    """The value at a dotted path of ``cfg``, or None."""
+    for key in path.split('.'):
+        cfg = cfg.get(key) if isinstance(cfg, dict) else None
+    return cfg
+
+
+def _nodes(value, path: str = '') -> Iterator[Tuple[str, Any]]:
+    """``(dotted path, value)`` of ``value`` and all in it, parents first;
+    private ``_`` variables of the top level are left out."""
+    yield path, value
+    items = value.items() if isinstance(value, dict) else enumerate(
+        value) if isinstance(value, (list, tuple)) else ()
     for key, sub in items:
-        if not prefix and str(key).startswith('_'):
-            continue
-        flat.update(_flatten(sub, f'{prefix}.{key}' if prefix else str(key)))
-    return flat
+        if path or not str(key).startswith('_'):
+            yield from _nodes(sub, f'{path}.{key}' if path else str(key))
 
 
-def _natural_key(key: str) -> tuple:
-    return tuple(
-        (0, int(p), '') if p.isdigit() else (1, 0, p) for p in key.split('.'))
+def _match(patterns: str, path: str) -> bool:
+    rx = re.escape(patterns).replace(r'\*\*\.', r'(?:.*\.)?')
+    rx = rx.replace(r'\*', '[^.]*').replace(r'\|', '|')
+    return re.fullmatch(f'(?:{rx})', path) is not None
 
 
-def _walk(value, path: Tuple[str, ...]) -> None:
-    if isinstance(value, dict):
-        if 'type' in value and path:
-            _check_component(value, path)
-        elif path:
-            _check_plain(value, path)
-        for key, sub in value.items():
-            if not path and str(key).startswith('_'):
-                # private variables are checked where they are used
-                continue
-            _walk(sub, path + (str(key), ))
-    elif isinstance(value, (list, tuple)):
-        for i, sub in enumerate(value):
-            _walk(sub, path + (str(i), ))
-
-
-def _check_component(cfg: dict, path: Tuple[str, ...]) -> None:
-    where = '.'.join(path)
-    slot = _slot_for(path)
-    obj_type = cfg['type']
-    if isinstance(obj_type, str):
-        registries = slot.registries if slot else _all_registries()
-        label = f"registry '{_label(registries[0])}'" if slot else (
-            'any registry')
-        obj = _lookup(obj_type, registries, where, label)
-    elif callable(obj_type):
-        obj = obj_type
-    else:
-        raise UnoConfigError(
-            f'type at {where}.type must be a registered name or a class, '
-            f'got {type(obj_type).__name__}')
-    _check_arguments(cfg, obj, where, slot)
-
-
-def _check_plain(cfg: dict, path: Tuple[str, ...]) -> None:
-    """Check a dict without ``type`` that a builder passes to a callable."""
-    plain = next((slot for pattern, slot in PLAIN_SLOTS.items()
-                  if _match(tuple(pattern.split('.')), path)), None)
-    if plain is None:
-        return
-    where = '.'.join(path)
-    name = getattr(plain.target, '__name__', repr(plain.target))
-    params = _accepted_parameters(plain.target, None)
-    if params is not None:
-        allowed = params | set(plain.builder_keys)
-        for key in cfg:
-            if key not in allowed:
-                raise UnoConfigError(
-                    f"unknown key '{key}' at {where} (read by the runner "
-                    f'and {name}): {did_you_mean(key, allowed)}')
-    _check_values(cfg, plain.target, where)
-
-
-def _slot_for(path: Tuple[str, ...]) -> Optional[Slot]:
-    for pattern, slot in COMPONENT_SLOTS.items():
-        if _match(tuple(pattern.split('.')), path):
-            return slot
-    return None
-
-
-def _match(pattern: Tuple[str, ...], path: Tuple[str, ...]) -> bool:
-    if not pattern:
-        return not path
-    if pattern[0] == '**':
-        return any(_match(pattern[1:], path[i:]) for i in range(len(path) + 1))
-    return bool(path) and fnmatchcase(path[0], pattern[0]) and _match(
-        pattern[1:], path[1:])
-
-
-def _lookup(name: str, registries: Sequence[Registry], where: str, label: str):
-    for registry in registries:
-        _import_locations(registry, where)
-        try:
-            obj = registry.get(name)
-        except RuntimeError:  # a dotted name that does not import
-            obj = None
-        if obj is not None:
-            return obj
-    names = set()
-    for registry in registries:
-        for r in _chain(registry):
-            names.update(r.module_dict)
-    raise UnoConfigError(f"unknown type '{name}' at {where}.type ({label}): "
-                         f'{did_you_mean(name, names)}')
-
-
-def _check_arguments(cfg: dict, obj, where: str, slot: Optional[Slot]):
-    name = getattr(obj, '__name__', repr(obj))
-    params = _accepted_parameters(obj, slot)
-    if params is not None:
-        allowed = params | set(getattr(obj, 'config_extra_keys', ()))
-        allowed |= set(slot.builder_keys if slot else ())
-        for key in cfg:
-            if key not in allowed and key not in _RESERVED_KEYS:
-                hint = (
-                    did_you_mean(key, allowed)
-                    if allowed else 'it takes no arguments here.')
-                raise UnoConfigError(
-                    f"unknown argument '{key}' of {name} at {where}: {hint}")
-    _check_values(cfg, obj, where)
-    schema = getattr(obj, 'config_schema', None) or {}
-    for param, sub_keys in schema.items():
-        sub = cfg.get(param)
-        if not isinstance(sub, dict) or 'type' in sub:
-            continue
-        for key in sub:
-            if key not in sub_keys:
-                raise UnoConfigError(
-                    f"unknown key '{key}' of {name}.{param} at "
-                    f'{where}.{param}: {did_you_mean(key, sub_keys)}')
-        target = _schema_target(obj, param)
-        if target is not None:
-            _check_values(sub, target, f'{where}.{param}')
-
-
-def _schema_target(obj, param: str) -> Optional[Callable]:
-    """The callable that receives the keys of ``obj``'s schema dict."""
-    target = (getattr(obj, 'config_schema_types', None) or {}).get(param)
-    if target is None:
-        target = SCHEMA_TYPES.get(f"{getattr(obj, '__name__', '')}.{param}")
-    if isinstance(target, str):
-        module, _, attr = target.rpartition('.')
-        try:
-            target = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            return None
-    return target
-
-
-def _check_values(cfg: dict, obj, where: str) -> None:
-    """Raise if a scalar parameter of ``obj`` is given a wrong type."""
-    kinds = _value_kinds(obj)
-    name = getattr(obj, '__name__', repr(obj))
-    for key, value in cfg.items():
-        if key not in kinds or value is None:
-            continue
-        kind, annotated = kinds[key]
-        if isinstance(value, str):
-            problem = 'is a str'
-        elif (kind == 'int' and annotated and isinstance(value, float)
-              and not value.is_integer()):
-            problem = 'is not a whole number'
-        else:
-            continue
-        raise UnoConfigError(f'{where}.{key}={value!r} {problem}, but {name} '
-                             f'expects {_KIND_NAMES[kind]} there')
-
-
-def _value_kinds(obj) -> Dict[str, Tuple[str, bool]]:
-    """``{parameter: (kind, annotated)}`` for the scalar parameters of
-    ``obj``; kind is ``'int'``, ``'float'`` or ``'bool'``, from the
-    annotation, else from the default (``annotated`` is then False)."""
-    try:
-        params = inspect.signature(obj).parameters.values()
-    except (TypeError, ValueError):
-        return {}
-    hints = _type_hints(obj)
-    kinds = {}
-    for p in params:
-        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-            continue
-        annotation = hints.get(p.name, p.annotation)
-        if annotation is not p.empty:
-            kind = _string_kind(annotation) if isinstance(
-                annotation, str) else _annotation_kind(annotation)
-            if kind is not None:
-                kinds[p.name] = (kind, True)
-            continue
-        for kind, cls in (('bool', bool), ('int', int), ('float', float)):
-            if isinstance(p.default, cls):
-                kinds[p.name] = (kind, False)
-                break
-    return kinds
-
-
-def _type_hints(obj) -> dict:
-    """Resolved annotations of ``obj``'s constructor (or of the function);
-    {} when they do not resolve."""
-    targets = [obj.__init__] if inspect.isclass(obj) else [obj]
-    if dataclasses.is_dataclass(obj):
-        targets.append(obj)  # the fields, if __init__'s do not resolve
-    for target in targets:
-        try:
-            return typing.get_type_hints(target)
-        except Exception:  # unresolvable forward references, builtins
-            continue
-    return {}
-
-
-def _string_kind(text: str) -> Optional[str]:
-    """:func:`_annotation_kind` of an unresolved string annotation such as
-    ``'int | None'`` or ``'Optional[float]'``."""
-    text = text.replace(' ', '').replace('typing.', '')
-    optional = re.fullmatch(r'Optional\[(\w+)\]', text)
-    parts = [optional.group(1)] if optional else [
-        p for p in text.split('|') if p != 'None'
-    ]
-    if len(parts) == 1 and parts[0] in _KIND_NAMES:
-        return parts[0]
-    return 'float' if sorted(parts) == ['float', 'int'] else None
-
-
-def _annotation_kind(annotation) -> Optional[str]:
-    """``'int'``, ``'float'`` or ``'bool'`` for a scalar annotation (or an
-    ``Optional`` of one), None for anything else."""
-    origin = typing.get_origin(annotation)
-    union_type = getattr(types, 'UnionType', None)
-    if origin is typing.Union or (union_type and origin is union_type):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            annotation = args[0]
-        elif set(args) == {int, float}:
-            return 'float'
-        else:
-            return None
-    return {bool: 'bool', int: 'int', float: 'float'}.get(annotation) \
-        if isinstance(annotation, type) else None
-
-
-def _accepted_parameters(obj, slot: Optional[Slot]) -> Optional[set]:
-    """Parameter names ``obj`` accepts from a config, ``None`` for any."""
-    try:
-        signature = inspect.signature(obj)
-    except (TypeError, ValueError):  # builtins without a signature
-        return None
-    params = list(signature.parameters.values())
-    registries = slot.registries if slot else ()
-    in_functions = any(mm.FUNCTIONS in _chain(r) for r in registries)
-    if in_functions and not inspect.isclass(obj) and params:
-        # FUNCTIONS are bound with ``partial(fn, **cfg)``; the first
-        # positional argument is the batch (or worker id) at call time.
-        if params[0].kind in (params[0].POSITIONAL_ONLY,
-                              params[0].POSITIONAL_OR_KEYWORD):
-            params = params[1:]
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return {
-        p.name
-        for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
-
-
-def _chain(registry: Optional[Registry]):
-    """The registry and its parents: what ``registry.get`` searches."""
-    while registry is not None:
-        yield registry
-        registry = registry.parent
+def _slot(table: dict, path: str):
+    return next((s for p, s in table.items() if _match(p, path)), None)
 
 
 def _label(registry: Registry) -> str:
     return f'{registry.scope}.{registry.name}'
 
 
-def _import_locations(registry: Registry, where: str) -> None:
-    """Run the registry's lazy import; a broken module is a config error."""
+def _lookup(name: str, slot, path: str):
+    """The class ``name`` in the slot's registries (None: any registry)."""
+    registries = slot or [v for m in (R, mm) for v in vars(m).values()
+                          if isinstance(v, Registry)]
+    for registry in registries:
+        try:
+            obj = registry.get(name)
+        except RuntimeError:  # a dotted name that does not import
+            obj = None
+        except Exception as e:  # the lazy import of the registry failed
+            raise UnoConfigError(
+                f'cannot look up the type at {path}.type: registry '
+                f"'{_label(registry)}' failed to import: "
+                f'{type(e).__name__}: {e}') from e
+        if obj is not None:
+            return obj
+    names = [n for r in registries for p in (r, r.parent) if p is not None
+             for n in p.module_dict]  # uno's parents are mmengine's roots
+    check_keys([name], names, 'type', f' at {path}.type ' + (
+        f"(registry '{_label(slot[0])}')" if slot else '(any registry)'))
+
+
+def _params(obj, skip_first: bool = False) -> Tuple[dict, bool]:
+    """``({name: Parameter}, takes any key)`` of what a config passes."""
     try:
-        registry.import_from_location()
-    except Exception as e:
-        first = (str(e).splitlines() or [''])[0]
-        raise UnoConfigError(
-            f"cannot look up the type at {where}.type: registry "
-            f"'{_label(registry)}' failed to import {registry._locations}: "
-            f'{type(e).__name__}: {first}') from e
+        ps = list(inspect.signature(obj).parameters.values())[skip_first:]
+    except (TypeError, ValueError):  # builtins without a signature
+        return {}, True
+    return ({p.name: p for p in ps
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)},
+            any(p.kind is p.VAR_KEYWORD for p in ps))
 
 
-def _all_registries() -> List[Registry]:
-    """Every uno registry, then every mmengine root registry."""
-    found = [v for v in vars(uno_registry).values() if isinstance(v, Registry)]
-    roots = [v for v in vars(mm).values() if isinstance(v, Registry)]
-    unique = {}
-    for registry in found + roots:
-        unique.setdefault(id(registry), registry)
-    return list(unique.values())
-
-
-def _import_mmengine_components() -> None:
-    """Register mmengine's classes: its root registries have no locations.
-
-    ``mmengine.runner`` imports hooks, loops, optimizers, schedulers,
-    datasets, evaluators and visualizers; strategies live apart.
-    """
-    import mmengine._strategy  # noqa: F401
-    import mmengine.runner  # noqa: F401
+def _check_args(cfg: dict, target, path: str, what: str, where: str,
+                skip_first: bool = False) -> None:
+    """Unknown keys of ``cfg``, and strings for scalar parameters."""
+    params, any_key = _params(target, skip_first) if callable(target) else (
+        dict.fromkeys(target), False)
+    if not any_key:
+        check_keys(cfg, list(params) + list(BUILDER_KEYS), what, where)
+    for key, value in cfg.items():
+        p = params.get(key)
+        hint = p and (type(p.default) if p.annotation is p.empty else
+                      p.annotation)
+        if isinstance(value, str) and hint in _KINDS:
+            raise UnoConfigError(
+                f'{path}.{key}={value!r} is a str, but '
+                f'{getattr(target, "__name__", target)} expects '
+                f'{_KINDS[hint]} there')
 
 
 @contextlib.contextmanager
 def config_build_errors(
         get_cfg: Callable[[], Any] = lambda: None) -> Iterator[None]:
-    """Report argument errors raised while building components as config
-    errors.
-
-    A ``ValueError``, ``TypeError``, ``KeyError`` or ``IndexError`` that
-    leaves the ``with`` block and was raised inside a registry build (the
-    constructor of a component built from a config dict, or the build
-    itself: mmengine's ``build_from_cfg``) becomes an
-    :class:`UnoConfigError` naming the component, its path in the config
-    (when found) and the original message; an unexpected keyword argument
-    gets the closest parameter names of the class and its bases. The
-    innermost build is named. Errors raised outside a registry build (a
-    training step, a hook) are left alone, and so are other exception
-    types (a missing file, CUDA out of memory). Nothing is patched: the
-    build is found in the exception's traceback.
-
-    Args:
-        get_cfg (callable): Returns the loaded config, where component
-            paths are looked up; None leaves them out. Defaults to a
-            function returning None.
-    """
+    """Turn a ``ValueError``, ``TypeError``, ``KeyError`` or ``IndexError``
+    raised in mmengine's ``build_from_cfg`` (found in the traceback, nothing
+    is patched) into one line, ``cannot build <Type> at <path> (<Error>):
+    <message>``, for the innermost build; ``get_cfg()`` gives the config
+    where the path is found. Other errors pass unchanged."""
     try:
         yield
     except UnoConfigError:
         raise
-    except BUILD_ERRORS as exc:
-        build = innermost_build(exc)
-        if build is None:
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        builds = [f.f_locals for f, _ in traceback.walk_tb(exc.__traceback__)
+                  if f.f_code is build_from_cfg.__code__]
+        if not builds:
             raise
-        raise build_error(build[0], build[1], exc, get_cfg()) from exc
-
-
-def innermost_build(exc: BaseException) -> Optional[Tuple[Registry, Any]]:
-    """``(registry, cfg)`` of the innermost ``build_from_cfg`` call that
-    ``exc`` passed through (from its traceback), or None."""
-    found = None
-    tb = exc.__traceback__
-    while tb is not None:
-        frame = tb.tb_frame
-        if frame.f_code is build_from_cfg.__code__:
-            found = (frame.f_locals.get('registry'),
-                     frame.f_locals.get('cfg'))
-        tb = tb.tb_next
-    return found
-
-
-def build_error(registry: Registry, cfg, exc: BaseException,
-                root=None) -> UnoConfigError:
-    """The one-line :class:`UnoConfigError` of a failed build.
-
-    Args:
-        registry (Registry): The registry that built.
-        cfg (dict): The config dict it was given.
-        exc (BaseException): What the build raised.
-        root (Config | dict, optional): The whole config, to find the path
-            of ``cfg`` in. Defaults to None.
-
-    Returns:
-        UnoConfigError: ``cannot build <Type> at <path> (<Error>): <msg>``.
-    """
-    obj_type = cfg.get('type') if isinstance(cfg, dict) else None
-    obj = obj_type
-    if isinstance(obj_type, str):
+        registry, cfg = builds[-1].get('registry'), builds[-1].get('cfg')
+        obj = given = cfg.get('type') if isinstance(cfg, dict) else None
         with contextlib.suppress(Exception):
-            obj = registry.get(obj_type)
-    name = _type_name(obj if obj is not None else obj_type) or (
-        f"a '{registry.name}' component")
-    path = find_component(root, cfg) if root is not None else None
-    at = f' at {path}' if path else ''
-    message = ' '.join(
-        line.strip() for line in str(exc).splitlines() if line.strip())
-    if len(message) > 600:
-        message = message[:600] + '...'
-    hint = ''
-    unexpected = re.search(r"unexpected keyword argument '(\w+)'", message)
-    if unexpected and inspect.isclass(obj):
-        names = set()
-        for cls in obj.__mro__:
-            if '__init__' in vars(cls):
-                names |= _accepted_parameters(cls.__init__, None) or set()
+            obj = registry.get(given) or given
+        at = next((f' at {p}' for p, c in _nodes(_as_dict(get_cfg()))
+                   if p and _built_from(c, cfg)), '')
+        message = textwrap.shorten(str(exc), 600, placeholder='...')
+        bad = re.search(r"unexpected keyword argument '(\w+)'", message)
+        names = {n for c in getattr(obj, '__mro__', ())
+                 if '__init__' in vars(c) for n in _params(c.__init__)[0]}
         names.discard('self')
-        if names:
-            hint = '; ' + did_you_mean(unexpected.group(1), names)
-    return UnoConfigError(f'cannot build {name}{at} '
-                          f'({type(exc).__name__}): {message}{hint}')
+        hint = f'; {did_you_mean(bad.group(1), names)}' if (
+            bad and names) else ''
+        name = _name(obj) or f"a '{registry.name}' component"
+        raise UnoConfigError(f'cannot build {name}{at} ({type(exc).__name__})'
+                             f': {message}{hint}') from exc
 
 
-def find_component(root, cfg) -> Optional[str]:
-    """The dotted path of the component dict of ``root`` that ``cfg`` was
-    built from, or None.
-
-    A component matches when its type names the same class and every key
-    it sets has the same value in ``cfg`` (builders may add keys, such as
-    an optimizer's ``params``). The first match in config order wins.
-
-    Args:
-        root (Config | dict): The whole config.
-        cfg (dict): The dict given to a registry build.
-    """
-    if not isinstance(cfg, dict) or 'type' not in cfg:
-        return None
-    want = _type_name(cfg['type'])
-    for path, comp in _components(_as_dict(root), ()):
-        if _type_name(comp['type']) != want:
-            continue
-        try:
-            same = all(
+def _built_from(comp, cfg) -> bool:
+    """Whether ``comp`` of the config is what ``cfg`` was built from: the
+    same type, the same values (a builder may add keys)."""
+    try:
+        return isinstance(comp, dict) and 'type' in comp and _name(
+            comp['type']) == _name(cfg.get('type')) and all(
                 k in cfg and bool(cfg[k] == v) for k, v in comp.items()
-                if k not in _RESERVED_KEYS)
-        except Exception:  # values that do not compare (tensors)
-            same = False
-        if same:
-            return '.'.join(path) or None
-    return None
+                if k not in ('type', '_scope_'))
+    except Exception:  # values that do not compare (tensors)
+        return False
 
 
-def _components(value, path: Tuple[str, ...]):
-    """Yield ``(path, dict)`` for every dict with a ``type`` in ``value``."""
-    if isinstance(value, dict):
-        if 'type' in value and path:
-            yield path, value
-        for key, sub in value.items():
-            yield from _components(sub, path + (str(key), ))
-    elif isinstance(value, (list, tuple)):
-        for i, sub in enumerate(value):
-            yield from _components(sub, path + (str(i), ))
-
-
-def _type_name(obj_type) -> Optional[str]:
+def _name(obj_type):
     """``'uno.FlowMatchingObjective'`` or the class -> its bare name."""
     if isinstance(obj_type, str):
         return obj_type.rsplit('.', 1)[-1]

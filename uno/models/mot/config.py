@@ -2,7 +2,8 @@
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
-from uno.errors import UnoConfigError, did_you_mean
+from uno.errors import UnoConfigError
+from uno.utils.config_check import check_keys
 
 
 @dataclass
@@ -61,11 +62,7 @@ class MoTConfig:
     @classmethod
     def from_dict(cls, cfg: dict) -> 'MoTConfig':
         """Build from a config dict; an unknown key names close matches."""
-        names = [f.name for f in fields(cls)]
-        for key in cfg:
-            if key not in names:
-                raise UnoConfigError(f"unknown key 'model.llm.{key}': "
-                                     f'{did_you_mean(key, names)}')
+        check_keys(cfg, [f.name for f in fields(cls)], prefix='model.llm.')
         return cls(**cfg)
 
     def to_dict(self) -> dict:
