@@ -3,10 +3,8 @@
     python tools/misc/push_to_mlflow.py WORK_DIR [--tracking-uri URI]
         [--config CONFIG] [--experiment NAME] [--run-name NAME] [--debug]
 
-Replays every ``WORK_DIR/<timestamp>/vis_data`` into the run training
-would have logged to (:func:`uno.tracking.replay.replay_work_dir`); pass
-``--config`` when WORK_DIR is not the config's default work dir. Running
-it twice adds nothing.
+See :mod:`uno.tracking.replay`. Pass ``--config`` when WORK_DIR is not
+the config's default work dir.
 """
 import os.path as osp
 import shlex
@@ -18,7 +16,7 @@ from _cli import ArgumentParser  # noqa: E402 (puts the repo on sys.path)
 
 def main():
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('work_dir', help='the work dir of the run')
+    parser.add_argument('work_dir')
     parser.add_argument('--tracking-uri', help='default: as in training')
     parser.add_argument('--config', help='the config trained, for names')
     parser.add_argument('--experiment', help='override the experiment name')
@@ -36,10 +34,10 @@ def main():
               file=sys.stderr)
         sys.exit(2 if isinstance(e, FileNotFoundError) else 1)
     print(f"{'continued' if res.continued else 'created'} MLflow run "
-          f'{res.run_id} ({res.run_name!r} of experiment {res.experiment!r})'
-          f': {res.num_metrics} metric values from {res.num_logs} local '
-          f'log(s)\nbrowse: mlflow ui --backend-store-uri '
-          f'{shlex.quote(res.tracking_uri)}')
+          f'{res.run_id} ({res.run_name!r} of {res.experiment!r}): '
+          f'{res.num_metrics} metric values from {res.num_logs} local logs')
+    print('browse: mlflow ui --backend-store-uri',
+          shlex.quote(res.tracking_uri))
 
 
 if __name__ == '__main__':

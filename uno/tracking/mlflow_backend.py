@@ -197,12 +197,12 @@ class UnoMLflowVisBackend(BaseVisBackend):
         from mlflow.exceptions import MlflowException
         cfg, work_dir = self._cfg or {}, self._work_dir()
         ident = config_identity(getattr(cfg, 'filename', None))
-        if resume is None:
-            resume = bool(cfg.get('resume') and work_dir and (
-                cfg.get('load_from') or osp.isfile(f'{work_dir}/last_checkpoint')))
         id_file = Path(work_dir or '.', RUN_ID_FILE)
-        run_id = id_file.read_text().strip() if resume and id_file.is_file() \
-            else None
+        if resume is None:
+            resume = bool(cfg.get('resume') and (cfg.get('load_from') or (
+                id_file.parent / 'last_checkpoint').is_file()))
+        run_id = id_file.read_text().strip() \
+            if resume and work_dir and id_file.is_file() else None
         self._uri = uri = self.tracking_uri
         with _store_lock(uri) as db:
             self.client = client = MlflowClient(uri)

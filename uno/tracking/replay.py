@@ -64,8 +64,9 @@ def replay_identity(work_dir: str,
     stem = osp.splitext(osp.basename(dumped[-1]))[0]
     rel = osp.relpath(osp.abspath(work_dir), work_dirs_root(work_dir))
     rel = [p for p in rel.split(osp.sep) if p != '.']
-    return config_identity(osp.join(
-        'configs', *rel[:-1 if rel[-1:] == [stem] else None], stem + '.py'))
+    if rel[-1:] == [stem]:  # tools/train.py's work_dirs/<folder>/<stem>
+        rel.pop()
+    return config_identity(osp.join('configs', *rel, stem + '.py'))
 
 
 def replay_work_dir(work_dir: str, tracking_uri: Optional[str] = None,
@@ -111,12 +112,15 @@ def replay_work_dir(work_dir: str, tracking_uri: Optional[str] = None,
                                            '%Y%m%d_%H%M%S').timestamp())
               for log in logs]
     continued = backend.start_run(resume=True, start_time=starts[0])
-    metrics = [Metric(k, v, start, step) for log, start in zip(logs, starts)
-               for step, values in read_scalars(f'{log}/scalars.json')
-               for k, v in values.items()]
-    images = {image_artifact(*osp.basename(path)[:-4].rsplit('_', 1)):
-              Image.open(path) for log in logs  # LocalVisBackend: name_step
-              for path in sorted(glob.glob(f'{glob.escape(log)}/vis_image/*.png'))}
+    metrics, images = [], {}
+    for log, start in zip(logs, starts):
+        metrics += [Metric(k, v, start, step) for step, values in
+                    read_scalars(f'{log}/scalars.json')
+                    for k, v in values.items()]
+        for path in glob.glob(f'{glob.escape(log)}/vis_image/*.png'):
+            # LocalVisBackend saves vis_image/<name>_<step>.png
+            name, step = osp.basename(path)[:-len('.png')].rsplit('_', 1)
+            images[image_artifact(name, step)] = Image.open(path)
     num = backend.log(
         collect_params(cfg.to_dict(), args.get('extra_params', ())), metrics,
         {'replayed_from': work_dir, 'config_path': config},
