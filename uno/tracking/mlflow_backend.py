@@ -338,7 +338,7 @@ def report_tracking(runner) -> None:
                   'browse: mlflow ui --backend-store-uri '
                   f'{shlex.quote(backend.tracking_uri)}']
     elif backend:
-        lines.append('MLflow was unavailable; the metrics are in the work '
+        lines.append('MLflow was unavailable; metrics are in the work '
                      "dir's vis_data/scalars.json")
     print_log('\n'.join(lines), logger='current')
 
