@@ -72,7 +72,7 @@ def clean_metrics(values: Mapping) -> dict:
         except (TypeError, ValueError):
             continue
         if name not in ('iter', 'epoch') and math.isfinite(number):
-            metrics[re.sub(r'[^\w\-. :/]', '_', name)] = number
+            metrics[re.sub(r'[^\w\-. :/]', '_', str(name))] = number
     return metrics
 
 
@@ -195,6 +195,7 @@ class UnoMLflowVisBackend(BaseVisBackend):
         """
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
+        from mlflow.utils.git_utils import get_git_commit
         cfg, work_dir = self._cfg or {}, self._work_dir()
         ident = config_identity(getattr(cfg, 'filename', None))
         id_file = Path(work_dir or '.', RUN_ID_FILE)
@@ -227,8 +228,10 @@ class UnoMLflowVisBackend(BaseVisBackend):
         if work_dir:
             id_file.parent.mkdir(parents=True, exist_ok=True)
             id_file.write_text(run_id + '\n')
-        self.log(tags={'uno_version': __version__, 'work_dir': work_dir,
-                       **self._tags})
+        git = (get_git_commit(os.getcwd()) or 'unknown') if self._cfg else None
+        self.log(tags={'git_commit': git, 'uno_version': __version__,
+                       'config_path': getattr(cfg, 'filename', None),
+                       'work_dir': work_dir, **self._tags})
         print_log(f'MLflow run {run_id} in {uri}; browse it with: mlflow ui '
                   f'--backend-store-uri {shlex.quote(uri)}', 'current')
         return resumed
@@ -277,14 +280,11 @@ class UnoMLflowVisBackend(BaseVisBackend):
 
     @force_init_env
     def add_config(self, config, **kwargs) -> None:
-        """Log the params, the config as ``config.py``, and the tags
-        ``git_commit`` and ``config_path``."""
-        from mlflow.utils.git_utils import get_git_commit
+        """Start the run (tagged ``git_commit`` and ``config_path``); log
+        the params and the config as ``config.py``."""
         self._cfg = config
         self._safely(lambda: self.log(
             collect_params(config.to_dict(), self._extra_params),
-            tags={'git_commit': get_git_commit(os.getcwd()) or 'unknown',
-                  'config_path': config.filename},
             config_text=config.pretty_text))
 
     @force_init_env
