@@ -277,12 +277,14 @@ def test_other_ranks_are_inert(tmp_path, monkeypatch):
     assert not (tmp_path / 'mlflow.db').exists()
 
 
-def test_remote_requests_are_bounded_unless_user_chose(tmp_path, monkeypatch):
+def test_remote_requests_are_bounded_unless_user_chose(tmp_path, monkeypatch,
+                                                       store_uri):
     from uno.tracking.mlflow_backend import HTTP_DEFAULTS
     for key in HTTP_DEFAULTS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv('MLFLOW_HTTP_REQUEST_TIMEOUT', '60')
-    backend = UnoMLflowVisBackend(save_dir=save_dir_of(tmp_path))
+    backend = UnoMLflowVisBackend(
+        save_dir=save_dir_of(tmp_path), tracking_uri=store_uri)
     backend.add_scalars({'loss': 1.0}, step=1)  # initialises the env
     assert os.environ['MLFLOW_HTTP_REQUEST_TIMEOUT'] == '60'  # the user's
     assert os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES'] == '2'

@@ -3,10 +3,11 @@ import json
 import os
 
 import pytest
+from PIL import Image
 
 from tests.conftest import REPO, mlflow_store
 from tests.tools import run_tool
-from uno.tracking import replay_work_dir
+from uno.tracking import UnoMLflowVisBackend, replay_work_dir
 from uno.tracking.mlflow_backend import RUN_ID_FILE
 from uno.tracking.replay import find_logs, read_scalars, replay_identity
 
@@ -80,7 +81,7 @@ def test_replays_every_start_in_order_once(tmp_path):
         dict(loss=2.0, step=3), dict(loss=1.5, step=4)], cfg)
     _write_log(work_dir, '20250101_000000', [
         dict(loss=3.0, step=1), dict(loss=2.5, step=2)], cfg)
-    assert [osp_name(log.vis_dir) for log in find_logs(str(work_dir))] == [
+    assert [osp_name(log) for log in find_logs(str(work_dir))] == [
         '20250101_000000', '20250102_000000'
     ]
     uri = mlflow_store(tmp_path / 'm.db')
@@ -100,6 +101,29 @@ def test_replays_every_start_in_order_once(tmp_path):
     assert (work_dir / RUN_ID_FILE).read_text().strip() == first.run_id
 
 
+def test_replay_completes_a_run_whose_store_failed_half_way(tmp_path):
+    """Steps the run has (logged live, other timestamps) are not logged
+    twice; LocalVisBackend's images become the backend's artifacts."""
+    work_dir = tmp_path / 'work_dirs' / 'toy'
+    vis = _write_log(work_dir, '20250101_000000',
+                     [dict(loss=4.0 - step, step=step) for step in (1, 2, 3)])
+    (vis / 'vis_image').mkdir()
+    Image.new('RGB', (4, 4)).save(vis / 'vis_image' / 'grid_3.png')
+    uri = mlflow_store(tmp_path / 'm.db')
+    live = UnoMLflowVisBackend(str(work_dir), uri, 'toy', 'toy')
+    live.add_scalars(dict(loss=3.0), step=1)  # then the store failed
+    assert live.run_id is not None
+    res = replay_work_dir(str(work_dir), tracking_uri=uri)
+    assert (res.run_id, res.continued, res.num_metrics) == (
+        live.run_id, True, 2)
+    client = mlflow.MlflowClient(uri)
+    assert sorted(m.step for m in client.get_metric_history(
+        res.run_id, 'loss')) == [1, 2, 3]
+    assert [a.path for a in client.list_artifacts(res.run_id, 'images')
+            ] == ['images/grid_step3.png']
+    assert client.get_run(res.run_id).info.status == 'FINISHED'
+
+
 def test_missing_log_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match='no local log'):
         replay_work_dir(str(tmp_path), tracking_uri='sqlite:///x.db')
@@ -115,6 +139,7 @@ def test_unusable_store_keeps_metrics_for_replay_and_resume(
                        capsys)
     assert code == 0, log[-3000:]
     assert log.count('MLflow tracking is off') == 1  # one warning
+    assert 'MLflow was unavailable' in log  # the closing report says so
     assert 'Traceback' not in log
     assert not (work_dir / RUN_ID_FILE).exists()
 
