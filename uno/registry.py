@@ -19,10 +19,13 @@ from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
+from mmengine.registry import OPTIMIZERS as MMENGINE_OPTIMIZERS
+from mmengine.registry import PARAM_SCHEDULERS as MMENGINE_PARAM_SCHEDULERS
 from mmengine.registry import \
     OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import VISBACKENDS as MMENGINE_VISBACKENDS
+from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import Registry, build_from_cfg
 
 from uno.errors import UnoConfigError
@@ -89,6 +92,13 @@ OPTIM_WRAPPERS = _child('optim_wrapper', MMENGINE_OPTIM_WRAPPERS, 'uno.engine')
 OPTIM_WRAPPER_CONSTRUCTORS = _child('optimizer wrapper constructor',
                                     MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
                                     'uno.engine')
+# optimizers, learning-rate schedules and the visualizer: mmengine's own
+# (AdamW, CosineAnnealingLR, Visualizer, ...), found through the parent;
+# the children only let the 'uno' scope resolve without a warning
+OPTIMIZERS = _child('optimizer', MMENGINE_OPTIMIZERS, 'uno.engine')
+PARAM_SCHEDULERS = _child('parameter scheduler', MMENGINE_PARAM_SCHEDULERS,
+                          'uno.engine')
+VISUALIZERS = _child('visualizer', MMENGINE_VISUALIZERS, 'uno.engine')
 # experiment tracking back-ends (MLflow)
 VISBACKENDS = _child('vis_backend', MMENGINE_VISBACKENDS, 'uno.tracking')
 # benchmark evaluators run by tools/test.py (mmengine metrics)
@@ -107,7 +117,8 @@ TOKENIZERS = _root('tokenizer', 'uno.datasets')
 __all__ = [
     'MODELS', 'MODEL_WRAPPERS', 'DATASETS', 'TRANSFORMS', 'DATA_SAMPLERS',
     'FUNCTIONS', 'HOOKS', 'LOOPS', 'OPTIM_WRAPPERS',
-    'OPTIM_WRAPPER_CONSTRUCTORS', 'VISBACKENDS', 'EVALUATORS', 'OBJECTIVES',
+    'OPTIM_WRAPPER_CONSTRUCTORS', 'OPTIMIZERS', 'PARAM_SCHEDULERS',
+    'VISUALIZERS', 'VISBACKENDS', 'EVALUATORS', 'OBJECTIVES',
     'ENCODERS', 'ATTENTION', 'TOKENIZERS', 'build_with_suggestions',
     'registry_names', 'UnoConfigError'
 ]
