@@ -59,5 +59,6 @@ class AccumulatingTrainLoop(IterBasedTrainLoop):
                     'AccumulatingTrainLoop: an iteration is a whole step of '
                     f'{n} micro-batches, so resuming at iteration '
                     f'{self._iter} loses no gradient (mmengine\'s warning '
-                    'above counts micro-batches)', logger='current')
+                    'above takes an iteration for a micro-batch)',
+                    logger='current')
         return super().run()
