@@ -47,7 +47,7 @@ class AccumulatingTrainLoop(IterBasedTrainLoop):
     def run(self):
         """Group the batches by N, then run mmengine's loop."""
         optim_wrapper = self.runner.optim_wrapper
-        n = optim_wrapper._accumulative_counts  # mmengine has no getter
+        n = int(optim_wrapper._accumulative_counts)  # mmengine: no getter
         if n > 1:
             self.dataloader_iterator = _Groups(self.dataloader_iterator, n)
             # mmengine's counter (which decides the DDP / FSDP gradient

@@ -109,7 +109,8 @@ class UnoTrainer(BaseModel):
         wrapper = self if wrapper is None else wrapper
         group = data if isinstance(data, list) else [data]
         batches = [self.data_preprocessor(d, True)['batch'] for d in group]
-        prepared, counts = [None] * len(batches), None  # one: in forward
+        # a single batch prepares in its forward, normalised by its counts
+        prepared, counts = [None] * len(batches), None
         if len(batches) > 1:
             with torch.no_grad(), optim_wrapper.optim_context(wrapper):
                 prepared = [wrapper(batch=b, mode='prepare')
@@ -161,7 +162,8 @@ class UnoTrainer(BaseModel):
                 mode: str = 'loss',
                 data_samples=None,
                 prepared: Optional[Prepared] = None,
-                counts: Optional[Dict[str, Tensor]] = None):
+                counts: Optional[Dict[str, Tensor]] = None
+                ) -> Union[dict, List[dict], Prepared]:
         """``'loss'``: total and logs; ``'prepare'``: the
         :class:`Prepared` of a training batch (its noise); ``'predict'``:
         per-sample metrics with fixed noise (validation).
