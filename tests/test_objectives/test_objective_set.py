@@ -74,6 +74,30 @@ def test_split_across_micro_batches_is_invariant(uno_model_cfg):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
 
 
+def test_counts_without_the_model_match_forward(uno_model_cfg):
+    """step_counts (gradient accumulation) sums what forward counts, also
+    under timestep windows, where the count depends on the drawn t."""
+    model = MODELS.build(uno_model_cfg)
+    window = dict(timestep_window=(0.0, 0.5))
+    objs = ObjectiveSet(dict(
+        UNO_OBJECTIVES, caption=dict(UNO_OBJECTIVES['caption'], **window),
+        regression=dict(UNO_OBJECTIVES['regression'], **window)))
+    objs.setup(model)
+    gen = torch.Generator().manual_seed(0)
+    batches = [pack_sequences([t2i_sample(seed=i, caption_len=1 + 3 * i,
+                                          num_queries=4) for i in part],
+                              latent_stride=4) for part in ([0, 1], [2, 3])]
+    prepared = [objs.prepare(model, b, gen) for b in batches]
+    logs = [objs(model(b, p.noisy), b, p)[1]
+            for b, p in zip(batches, prepared)]
+    counts = objs.step_counts(batches, prepared)
+    assert set(counts) == {'flow', 'caption', 'regression'}
+    for name, count in counts.items():
+        assert count == sum(log[f'tokens/{name}'] for log in logs), name
+    t = torch.cat([p.noisy.timesteps for p in prepared])  # (4,)
+    assert counts['regression'] == 4 * int((t <= 0.5).sum())
+
+
 def test_empty_or_all_zero_is_an_error(uno_model_cfg):
     with pytest.raises(UnoConfigError, match='no objectives'):
         ObjectiveSet({})

@@ -147,6 +147,9 @@ def test_noisy_view_labels_text_to_image_targets_up_to_max_t():
                            batch, prepared)
         t = prepared.noisy.timesteps  # (4,)
         assert logs['tokens/attr'] == int((t <= max_t).sum()) * 64 * 4
+        # the count without the model (gradient accumulation) agrees
+        assert objs.step_counts([batch], [prepared])['attr'] == \
+            logs['tokens/attr']
         counts[max_t] = logs['tokens/attr']
     assert counts[1.0] == 4 * 64 * 4 and counts[0.5] < counts[1.0]
     with pytest.raises(ValueError, match="'vit', 'latent' or 'noisy'"):

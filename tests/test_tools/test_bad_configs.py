@@ -202,7 +202,10 @@ CASES += [
     Case('vocabulary-below-the-tokenizer', 'validate',
          ('model.llm.vocab_size', '128'),
          options=('model.llm.vocab_size=16', )),
-    Case('gradient-accumulation', 'validate', ('accumulative_counts', ),
+    Case('gradient-accumulation-per-epoch', 'validate',
+         ('optim_wrapper.accumulative_counts = 2', 'IterBasedTrainLoop'),
+         body="train_cfg = dict(_delete_=True, type='EpochBasedTrainLoop', "
+              'max_epochs=1)',
          options=('optim_wrapper.accumulative_counts=2', )),
     Case('pytorch-launcher-without-torchrun', 'load',
          ('--launcher pytorch', 'torchrun'), args=('--launcher', 'pytorch')),

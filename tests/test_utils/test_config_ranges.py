@@ -39,9 +39,13 @@ CASES = [
     ({'train_cfg': dict(_delete_=True, type='EpochBasedTrainLoop',
                         max_epochs=1)},
      "InfiniteSampler' never ends an epoch"),
-    ({'optim_wrapper.accumulative_counts': 2},
-     'accumulative_counts = 2: must be 1 (gradient accumulation is not '
-     'exact'),
+    ({'optim_wrapper.accumulative_counts': 0},
+     'optim_wrapper.accumulative_counts = 0: must be an integer >= 1'),
+    ({'optim_wrapper.accumulative_counts': 2,
+      'train_cfg': dict(_delete_=True, type='EpochBasedTrainLoop',
+                        max_epochs=1)},
+     "optim_wrapper.accumulative_counts = 2 needs train_cfg.type = "
+     "'IterBasedTrainLoop'"),
 ]
 
 

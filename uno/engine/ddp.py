@@ -1,9 +1,11 @@
 """DistributedDataParallel that keeps uno's training-step contract.
 
 mmengine's ``MMDistributedDataParallel.train_step`` updates parameters
-itself, which would bypass :meth:`UnoTrainer.guarded_update` (the
-non-finite guard). This wrapper runs the same forward through DDP (so
-gradients are all-reduced) and then hands the update to the module.
+itself, which would bypass :meth:`UnoTrainer.train_step` (gradient
+accumulation by global counts, the non-finite guard). This wrapper hands
+the step to the module, which forwards through DDP (so gradients are
+all-reduced, and not on the non-final micro-batches of an accumulated
+step).
 ``find_unused_parameters`` is on by default: an objective at weight 0 or
 a batch without metaqueries leaves trainable parameters unused.
 On CPU (gloo) DDP takes no ``device_ids``; the Runner passes them anyway,
@@ -16,7 +18,7 @@ from uno.registry import MODEL_WRAPPERS
 
 @MODEL_WRAPPERS.register_module()
 class UnoDistributedDataParallel(MMDistributedDataParallel):
-    """DDP over :class:`UnoTrainer` with the guarded update."""
+    """DDP over :class:`UnoTrainer`, with its training step."""
 
     def __init__(self, module, device_ids=None, find_unused_parameters=True,
                  **kwargs):
@@ -28,8 +30,4 @@ class UnoDistributedDataParallel(MMDistributedDataParallel):
             **kwargs)
 
     def train_step(self, data, optim_wrapper):
-        with optim_wrapper.optim_context(self):
-            data = self.module.data_preprocessor(data, training=True)
-            losses = self._run_forward(data, mode='loss')
-        total, logs = self.module.parse_losses(losses)
-        return self.module.guarded_update(optim_wrapper, total, logs)
+        return self.module.train_step(data, optim_wrapper, wrapper=self)

@@ -179,18 +179,9 @@ class UnoFSDP(nn.Module):
 
     # ------------------------------------------------------------------
     def train_step(self, data, optim_wrapper) -> dict:
-        """Forward through the FSDP units, then the guarded update."""
+        """The trainer's step, forwarding through the FSDP units."""
         self.release()
-        with optim_wrapper.optim_context(self):
-            data = self.module.data_preprocessor(data, training=True)
-            losses = self.module._run_forward(data, mode='loss')
-        total, logs = self.module.parse_losses(losses)
-        logs = self.module.guarded_update(optim_wrapper, total, logs)
-        if float(logs['guard/streak']) > 0:
-            # a skipped step ran no backward: reshard and clear FSDP's
-            # per-iteration state as after a failed iteration
-            self.module.reset_iter_state()
-        return logs
+        return self.module.train_step(data, optim_wrapper, wrapper=self)
 
     def val_step(self, data) -> list:
         self.gather()

@@ -77,7 +77,7 @@ def build_runner(cfg: Config) -> Runner:
         train_dataloader=_resolve_collate(cfg.get('train_dataloader')),
         val_dataloader=_resolve_collate(cfg.get('val_dataloader')),
         test_dataloader=_resolve_collate(cfg.get('test_dataloader')),
-        train_cfg=cfg.get('train_cfg'),
+        train_cfg=_train_loop(cfg.get('train_cfg'), optim_wrapper),
         val_cfg=cfg.get('val_cfg'),
         test_cfg=cfg.get('test_cfg'),
         auto_scale_lr=cfg.get('auto_scale_lr'),
@@ -438,6 +438,16 @@ def _check_load_from(path) -> None:
     if not osp.exists(osp.expanduser(str(path))):
         raise UnoConfigError(f'load_from={path}: no such checkpoint file '
                              'or folder')
+
+
+def _train_loop(train_cfg, optim_wrapper):
+    """Gradient accumulation (``optim_wrapper.accumulative_counts`` > 1)
+    runs an ``IterBasedTrainLoop`` as :class:`AccumulatingTrainLoop`:
+    one iteration is one optimizer step over N batches."""
+    counts = (optim_wrapper or {}).get('accumulative_counts', 1)
+    if counts > 1 and (train_cfg or {}).get('type') == 'IterBasedTrainLoop':
+        train_cfg = dict(train_cfg, type='AccumulatingTrainLoop')
+    return train_cfg
 
 
 def _resolve_collate(dataloader):

@@ -12,9 +12,10 @@ from typing import Dict, List, Optional, Union
 import torch
 from mmengine.logging import MessageHub
 from mmengine.model import BaseDataPreprocessor, BaseModel
+from torch import Tensor, nn
 
 from uno.models.sampling import Captioner, FlowSampler
-from uno.objectives import ObjectiveSet
+from uno.objectives import ObjectiveSet, Prepared
 from uno.registry import MODELS, TOKENIZERS
 from uno.structures import PackedBatch
 from uno.evaluation.benchmark_predict import predict_benchmark
@@ -79,34 +80,79 @@ class UnoTrainer(BaseModel):
         self.captioner = Captioner(**(captioner or {}))
         self._skipped = self._streak = 0  # non-finite steps
 
-    def train_step(self, data, optim_wrapper) -> Dict[str, torch.Tensor]:
-        """mmengine's train step with a guard against non-finite losses.
+    def train_step(self, data, optim_wrapper,
+                   wrapper: Optional[nn.Module] = None) -> Dict[str, Tensor]:
+        """One optimizer step, over one batch or a list of micro-batches.
 
-        A step whose total loss is NaN or inf (on any rank) is skipped:
-        gradients are dropped, the parameters keep their values, and the
-        logs carry ``guard/skipped`` (total) and ``guard/streak``
-        (consecutive), which :class:`NonFiniteGuardHook` turns into a clean
-        stop after too many in a row.
+        The training step of every wrapper (none, DDP, FSDP: they call it
+        with ``wrapper=self``, so forwards run through them). A list of
+        micro-batches (gradient accumulation, from
+        :class:`AccumulatingTrainLoop`) is prepared first, without
+        gradients, so each objective's count summed over the micro-batches
+        and ranks is known before the first backward; each micro-batch is
+        then normalised by those counts, with no ``1 / N`` factor, so the
+        gradient is that of the micro-batches' union. ``optim_context``
+        skips the DDP / FSDP gradient sync on all but the last backward
+        (mmengine's accumulation counter, which the loop initialises in
+        micro-batches). The update is :meth:`guarded_update`'s.
+
+        Args:
+            data: A batch (a :class:`PackedBatch` or ``dict(batch=...)``)
+                or a list of them, this rank's micro-batches of the step.
+            optim_wrapper (OptimWrapper): The optimizer wrapper.
+            wrapper (nn.Module, optional): The model wrapper to forward
+                through. Defaults to None (this module).
+
+        Returns:
+            dict[str, Tensor]: The step's logs.
         """
-        with optim_wrapper.optim_context(self):
-            data = self.data_preprocessor(data, True)
-            losses = self._run_forward(data, mode='loss')
-        total, logs = self.parse_losses(losses)
-        return self.guarded_update(optim_wrapper, total, logs)
+        wrapper = self if wrapper is None else wrapper
+        group = data if isinstance(data, list) else [data]
+        batches = [self.data_preprocessor(d, True)['batch'] for d in group]
+        # a single batch prepares in its forward, normalised by its counts
+        prepared, counts = [None] * len(batches), None
+        if len(batches) > 1:
+            with torch.no_grad(), optim_wrapper.optim_context(wrapper):
+                prepared = [wrapper(batch=b, mode='prepare')
+                            for b in batches]
+            counts = self.objectives.step_counts(batches, prepared)
+        totals, logs = [], []
+        for batch, prep in zip(batches, prepared):
+            with optim_wrapper.optim_context(wrapper):  # no_sync but last
+                losses = wrapper(batch=batch, mode='loss', prepared=prep,
+                                 counts=counts)
+            total, log = self.parse_losses(losses)
+            optim_wrapper.backward(total)  # non-finite: dropped by the guard
+            totals.append(total.detach())
+            logs.append(log)
+        if not optim_wrapper.should_update():
+            raise RuntimeError(
+                f'train_step got {len(batches)} micro-batch(es), not what '
+                'optim_wrapper.accumulative_counts asks for: gradient '
+                "accumulation needs train_cfg.type='AccumulatingTrainLoop'")
+        logs = logs[0] if len(logs) == 1 else self.objectives.merge_logs(logs)
+        return self.guarded_update(optim_wrapper, torch.stack(totals), logs)
 
-    def guarded_update(self, optim_wrapper, total: torch.Tensor,
-                       logs: Dict[str, torch.Tensor]) -> dict:
-        """Update parameters unless ``total`` is non-finite on any rank."""
-        bad = all_reduce_sum((~torch.isfinite(total.detach())).float())
+    def guarded_update(self, optim_wrapper, total: Tensor,
+                       logs: Dict[str, Tensor]) -> dict:
+        """Step on the accumulated gradients unless a value of ``total``
+        (the step's micro-batch totals) is non-finite on any rank.
+
+        A skipped step drops the gradients, the parameters keep their
+        values, and the logs carry ``guard/skipped`` (total) and
+        ``guard/streak`` (consecutive), which :class:`NonFiniteGuardHook`
+        turns into a clean stop after too many in a row.
+        """
+        bad = all_reduce_sum((~torch.isfinite(total.detach())).float().sum())
         if bad.item() == 0:
-            optim_wrapper.update_params(total)
+            optim_wrapper.step()
             self._streak = 0
         else:
-            optim_wrapper.zero_grad()
             self._skipped += 1
             self._streak += 1
             logs = {k: v for k, v in logs.items()
                     if torch.isfinite(torch.as_tensor(v)).all()}
+        optim_wrapper.zero_grad()
         logs['guard/skipped'] = torch.tensor(float(self._skipped))
         logs['guard/streak'] = torch.tensor(float(self._streak))
         return logs
@@ -114,25 +160,45 @@ class UnoTrainer(BaseModel):
     def forward(self,
                 batch: PackedBatch,
                 mode: str = 'loss',
-                data_samples=None) -> Union[dict, List[dict]]:
-        """``'loss'``: total and logs; ``'predict'``: per-sample metrics
-        with fixed noise (validation)."""
+                data_samples=None,
+                prepared: Optional[Prepared] = None,
+                counts: Optional[Dict[str, Tensor]] = None
+                ) -> Union[dict, List[dict], Prepared]:
+        """``'loss'``: total and logs; ``'prepare'``: the
+        :class:`Prepared` of a training batch (its noise); ``'predict'``:
+        per-sample metrics with fixed noise (validation).
+
+        ``prepared`` and ``counts`` (``'loss'`` only) come from a
+        ``'prepare'`` pass and :meth:`ObjectiveSet.step_counts` under
+        gradient accumulation; None prepares here and normalises by this
+        batch's counts.
+        """
         if mode == 'loss':
             total, logs = self.compute_loss(
-                batch, noise_seeds=self.noise_seeds(batch))
+                batch, prepared=prepared, counts=counts,
+                noise_seeds=None if prepared is not None else
+                self.noise_seeds(batch))
             return dict(loss=total, logs=logs)
+        if mode == 'prepare':
+            return self.objectives.prepare(
+                self.model, batch, noise_seeds=self.noise_seeds(batch))
         if mode == 'predict':
             return self.predict(batch)
-        raise ValueError(f"mode must be 'loss' or 'predict', got {mode!r}")
+        raise ValueError("mode must be 'loss', 'prepare' or 'predict', got "
+                         f'{mode!r}')
 
     def compute_loss(self, batch: PackedBatch, generator=None,
-                     noise_seeds: Optional[List[int]] = None):
-        """One training forward: prepare -> model -> objectives."""
-        prepared = self.objectives.prepare(self.model, batch, generator,
-                                           noise_seeds)
+                     noise_seeds: Optional[List[int]] = None,
+                     prepared: Optional[Prepared] = None,
+                     counts: Optional[Dict[str, Tensor]] = None):
+        """One training forward: prepare (unless ``prepared`` is given) ->
+        model -> objectives (normalised by ``counts`` when given)."""
+        if prepared is None:
+            prepared = self.objectives.prepare(self.model, batch, generator,
+                                               noise_seeds)
         outputs = self.model(batch, prepared.noisy,
                              return_layers=self.objectives.requires_layers)
-        return self.objectives(outputs, batch, prepared)
+        return self.objectives(outputs, batch, prepared, counts=counts)
 
     @torch.no_grad()
     def predict(self, batch: Union[PackedBatch, List[dict]]) -> List[dict]:

@@ -13,6 +13,12 @@ timesteps, targets and reductions (the DiT pattern). It has two phases:
    state, and returns a loss **sum** and the **count** it was summed over,
    never a mean. :class:`ObjectiveSet` normalises by the globally reduced
    count and applies the weight.
+
+The count is also known *without* the model: :meth:`BaseObjective.count`
+gives it from the batch, the noisy latents and the state, and ``forward``
+reports exactly that value. Gradient accumulation sums it over the
+micro-batches of a step before the first backward, so N micro-batches
+train as their union.
 """
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -103,6 +109,28 @@ class BaseObjective(nn.Module):
             default); flow matching returns the :class:`NoisyLatents`.
         """
         return None
+
+    def count(self, batch: PackedBatch,
+              noisy: Optional[NoisyLatents] = None,
+              state: Any = None) -> Tensor:
+        """The number of items :meth:`forward` sums over, without the model.
+
+        ``forward`` must return this value as its count (the objectives
+        here call this method from it). Gradient accumulation sums it over
+        the micro-batches of a step before their forwards.
+
+        Args:
+            batch (PackedBatch): The packed batch.
+            noisy (NoisyLatents, optional): Its noisy latents.
+            state: What this objective's :meth:`prepare` returned.
+
+        Returns:
+            Tensor: Scalar float count on ``batch.device``.
+        """
+        raise NotImplementedError(
+            f'{type(self).__name__} does not implement count(batch, noisy, '
+            'state); gradient accumulation (optim_wrapper.'
+            'accumulative_counts > 1) needs it')
 
     def forward(self, outputs: ModelOutputs, batch: PackedBatch,
                 noisy: Optional[NoisyLatents] = None,

@@ -11,6 +11,7 @@ the condition.
 from typing import Optional, Sequence
 
 import torch.nn.functional as F
+from torch import Tensor
 
 from uno.models.outputs import ModelOutputs
 from uno.registry import OBJECTIVES
@@ -54,20 +55,30 @@ class CaptioningObjective(BaseObjective):
     def plan_options(cls, cfg: dict) -> dict:
         return dict(caption=bool(cfg.get('noisy_captions', True)))
 
+    def kept(self, batch: PackedBatch,
+             noisy: Optional[NoisyLatents] = None) -> Tensor:
+        """``(N_ce,)`` bool: the supervised tokens the loss applies to."""
+        return window_mask(batch, noisy, batch.ce_sample,
+                           self.timestep_window)
+
+    def count(self, batch: PackedBatch,
+              noisy: Optional[NoisyLatents] = None, state=None) -> Tensor:
+        """The supervised tokens in the timestep window."""
+        return self.kept(batch, noisy).sum().float()
+
     def forward(self, outputs: ModelOutputs, batch: PackedBatch,
                 noisy: Optional[NoisyLatents] = None,
                 state=None) -> ObjectiveResult:
         labels = batch.ce_labels  # (N_ce,)
+        count = self.count(batch, noisy, state)
         if outputs.ce_logits is None or labels.numel() == 0:
-            zero = outputs.hidden.new_zeros(())
-            return ObjectiveResult(zero, zero.detach())
+            return ObjectiveResult(outputs.hidden.new_zeros(()), count)
         ce = F.cross_entropy(
             outputs.ce_logits.float(), labels, reduction='none',
             label_smoothing=self.label_smoothing)  # (N_ce,)
-        keep = window_mask(batch, noisy, batch.ce_sample,
-                           self.timestep_window)
+        keep = self.kept(batch, noisy)  # (N_ce,)
         ce = ce * keep
         return ObjectiveResult(
-            ce.sum(), keep.sum().float(),
+            ce.sum(), count,
             per_item=ce.detach()[keep],
             item_sample=batch.ce_sample[keep])

@@ -100,16 +100,23 @@ class FlowMatchingObjective(BaseObjective):
                                    device=x0.device, dtype=x0.dtype))
         return torch.cat(ts), torch.cat(eps)  # (I_noisy,), (N_noisy, C)
 
+    def count(self, batch: PackedBatch,
+              noisy: Optional[NoisyLatents] = None,
+              state=None) -> torch.Tensor:
+        """The noisy latent tokens (0 without noisy images)."""
+        n = 0 if noisy is None or noisy.target is None else \
+            noisy.target.shape[0]
+        return torch.tensor(float(n), device=batch.device)
+
     def forward(self, outputs: ModelOutputs, batch: PackedBatch,
                 noisy: Optional[NoisyLatents] = None,
                 state=None) -> ObjectiveResult:
+        count = self.count(batch, noisy, state)
         target = None if noisy is None else noisy.target  # (N_noisy, C)
         if target is None or outputs.velocity is None:
             # no noisy image in this batch (e.g. captioning samples only)
-            zero = batch.images.new_zeros(())
-            return ObjectiveResult(zero, zero)
+            return ObjectiveResult(batch.images.new_zeros(()), count)
         err = (outputs.velocity.float() - target.float()).pow(2).mean(-1)
         return ObjectiveResult(
-            err.sum(), err.new_tensor(float(err.numel())),
-            per_item=err.detach(),
+            err.sum(), count, per_item=err.detach(),  # err: (N_noisy,)
             item_sample=batch.sample_ids[batch.noisy_index])

@@ -9,6 +9,12 @@ processes with batch B train exactly like one process with batch N*B.
 Logged per objective: ``loss/<name>`` (the global mean), ``weight/<name>``
 and ``tokens/<name>`` (the global count); and ``loss``, the weighted total.
 
+Gradient accumulation: :meth:`ObjectiveSet.step_counts` sums each
+objective's count (:meth:`BaseObjective.count`, no model needed) over the
+micro-batches of a step and over ranks; passed as ``counts=`` to every
+micro-batch, the summed totals (and gradients) are those of the union,
+and :meth:`ObjectiveSet.merge_logs` gives the union's logs.
+
 A step is ``prepared = set.prepare(model, batch)`` (the noisy latents and
 each objective's state, e.g. the regression target), ``outputs =
 model(batch, prepared.noisy)``, ``loss, logs = set(outputs, batch,
@@ -214,6 +220,50 @@ class ObjectiveSet(nn.Module):
                                  'train')
         logs['loss'] = all_reduce_sum(total) / n_ranks
         return total, logs
+
+    @torch.no_grad()
+    def step_counts(self, batches: List[PackedBatch],
+                    prepared: List[Prepared]) -> Dict[str, Tensor]:
+        """Normalisers of one step over several micro-batches.
+
+        Args:
+            batches (list[PackedBatch]): This rank's micro-batches.
+            prepared (list[Prepared]): What :meth:`prepare` drew for each.
+
+        Returns:
+            dict[str, Tensor]: ``name -> count`` of every active objective,
+            summed over the micro-batches and all ranks; pass it as
+            ``counts=`` to :meth:`forward` of each micro-batch.
+        """
+        names = [n for n, obj in self.objectives.items() if obj.weight > 0]
+        local = torch.stack([
+            torch.stack([
+                self.objectives[n].count(b, p.noisy, p.states.get(n)).float()
+                for n in names]).to(b.device)
+            for b, p in zip(batches, prepared)]).sum(0)  # (O,)
+        return dict(zip(names, all_reduce_sum(local)))
+
+    def merge_logs(self, logs: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
+        """The logs of a step from those of its micro-batches.
+
+        ``loss`` and ``loss/<name>`` are summed (each micro-batch's is its
+        share of the step's mean when :meth:`forward` had the step's
+        ``counts``); ``tokens/<name>`` and ``weight/<name>`` are the same
+        in every micro-batch; other logs (e.g. accuracies) are averaged
+        over the micro-batches that have them.
+        """
+        losses = {'loss'} | {f'loss/{n}' for n in self.objectives}
+        merged = {}
+        for key in dict.fromkeys(k for d in logs for k in d):
+            values = torch.stack([torch.as_tensor(d[key]).float()
+                                  for d in logs if key in d])  # (M,)
+            if key in losses:
+                merged[key] = values.sum()
+            elif key.startswith(('tokens/', 'weight/')):
+                merged[key] = values[-1]
+            else:
+                merged[key] = values.mean()
+        return merged
 
     @torch.no_grad()
     def per_sample(self, outputs: ModelOutputs, batch: PackedBatch,

@@ -97,22 +97,41 @@ class TokenAttributeObjective(BaseObjective):
         self.heads = nn.ModuleDict({
             a: nn.Linear(dim, ATTRIBUTES[a] + 1) for a in self.attributes})
 
+    def _index(self, batch: PackedBatch) -> torch.Tensor:
+        """``(N,)`` packed positions of the supervised view's tokens."""
+        if self.view == 'latent':
+            return batch.clean_index
+        return batch.noisy_index if self.view == 'noisy' else batch.vit_index
+
+    def labels(self, batch: PackedBatch,
+               noisy: Optional[NoisyLatents] = None) -> torch.Tensor:
+        """``(A, N)`` labels of the view's tokens on ``batch.device``; -1
+        where the loss does not apply (no labels, or ``t > max_t``)."""
+        labels = self._labels(batch, self._index(batch)).to(batch.device)
+        if self.view == 'noisy' and self.max_t < 1.0 and labels.numel():
+            t = noisy.token_timesteps(batch.noisy_group)  # (N,)
+            labels[:, t.to(labels.device) > self.max_t] = -1
+        return labels
+
+    def count(self, batch: PackedBatch,
+              noisy: Optional[NoisyLatents] = None,
+              state=None) -> torch.Tensor:
+        """Labelled tokens x supervised attributes."""
+        keep = self.labels(batch, noisy)[0] >= 0  # (N,)
+        return keep.sum().float() * len(self.attributes)
+
     def forward(self, outputs: ModelOutputs, batch: PackedBatch,
                 noisy: Optional[NoisyLatents] = None,
                 state=None) -> ObjectiveResult:
+        index = self._index(batch)
         if self.view != 'vit':
-            index = (batch.clean_index if self.view == 'latent' else
-                     batch.noisy_index)
             feats = outputs.layers[self.layer][index]  # (N, D)
         else:
-            index, feats = batch.vit_index, outputs.vit_features  # (N, C)
+            feats = outputs.vit_features  # (N, C)
+        count = self.count(batch, noisy, state)
         if feats is None or feats.shape[0] == 0:
-            zero = outputs.hidden.new_zeros(())
-            return ObjectiveResult(zero, zero.detach())
-        labels = self._labels(batch, index).to(feats.device)  # (A, N)
-        if self.view == 'noisy' and self.max_t < 1.0:
-            t = noisy.token_timesteps(batch.noisy_group)  # (N,)
-            labels[:, t.to(labels.device) > self.max_t] = -1
+            return ObjectiveResult(outputs.hidden.new_zeros(()), count)
+        labels = self.labels(batch, noisy).to(feats.device)  # (A, N)
         keep = labels[0] >= 0  # tokens of samples with labels
         rows = {name: i for i, name in enumerate(ATTRIBUTES)}
         total = feats.new_zeros(())
@@ -126,7 +145,6 @@ class TokenAttributeObjective(BaseObjective):
                 hit = (logits.argmax(-1) == target)[obj].float()
                 logs[f'acc_{name}'] = hit.mean() if obj.any() else \
                     hit.new_ones(())
-        count = keep.sum().float() * len(self.attributes)
         return ObjectiveResult(total, count, logs=logs)
 
     def _labels(self, batch: PackedBatch, index: torch.Tensor) -> torch.Tensor:

@@ -167,12 +167,24 @@ class VisualRegressionObjective(BaseObjective):
             target = F.layer_norm(target, target.shape[-1:])
         return target
 
+    def kept(self, batch: PackedBatch,
+             noisy: Optional[NoisyLatents] = None) -> Tensor:
+        """``(N_mq,)`` bool: the metaquery tokens the loss applies to."""
+        return window_mask(batch, noisy, batch.sample_ids[batch.mq_index],
+                           self.timestep_window)
+
+    def count(self, batch: PackedBatch,
+              noisy: Optional[NoisyLatents] = None,
+              state: Optional[Tensor] = None) -> Tensor:
+        """The metaquery tokens in the timestep window."""
+        return self.kept(batch, noisy).sum().float()
+
     def forward(self, outputs: ModelOutputs, batch: PackedBatch,
                 noisy: Optional[NoisyLatents] = None,
                 state: Optional[torch.Tensor] = None) -> ObjectiveResult:
+        count = self.count(batch, noisy, state)
         if outputs.mq_hidden is None or batch.mq_index.numel() == 0:
-            zero = outputs.hidden.new_zeros(())
-            return ObjectiveResult(zero, zero.detach())
+            return ObjectiveResult(outputs.hidden.new_zeros(()), count)
         pred = self.projector(outputs.mq_hidden).float()  # (N_mq, C)
         target = state[batch.mq_group, batch.mq_slot]  # (N_mq, C)
         if self.loss == 'mse':
@@ -181,10 +193,10 @@ class VisualRegressionObjective(BaseObjective):
             per = F.smooth_l1_loss(pred, target, reduction='none').mean(-1)
         else:
             per = 1 - F.cosine_similarity(pred, target, dim=-1)
-        item_sample = batch.sample_ids[batch.mq_index]
-        keep = window_mask(batch, noisy, item_sample, self.timestep_window)
+        item_sample = batch.sample_ids[batch.mq_index]  # (N_mq,)
+        keep = self.kept(batch, noisy)
         per = per * keep  # (N_mq,)
         return ObjectiveResult(
-            per.sum(), keep.sum().float(),
+            per.sum(), count,
             per_item=per.detach()[keep],
             item_sample=item_sample[keep])

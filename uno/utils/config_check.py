@@ -91,10 +91,7 @@ RULES = [  # (path patterns, test, allowed values)
     ('optim_wrapper.optimizer.weight_decay|objectives.*.weight|'
      'train_dataloader.dataset.weights.*', lambda v: _num(v) and v >= 0,
      'a finite number >= 0'),
-    # each micro-batch would be normalised by its own token count
-    ('optim_wrapper.accumulative_counts', lambda v: v == 1,
-     '1 (gradient accumulation is not exact with per-batch token '
-     'normalisation; raise the batch size or the number of GPUs)'),
+    ('optim_wrapper.accumulative_counts', _int(1), 'an integer >= 1'),
     ('default_hooks.checkpoint.max_keep_ckpts',
      lambda v: v == -1 or _int(1)(v), '-1 (keep all) or an integer >= 1'),
     ('randomness.seed', lambda v: v is None or _int(0, _SEED_MAX)(v),
@@ -202,7 +199,8 @@ def check_components(cfg) -> None:
 def check_ranges(cfg) -> None:
     """Refuse a value outside its range (:data:`RULES`), an image size that
     does not split into whole tokens (:data:`STRIDES`), a model vocabulary
-    below the tokenizer's, and an epoch loop over an endless sampler."""
+    below the tokenizer's, gradient accumulation outside an iteration
+    loop, and an epoch loop over an endless sampler."""
     cfg = _as_dict(cfg)
     nodes = list(_nodes(cfg))
     for path, value in nodes:
@@ -224,7 +222,15 @@ def check_ranges(cfg) -> None:
             f'model.llm.vocab_size = {vocab} is smaller than tokenizer.'
             f'vocab_size = {tokens}: the model must embed every id the '
             'tokenizer produces')
-    epochs = _get(cfg, 'train_cfg.type') == 'EpochBasedTrainLoop' or _get(
+    loop = _get(cfg, 'train_cfg.type')
+    accumulate = _get(cfg, 'optim_wrapper.accumulative_counts')
+    if _num(accumulate) and accumulate > 1 and loop not in (
+            'IterBasedTrainLoop', 'AccumulatingTrainLoop'):
+        raise UnoConfigError(
+            f'optim_wrapper.accumulative_counts = {accumulate} needs '
+            "train_cfg.type = 'IterBasedTrainLoop' (an iteration is then "
+            f'one optimizer step over {accumulate} batches), got {loop!r}')
+    epochs = loop == 'EpochBasedTrainLoop' or _get(
         cfg, 'train_cfg.by_epoch') is True
     sampler = _get(cfg, 'train_dataloader.sampler.type')
     if epochs and sampler == 'InfiniteSampler':

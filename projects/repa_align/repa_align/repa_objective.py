@@ -70,6 +70,11 @@ class RepaAlignmentObjective(BaseObjective):
         return resample_tokens(feats.float(), per_image,
                                'interpolate')  # (I, N_lat, C)
 
+    def count(self, batch, noisy=None, state=None) -> torch.Tensor:
+        """The noisy latent tokens."""
+        return torch.tensor(float(batch.noisy_index.numel()),
+                            device=batch.device)
+
     def forward(self, outputs, batch, noisy=None,
                 state=None) -> ObjectiveResult:
         states = outputs.layers[self.layer][batch.noisy_index]  # (N, D)
@@ -80,6 +85,6 @@ class RepaAlignmentObjective(BaseObjective):
         target = state[batch.noisy_group, slot]  # (N, C)
         per = 1 - F.cosine_similarity(pred, target, dim=-1)  # (N,)
         return ObjectiveResult(
-            per.sum(), per.new_tensor(float(per.numel())),
+            per.sum(), self.count(batch, noisy, state),
             per_item=per.detach(),
             item_sample=batch.sample_ids[batch.noisy_index])

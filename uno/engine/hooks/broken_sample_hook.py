@@ -25,8 +25,11 @@ CHECKPOINT_KEY = 'broken_samples'
 
 
 def _counts(data_batch) -> tuple:
-    """``(broken, read)`` of a PackedBatch (bare or under ``'batch'``),
-    else ``(0, 0)``."""
+    """``(broken, read)`` of a PackedBatch (bare or under ``'batch'``), or
+    summed over a list of them (an accumulated step), else ``(0, 0)``."""
+    if isinstance(data_batch, list):
+        parts = [_counts(d) for d in data_batch]
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
     if isinstance(data_batch, dict) and 'batch' in data_batch:
         data_batch = data_batch['batch']
     return (int(getattr(data_batch, 'broken', 0)),

@@ -4,7 +4,8 @@ UNO's understanding losses (captioning, metaquery regression) reach the
 generation expert only through shared attention: the frozen und expert
 reads the gen expert's keys and values of the noisy latents. This hook
 measures that path during training. Every ``interval`` iterations it runs
-one extra forward on the iteration's batch and, for each active objective
+one extra forward on the iteration's batch (the first micro-batch under
+gradient accumulation) and, for each active objective
 separately, takes ``torch.autograd.grad`` of its weighted, normalised loss
 with respect to the gen expert's trainable parameters of every decoder
 layer. It logs, per 1-based layer ``i``:
@@ -222,6 +223,8 @@ class GradientFlowHook(Hook):
             return
         if is_model_wrapper(trainer):
             trainer = trainer.module
+        if isinstance(data_batch, list):  # an accumulated step: the first
+            data_batch = data_batch[0]
         logs = self.measure(trainer, data_batch, runner.iter,
                             runner.optim_wrapper)
         if logs:
