@@ -71,6 +71,8 @@ def build_runner(cfg: Config) -> Runner:
         'backend', 'nccl' if torch.cuda.is_available() else 'gloo')
     env_cfg['dist_cfg'].setdefault('timeout', DIST_TIMEOUT_S)
     check_writable(cfg.work_dir)
+    if cfg.get('launcher', 'none') == 'pytorch':
+        _init_cpu_process_group(env_cfg['dist_cfg'])
     return UnoRunner(
         model=trainer,
         work_dir=cfg.work_dir,
@@ -100,13 +102,33 @@ def build_runner(cfg: Config) -> Runner:
         cfg=cfg)
 
 
+def _init_cpu_process_group(dist_cfg: dict) -> None:
+    """Start torchrun's process group on a machine without a GPU.
+
+    mmengine's 'pytorch' launcher calls ``torch.cuda.set_device``, which
+    fails without a GPU; a group started here (gloo, from torchrun's
+    environment, with the collective timeout of ``dist_cfg`` in seconds)
+    is kept by the Runner, which starts one only if none exists.
+    """
+    import datetime
+
+    import torch.distributed as dist
+    if dist.is_initialized() or torch.cuda.is_available():
+        return
+    dist.init_process_group(
+        backend=dist_cfg.get('backend', 'gloo'),
+        timeout=datetime.timedelta(
+            seconds=dist_cfg.get('timeout', DIST_TIMEOUT_S)))
+
+
 class UnoRunner(Runner):
     """mmengine's Runner, with uno's DDP and CPU distributed set-up.
 
     mmengine resolves ``model_wrapper_cfg.type`` in its root registry
     only; uno's wrapper (the default under a launcher) is resolved here.
     Under torchrun on a CPU-only machine the gloo process group is started
-    here, since mmengine's launcher assumes CUDA.
+    before the Runner (:func:`_init_cpu_process_group`), since mmengine's
+    launcher assumes CUDA.
 
     Checkpoints: under :class:`UnoFSDP` every rank saves its shards into a
     checkpoint folder (:mod:`uno.engine.sharded_checkpoint`); such a
@@ -118,24 +140,6 @@ class UnoRunner(Runner):
     With ``load_from``, objective heads (``objectives.*``) may be missing
     or extra: a run may add or drop an objective.
     """
-
-    def setup_env(self, env_cfg: dict) -> None:
-        # mmengine's 'pytorch' launcher calls torch.cuda.set_device, which
-        # fails without a GPU; on CPU start the process group (gloo, from
-        # torchrun's environment) first, and mmengine keeps it
-        # (with the collective timeout of env_cfg.dist_cfg, in seconds)
-        import datetime
-
-        import torch.distributed as dist
-        dist_cfg = env_cfg.get('dist_cfg', {})
-        if (self.distributed and self.launcher == 'pytorch'
-                and not dist.is_initialized()
-                and not torch.cuda.is_available()):
-            dist.init_process_group(
-                backend=dist_cfg.get('backend', 'gloo'),
-                timeout=datetime.timedelta(
-                    seconds=dist_cfg.get('timeout', DIST_TIMEOUT_S)))
-        super().setup_env(env_cfg)
 
     def wrap_model(self, model_wrapper_cfg, model):
         from mmengine.dist import is_distributed
