@@ -110,10 +110,10 @@ def test_sigkill_then_resume_is_bit_identical(reference):
 KILLER = r'''
 import os, signal, tempfile
 import torch
-import uno.engine.runner as runner
+import uno.engine.hooks.checkpoint_hook as saver
 from uno.engine.checkpoint import checkpoint_step, to_plain
 
-_save = runner.save_checkpoint_file
+_save = saver.save_checkpoint_file
 
 
 def save_or_die(checkpoint, path):
@@ -127,7 +127,7 @@ def save_or_die(checkpoint, path):
     _save(checkpoint, path)
 
 
-runner.save_checkpoint_file = save_or_die
+saver.save_checkpoint_file = save_or_die
 '''
 
 

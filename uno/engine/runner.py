@@ -22,11 +22,10 @@ from uno.errors import UnoConfigError
 from uno.utils.paths import check_writable
 from .checkpoint import (LAST_CHECKPOINT, CheckpointError,
                          checkpoint_candidates, load_checkpoint_file,
-                         save_checkpoint_file, state_dict_mismatch)
+                         state_dict_mismatch)
 from .fsdp import UnoFSDP
-from .sharded_checkpoint import (checkpoint_extras, is_sharded_checkpoint,
-                                 load_sharded, load_sharded_meta,
-                                 save_sharded, sharded_tensors)
+from .sharded_checkpoint import (is_sharded_checkpoint, load_sharded,
+                                 load_sharded_meta, sharded_tensors)
 
 DEFAULT_CONSTRUCTOR = 'TrainableOnlyOptimWrapperConstructor'
 #: collective timeout (seconds) unless env_cfg.dist_cfg.timeout says: a
@@ -173,49 +172,8 @@ class UnoRunner(Runner):
             self.model.module.init_weights()
 
     # ------------------------------------------------------------------
-    # checkpoints: sharded under FSDP, strict loading
-    def save_checkpoint(self, out_dir, filename, file_client_args=None,
-                        save_optimizer=True, save_param_scheduler=True,
-                        meta=None, by_epoch=True, backend_args=None):
-        """Save a checkpoint atomically: one inert ``.pth`` written by rank
-        0 (:func:`save_checkpoint_file`), or under :class:`UnoFSDP` a
-        sharded checkpoint folder written by every rank.
-
-        ``file_client_args`` / ``backend_args`` (remote storage) are not
-        supported: checkpoints go to the local (or shared) file system.
-        """
-        from mmengine.dist import is_main_process
-        from mmengine.model import is_model_wrapper
-        from mmengine.optim import OptimWrapper
-        if file_client_args is not None or backend_args is not None:
-            raise UnoConfigError(
-                'checkpoints are written to the local file system; '
-                'file_client_args / backend_args are not supported')
-        checkpoint = checkpoint_extras(self, meta, by_epoch,
-                                       save_param_scheduler)
-        if save_optimizer and not isinstance(self.optim_wrapper,
-                                             OptimWrapper):
-            raise TypeError('checkpoints support one OptimWrapper, got '
-                            f'{self.optim_wrapper}')
-        path = osp.join(out_dir, filename)
-        if isinstance(self.model, UnoFSDP):
-            self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
-            self.model.release()  # after validation: back to the shards
-            save_sharded(path, self.model.module,
-                         self.optim_wrapper.optimizer
-                         if save_optimizer else None, checkpoint)
-            return
-        model = self.model.module if is_model_wrapper(
-            self.model) else self.model
-        from mmengine.runner.checkpoint import weights_to_cpu
-        checkpoint['state_dict'] = weights_to_cpu(model.state_dict())
-        if save_optimizer:
-            checkpoint['optimizer'] = _to_cpu(
-                self.optim_wrapper.state_dict())
-        self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
-        if is_main_process():
-            save_checkpoint_file(checkpoint, path)
-
+    # checkpoints: sharded under FSDP, strict loading (saving: the
+    # checkpoint hook, uno.engine.hooks.checkpoint_hook)
     def load_or_resume(self) -> None:
         """Load ``load_from``, or resume.
 
@@ -426,12 +384,6 @@ def _drop_code(checkpoint: dict, filename, logger) -> None:
         meta.pop('config')
         logger.warning(f'{filename}: ignored meta.config (code that '
                        'resuming would have run); uno checkpoints have none')
-
-
-def _to_cpu(state):
-    """``state`` (nested dicts and lists) with every tensor on the CPU."""
-    from mmengine.utils import apply_to
-    return apply_to(state, lambda x: hasattr(x, 'cpu'), lambda x: x.cpu())
 
 
 def _check_load_from(path) -> None:

@@ -3,8 +3,8 @@
 mmengine's ``CheckpointHook`` deletes the oldest kept checkpoint *before*
 writing the new one and writes ``last_checkpoint`` in place, so with
 ``max_keep_ckpts=1`` a kill during the save leaves no checkpoint at all.
-This hook saves first (atomically, through ``runner.save_checkpoint``),
-then points ``last_checkpoint`` at the new file (atomically), and only
+This hook saves first (atomically, :func:`save_runner_checkpoint`), then
+points ``last_checkpoint`` at the new file (atomically), and only
 then removes checkpoints beyond ``max_keep_ckpts``. Temporary files of a
 killed save are removed when training starts.
 """
@@ -15,12 +15,53 @@ from typing import List, Optional
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper
+from mmengine.runner.checkpoint import weights_to_cpu
+from mmengine.utils import apply_to
 
 from uno.registry import HOOKS
 from uno.errors import UnoConfigError
-from ..checkpoint import remove_stale_temps, write_last_checkpoint
+from ..checkpoint import (remove_stale_temps, save_checkpoint_file,
+                          write_last_checkpoint)
+from ..fsdp import UnoFSDP
+from ..sharded_checkpoint import checkpoint_extras, save_sharded
 
 KEEP_KEY = 'keep_ckpt_ids'
+
+
+def save_runner_checkpoint(runner, path: str, save_optimizer: bool = True,
+                           save_param_scheduler: bool = True,
+                           meta: Optional[dict] = None,
+                           by_epoch: bool = False) -> None:
+    """Save the runner's training state to ``path`` atomically: one inert
+    ``.pth`` written by rank 0 (:func:`save_checkpoint_file`), or under
+    :class:`UnoFSDP` a sharded checkpoint folder written by every rank.
+    Hooks see the checkpoint in ``before_save_checkpoint`` first.
+    """
+    checkpoint = checkpoint_extras(runner, meta, by_epoch,
+                                   save_param_scheduler)
+    optim_wrapper = runner.optim_wrapper
+    if save_optimizer and not isinstance(optim_wrapper, OptimWrapper):
+        raise TypeError('checkpoints support one OptimWrapper, got '
+                        f'{optim_wrapper}')
+    if isinstance(runner.model, UnoFSDP):
+        runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
+        runner.model.release()  # after validation: back to the shards
+        save_sharded(path, runner.model.module,
+                     optim_wrapper.optimizer if save_optimizer else None,
+                     checkpoint)
+        return
+    model = runner.model.module if is_model_wrapper(runner.model) \
+        else runner.model
+    checkpoint['state_dict'] = weights_to_cpu(model.state_dict())
+    if save_optimizer:
+        checkpoint['optimizer'] = apply_to(
+            optim_wrapper.state_dict(), lambda x: hasattr(x, 'cpu'),
+            lambda x: x.cpu())
+    runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
+    if is_main_process():
+        save_checkpoint_file(checkpoint, path)
 
 
 @HOOKS.register_module()
@@ -116,11 +157,10 @@ class UnoCheckpointHook(Hook):
         # what the checkpoint records is the state after this save
         runner.message_hub.update_info(KEEP_KEY, kept)
         runner.message_hub.update_info('last_ckpt', path)
-        runner.save_checkpoint(
-            runner.work_dir, name,
-            save_optimizer=self.save_optimizer,
-            save_param_scheduler=self.save_param_scheduler,
-            meta=meta, by_epoch=self.by_epoch)
+        save_runner_checkpoint(
+            runner, path, save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler, meta=meta,
+            by_epoch=self.by_epoch)
         self.keep = kept
         if not is_main_process():
             return

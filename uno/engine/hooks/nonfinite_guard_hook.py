@@ -6,10 +6,13 @@ weights) and stops with one clear message when the streak reaches
 ``max_consecutive``, instead of training on garbage or dying with a
 traceback deep in the optimizer.
 """
+import os.path as osp
+
 from mmengine.hooks import Hook
 
 from uno.registry import HOOKS
 from uno.errors import TrainingStopped
+from .checkpoint_hook import save_runner_checkpoint
 
 
 @HOOKS.register_module()
@@ -35,8 +38,10 @@ class NonFiniteGuardHook(Hook):
         if streak < self.max_consecutive:
             return
         name = f'nonfinite_stop_iter_{runner.iter + 1}.pth'
-        runner.save_checkpoint(runner.work_dir, filename=name,
-                               save_optimizer=True, save_param_scheduler=True)
+        # by_epoch=True records the iteration reached (meta.iter), not the
+        # next one: the streak's steps were skipped
+        save_runner_checkpoint(runner, osp.join(runner.work_dir, name),
+                               by_epoch=True)
         raise TrainingStopped(
             f'{streak} non-finite losses in a row at iteration '
             f'{runner.iter + 1} ({int(outputs["guard/skipped"])} skipped in '
