@@ -7,6 +7,8 @@ contract itself (exit status, nothing printed at import) is under test.
 import contextlib
 import importlib.util
 import io
+import json
+import os
 import os.path as osp
 import sys
 import traceback
@@ -80,3 +82,25 @@ def _call(name, argv, monkeypatch, env) -> int:
     except Exception:  # as Python would: the traceback, exit status 1
         traceback.print_exc()
         return 1
+
+
+def logged_rows(work_dir) -> List[dict]:
+    """Every row of every ``scalars.json`` under ``work_dir`` (the local
+    log of each run started there, oldest folder first)."""
+    rows = []
+    for root, dirs, files in os.walk(work_dir):
+        dirs.sort()
+        if 'scalars.json' in files:
+            with open(osp.join(root, 'scalars.json')) as f:
+                rows += [json.loads(line) for line in f]
+    return rows
+
+
+def train_rows(work_dir) -> Dict[int, dict]:
+    """``{step: row}`` of the training rows (those with ``loss``) logged
+    under ``work_dir``; a step logged twice keeps the later row."""
+    rows = {r['step']: r for r in logged_rows(work_dir) if 'loss' in r}
+    if not rows:
+        raise AssertionError(f'no training rows in a scalars.json under '
+                             f'{work_dir}')
+    return rows

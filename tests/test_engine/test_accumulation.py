@@ -6,7 +6,6 @@ gradient of one step over the union, even with micro-batches of very
 different caption lengths and a caption timestep window (whose count
 depends on the timesteps ``prepare`` drew).
 """
-import json
 import os
 import os.path as osp
 
@@ -18,7 +17,7 @@ from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 
 from tests.conftest import REPO, mlflow_store, t2i_sample
-from tests.tools import run_tool
+from tests.tools import run_tool, train_rows
 from uno.engine import UnoDistributedDataParallel, UnoTrainer
 from uno.engine.fsdp import UnoFSDP
 from uno.structures.packing import pack_sequences
@@ -158,15 +157,6 @@ def test_two_ranks_accumulate_like_one_step_over_the_union(tmp_path):
         assert rank['syncs'] == rank['plain_syncs'] > 0
 
 
-def _scalars(work_dir) -> dict:
-    for root, _, files in os.walk(work_dir):
-        if 'scalars.json' in files:
-            with open(osp.join(root, 'scalars.json')) as f:
-                rows = [json.loads(line) for line in f]
-            return {r['step']: r for r in rows if 'loss' in r}
-    raise AssertionError(f'no scalars.json under {work_dir}')
-
-
 @pytest.mark.slow
 def test_train_with_accumulation_equals_the_double_batch_and_resumes(
         tmp_path):
@@ -189,7 +179,7 @@ def test_train_with_accumulation_equals_the_double_batch_and_resumes(
         return work
 
     accumulated, double = train('accumulated', 2), train('double', 4)
-    a, b = _scalars(accumulated), _scalars(double)
+    a, b = train_rows(accumulated), train_rows(double)
     assert sorted(a) == sorted(b) == [1, 2, 3]
     for step in a:
         for key in ('loss', 'loss/flow', 'loss/caption', 'tokens/caption',

@@ -4,16 +4,14 @@ Global token counts normalise every loss and each image's noise is
 seeded by its sample, so the split across ranks changes nothing but
 floating-point summation order.
 """
-import json
 import os
-import os.path as osp
 import subprocess
 
 import pytest
 import torch
 
 from tests.conftest import REPO, mlflow_store
-from tests.tools import run_tool
+from tests.tools import run_tool, train_rows
 
 CONFIG = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
 ITERS = 3
@@ -27,15 +25,6 @@ def _options(batch):
         'log_processor.window_size=1', f'train_dataloader.batch_size={batch}',
         f'default_hooks.checkpoint.interval={ITERS}'
     ]
-
-
-def _losses(work_dir):
-    for root, _, files in os.walk(work_dir):
-        if 'scalars.json' in files:
-            with open(osp.join(root, 'scalars.json')) as f:
-                rows = [json.loads(line) for line in f]
-            return {r['step']: r for r in rows if 'loss' in r}
-    raise AssertionError(f'no scalars.json under {work_dir}')
 
 
 def test_two_processes_match_one_with_double_batch(tmp_path):
@@ -52,7 +41,7 @@ def test_two_processes_match_one_with_double_batch(tmp_path):
         capture_output=True, text=True, timeout=600)
     assert dist.returncode == 0, (dist.stdout + dist.stderr)[-4000:]
 
-    a, b = _losses(one), _losses(two)
+    a, b = train_rows(one), train_rows(two)
     assert sorted(a) == sorted(b) == list(range(1, ITERS + 1))
     for step in a:
         for key in ('loss', 'loss/flow', 'loss/caption', 'loss/regression',

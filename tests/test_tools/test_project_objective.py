@@ -6,7 +6,6 @@ registers an objective into ``uno.registry.OBJECTIVES``, a config
 inherits a core config and imports the package with ``custom_imports``,
 and ``tools/train.py`` trains it and logs its loss.
 """
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO, mlflow_store
+from tests.tools import logged_rows
 
 pytestmark = pytest.mark.slow
 
@@ -63,12 +63,7 @@ def test_new_project_objective_trains_with_core_tools(tmp_path):
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = []
-    for root, _, files in os.walk(work_dir):
-        if 'scalars.json' in files:
-            with open(os.path.join(root, 'scalars.json')) as f:
-                rows += [json.loads(line) for line in f]
-    logged = [r for r in rows if 'loss/l1' in r]
+    logged = [r for r in logged_rows(work_dir) if 'loss/l1' in r]
     assert len(logged) == 2
     assert all(r['weight/l1'] == 0.5 and r['loss/l1'] > 0 for r in logged)
     # the total is the weighted sum of the objectives' losses

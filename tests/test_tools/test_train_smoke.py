@@ -7,11 +7,10 @@ test_bad_configs.py.
 """
 import json
 import os
-import os.path as osp
 import pytest
 
 from tests.conftest import mlflow_store
-from tests.tools import run_tool
+from tests.tools import logged_rows, run_tool
 
 SMOKE = 'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py'
 
@@ -31,15 +30,6 @@ def _train(tmp_path, monkeypatch, capsys, *args, iters=20):
     return code, out + err
 
 
-def _scalars(work_dir):
-    rows = []
-    for root, _, files in os.walk(work_dir):
-        if 'scalars.json' in files:
-            with open(osp.join(root, 'scalars.json')) as f:
-                rows += [json.loads(line) for line in f]
-    return rows
-
-
 def test_train_resume_and_mlflow(tmp_path, monkeypatch, capsys):
     work_dir = tmp_path / 'work_dirs' / 'smoke'
     code, log = _train(tmp_path, monkeypatch, capsys, iters=20)
@@ -53,7 +43,7 @@ def test_train_resume_and_mlflow(tmp_path, monkeypatch, capsys):
     assert (work_dir / 'iter_30.pth').is_file()
     assert 'resumed' in log.lower()
     # the resumed run continues counting: no iteration 5 again, 25 and 30
-    steps = sorted(r['step'] for r in _scalars(work_dir) if 'loss' in r)
+    steps = sorted(r['step'] for r in logged_rows(work_dir) if 'loss' in r)
     assert steps.count(5) == 1 and 25 in steps and 30 in steps
 
     import mlflow

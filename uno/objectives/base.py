@@ -116,8 +116,9 @@ class BaseObjective(nn.Module):
         """The number of items :meth:`forward` sums over, without the model.
 
         ``forward`` must return this value as its count (the objectives
-        here call this method from it). Gradient accumulation sums it over
-        the micro-batches of a step before their forwards.
+        here derive both from one helper, e.g. the timestep-window mask;
+        ``tests/test_objectives`` checks they agree). Gradient accumulation
+        sums it over the micro-batches of a step before their forwards.
 
         Args:
             batch (PackedBatch): The packed batch.

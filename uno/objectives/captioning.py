@@ -70,13 +70,13 @@ class CaptioningObjective(BaseObjective):
                 noisy: Optional[NoisyLatents] = None,
                 state=None) -> ObjectiveResult:
         labels = batch.ce_labels  # (N_ce,)
-        count = self.count(batch, noisy, state)
+        keep = self.kept(batch, noisy)  # (N_ce,), summed: count()
+        count = keep.sum().float()
         if outputs.ce_logits is None or labels.numel() == 0:
             return ObjectiveResult(outputs.hidden.new_zeros(()), count)
         ce = F.cross_entropy(
             outputs.ce_logits.float(), labels, reduction='none',
             label_smoothing=self.label_smoothing)  # (N_ce,)
-        keep = self.kept(batch, noisy)  # (N_ce,)
         ce = ce * keep
         return ObjectiveResult(
             ce.sum(), count,

@@ -182,7 +182,8 @@ class VisualRegressionObjective(BaseObjective):
     def forward(self, outputs: ModelOutputs, batch: PackedBatch,
                 noisy: Optional[NoisyLatents] = None,
                 state: Optional[torch.Tensor] = None) -> ObjectiveResult:
-        count = self.count(batch, noisy, state)
+        keep = self.kept(batch, noisy)  # (N_mq,), summed: count()
+        count = keep.sum().float()
         if outputs.mq_hidden is None or batch.mq_index.numel() == 0:
             return ObjectiveResult(outputs.hidden.new_zeros(()), count)
         pred = self.projector(outputs.mq_hidden).float()  # (N_mq, C)
@@ -194,7 +195,6 @@ class VisualRegressionObjective(BaseObjective):
         else:
             per = 1 - F.cosine_similarity(pred, target, dim=-1)
         item_sample = batch.sample_ids[batch.mq_index]  # (N_mq,)
-        keep = self.kept(batch, noisy)
         per = per * keep  # (N_mq,)
         return ObjectiveResult(
             per.sum(), count,
