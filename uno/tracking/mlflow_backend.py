@@ -323,9 +323,10 @@ class UnoMLflowVisBackend(BaseVisBackend):
 
 
 def find_mlflow_backend(runner) -> Optional[UnoMLflowVisBackend]:
-    """The runner's MLflow backend, if its visualizer has one."""
-    return next((b for b in runner.visualizer._vis_backends.values()
-                 if isinstance(b, UnoMLflowVisBackend)), None)
+    """The runner's MLflow backend, if its visualizer has one under its
+    default name (the class name; mmengine's public lookup is by name)."""
+    backend = runner.visualizer.get_backend(UnoMLflowVisBackend.__name__)
+    return backend if isinstance(backend, UnoMLflowVisBackend) else None
 
 
 def report_tracking(runner) -> None:
