@@ -8,6 +8,14 @@ without a traceback.
 """
 
 
+def short_list(items, n: int = 5) -> str:
+    """``'a, b, c (+4 more)'``: the first ``n`` of ``items`` for a message.
+    """
+    items = [str(i) for i in items]
+    more = f' (+{len(items) - n} more)' if len(items) > n else ''
+    return ', '.join(items[:n]) + more
+
+
 class UnoConfigError(ValueError):
     """A configuration is invalid; the message is one self-contained line."""
 

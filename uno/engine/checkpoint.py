@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Sequence
 import torch
 from torch import nn
 
-from uno.errors import UnoConfigError
+from uno.errors import UnoConfigError, short_list
 
 LAST_CHECKPOINT = 'last_checkpoint'
 _HISTORY = '__uno_history_buffer__'
@@ -272,11 +272,8 @@ def load_model_file(model: nn.Module, path: str,
     bad = {kind: [k for k in keys if not k.startswith(tuple(optional))]
            for kind, keys in report.items()}
     if any(bad.values()):
-        parts = [f'{kind}: {", ".join(keys[:5])}'
-                 + (f' (+{len(keys) - 5} more)' if len(keys) > 5 else '')
-                 for kind, keys in bad.items() if keys]
         raise CheckpointError(f'{path} does not fit the model of the '
-                              'config: ' + '; '.join(parts))
+                              'config: ' + mismatch_text(bad))
     return report
 
 
@@ -352,6 +349,13 @@ def state_dict_mismatch(model: nn.Module,
         shape=shapes)
 
 
+def mismatch_text(report: Dict[str, List[str]], n: int = 5) -> str:
+    """One line of a :func:`state_dict_mismatch` report, ``n`` keys of
+    each kind: ``'missing: a, b; shape: c: checkpoint (2,) vs ...'``."""
+    return '; '.join(f'{kind}: {short_list(keys, n)}'
+                     for kind, keys in report.items() if keys)
+
+
 def load_model_weights(model: nn.Module,
                        state_dict: Dict[str, torch.Tensor],
                        strict: bool = True) -> Dict:
@@ -363,14 +367,8 @@ def load_model_weights(model: nn.Module,
     """
     report = state_dict_mismatch(model, state_dict)
     if strict and any(report.values()):
-        parts = []
-        for kind, keys in report.items():
-            if keys:
-                shown = ', '.join(keys[:10])
-                more = f' (+{len(keys) - 10} more)' if len(keys) > 10 else ''
-                parts.append(f'{kind}: {shown}{more}')
         raise RuntimeError('checkpoint does not match the model; '
-                           + '; '.join(parts) +
+                           + mismatch_text(report, 10) +
                            ' (pass strict=False to load what matches)')
     own = model.state_dict()
     loadable = {k: v for k, v in state_dict.items()

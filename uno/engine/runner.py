@@ -22,7 +22,7 @@ from uno.errors import UnoConfigError
 from uno.utils.paths import check_writable
 from .checkpoint import (LAST_CHECKPOINT, CheckpointError,
                          checkpoint_candidates, load_checkpoint_file,
-                         state_dict_mismatch)
+                         mismatch_text, state_dict_mismatch)
 from .fsdp import UnoFSDP
 from .sharded_checkpoint import (is_sharded_checkpoint, load_sharded,
                                  load_sharded_meta, sharded_tensors)
@@ -347,16 +347,10 @@ class UnoRunner(Runner):
         else:
             skipped = []
         if strict and any(report.values()):
-            parts = []
-            for kind, keys in report.items():
-                if keys:
-                    more = f' (+{len(keys) - 5} more)' if len(keys) > 5 \
-                        else ''
-                    parts.append(f'{kind}: {", ".join(keys[:5])}{more}')
             what = 'resume' if resume else 'load_from'
             raise UnoConfigError(
                 f'{what}={filename} does not match the model: '
-                + '; '.join(parts) + ' (set load_strict=False in the '
+                + mismatch_text(report) + ' (set load_strict=False in the '
                 'config to load only what matches)')
         report['skipped'] = skipped  # shape mismatches load_from leaves
         return report

@@ -21,7 +21,7 @@ from mmengine.registry import Registry, build_from_cfg
 from torch.utils.data import DataLoader
 
 from uno import registry as R
-from uno.errors import UnoConfigError
+from uno.errors import UnoConfigError, short_list
 
 # read by mmengine's Runner besides its arguments, and by uno (a project
 # adds its own with ``config_check.UNO_TOP_LEVEL_KEYS += ('key', )``)
@@ -116,8 +116,7 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
         name.lower() in c.lower() or c.lower() in name.lower())]
     if hits:
         return 'did you mean ' + ' or '.join(map(repr, hits[:3])) + '?'
-    more = f' (+{len(names) - 12} more)' if len(names) > 12 else ''
-    return ('valid names: ' + ', '.join(names[:12]) + more
+    return ('valid names: ' + short_list(names, 12)
             if names else 'nothing is valid there.')
 
 

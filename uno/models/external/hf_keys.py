@@ -20,9 +20,9 @@ transformers config and refuses what uno does not implement (scaled RoPE,
 sliding windows, biases on o_proj or the MLP).
 """
 import re
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
-from uno.errors import UnoConfigError
+from uno.errors import UnoConfigError, short_list
 from ..mot.config import MoTConfig
 from ..mot.decoder import EXPERTS
 
@@ -214,7 +214,7 @@ def hf_to_uno(state_dict: Dict,
             out[hf_key_to_uno(key, e)] = value
     if unknown and strict:
         raise KeyError(f'{len(unknown)} keys have no uno name: '
-                       f'{_short(unknown)}')
+                       f'{short_list(unknown, 6)}')
     if (cfg.tie_word_embeddings and 'lm_head.weight' not in out
             and 'embed_tokens.weight' in out):
         out['lm_head.weight'] = out['embed_tokens.weight']
@@ -268,12 +268,6 @@ def expected_uno_keys(cfg: MoTConfig,
         keys += [f'decoder.layers.{i}.experts.{e}.{name}'
                  for i in range(cfg.num_layers) for name in per_layer]
     return keys
-
-
-def _short(keys: Iterable[str], n: int = 6) -> str:
-    keys = list(keys)
-    more = f' (+{len(keys) - n} more)' if len(keys) > n else ''
-    return ', '.join(keys[:n]) + more
 
 
 __all__ = [

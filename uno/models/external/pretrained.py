@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from uno.errors import UnoConfigError
+from uno.errors import UnoConfigError, short_list
 from ..mot.config import MoTConfig
 from .hf_keys import (expected_uno_keys, hf_key_to_uno, is_derived_key,
                       mot_config_from_hf)
@@ -82,20 +82,14 @@ class LoadReport:
             if keys:
                 extra = ', skipped' if name == 'derived' else ''
                 lines.append(f'  {name}{extra} ({len(keys)}): '
-                             f'{_short(keys)}')
+                             f'{short_list(keys)}')
         if self.mismatched:
             shown = [f'{k} model {tuple(a)} vs checkpoint {tuple(b)}'
                      for k, a, b in self.mismatched]
             lines.append(f'  shape-mismatched ({len(shown)}): '
-                         f'{_short(shown, 3)}')
+                         f'{short_list(shown, 3)}')
         lines += [f'  note: {n}' for n in self.notes]
         return '\n'.join(lines)
-
-
-def _short(keys: Iterable[str], n: int = 5) -> str:
-    keys = list(keys)
-    more = f' (+{len(keys) - n} more)' if len(keys) > n else ''
-    return ', '.join(keys[:n]) + more
 
 
 def smollm2_path() -> Tuple[str, str]:
