@@ -54,6 +54,9 @@ class ShapesWorldBenchmark(Dataset):
         self.tokenizer = build_tokenizer(tokenizer or
                                          dict(type='WordTokenizer'))
         self.image_size = image_size
+        # what mmengine's loops give evaluators as ``dataset_meta``
+        self.metainfo = dict(dataset='ShapesWorldBenchmark', seed=seed,
+                             image_size=image_size, tasks=sorted(tasks))
         self.items: List[dict] = []
         if 'geneval' in tasks:
             items = make_geneval_items(self.world, split='test', seed=seed,
@@ -112,6 +115,8 @@ class GenEvalPrompts(Dataset):
         self.tokenizer = build_tokenizer(tokenizer or
                                          dict(type='WordTokenizer'))
         self.image_size, self.repeats = image_size, images_per_prompt
+        self.metainfo = dict(dataset='GenEvalPrompts',
+                             metadata_file=metadata_file)
 
     def __len__(self) -> int:
         return len(self.entries) * self.repeats

@@ -49,6 +49,14 @@ class MixtureDataset(Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
+    @property
+    def metainfo(self) -> dict:
+        """What mmengine's loops give evaluators as ``dataset_meta``."""
+        return dict(dataset='MixtureDataset', seed=self.seed,
+                    num_samples=self.num_samples,
+                    sources={n: float(p)
+                             for n, p in zip(self.names, self.probs)})
+
     def source_of(self, index: int):
         """``(name, index within it)`` of mixture item ``index``."""
         rng = np.random.default_rng([self.seed, 17, index])

@@ -45,6 +45,13 @@ class ShapesWorldBase(Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
+    @property
+    def metainfo(self) -> dict:
+        """What mmengine's loops give evaluators as ``dataset_meta``."""
+        return dict(dataset=type(self).__name__, split=self.split,
+                    num_samples=self.num_samples, seed=self.seed,
+                    image_size=self.image_size)
+
     def _rng(self, index: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, stream, index])
 
