@@ -36,7 +36,9 @@ INSTALL_REQUIRES = [
 
 EXTRAS_REQUIRE = {
     # gguf + accelerate: transformers' GGUF loading (SmolLM2 test assets)
-    'tests': ['pytest==9.2.0', 'gguf==0.19.0', 'accelerate==1.15.0'],
+    # pytest-xdist: setup.cfg runs the tests on two workers
+    'tests': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'gguf==0.19.0',
+              'accelerate==1.15.0'],
     # CUDA only: memory_efficient_attention raises on CPU tensors
     'xformers': ['xformers==0.0.35'],
 }

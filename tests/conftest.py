@@ -5,6 +5,21 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
 
+
+def _worker_threads() -> int:
+    """Threads per pytest-xdist worker: the cores shared out between the
+    workers (``-n`` in setup.cfg), at least one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(
+        os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+    return max(1, cores // workers)
+
+
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # the workers share the cores; the processes a test starts inherit
+    # the same count, so in-process and subprocess runs stay comparable
+    os.environ.setdefault('OMP_NUM_THREADS', str(_worker_threads()))
+
 import atexit  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -13,6 +28,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from uno.structures import Segment, SequencePlan  # noqa: E402
+
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import os.path as osp
+import socket
 import sys
 import traceback
 from typing import Dict, List, Optional, Tuple
@@ -82,6 +83,14 @@ def _call(name, argv, monkeypatch, env) -> int:
     except Exception:  # as Python would: the traceback, exit status 1
         traceback.print_exc()
         return 1
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (for a launcher's rendezvous;
+    a fixed one collides with a concurrent test run)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def logged_rows(work_dir) -> List[dict]:

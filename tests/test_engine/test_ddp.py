@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, mlflow_store
-from tests.tools import run_tool, train_rows
+from tests.tools import free_port, run_tool, train_rows
 
 CONFIG = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
 ITERS = 3
@@ -37,7 +37,7 @@ def test_two_processes_match_one_with_double_batch(tmp_path):
     assert code == 0, err[-3000:]
     dist = subprocess.run(
         ['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(two),
-         *_options(2)], cwd=REPO, env=dict(env, PORT='29511'),
+         *_options(2)], cwd=REPO, env=dict(env, PORT=str(free_port())),
         capture_output=True, text=True, timeout=600)
     assert dist.returncode == 0, (dist.stdout + dist.stderr)[-4000:]
 

@@ -16,7 +16,7 @@ import torch
 from mmengine.config import Config
 
 from tests.conftest import REPO, mlflow_store
-from tests.tools import run_tool
+from tests.tools import free_port, run_tool
 from uno.engine.sharded_checkpoint import (is_sharded_checkpoint,
                                            load_sharded_meta, read_sharded,
                                            sharded_tensors)
@@ -103,8 +103,8 @@ def test_fsdp_two_processes_match_one_and_resume(tmp_path):
         res = subprocess.run(
             ['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir',
              str(two), *extra, *_options(2, iters)], cwd=REPO,
-            env=dict(env, PORT='29513'), capture_output=True, text=True,
-            timeout=600)
+            env=dict(env, PORT=str(free_port())), capture_output=True,
+            text=True, timeout=600)
         assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
         return res
 
@@ -163,7 +163,7 @@ def test_fsdp_bf16_two_iterations_on_cuda(tmp_path):
          str(work), *_options(2, 2),
          "model_wrapper_cfg.param_dtype='bfloat16'",
          "model_wrapper_cfg.reduce_dtype='float32'"],
-        cwd=REPO, env=dict(env, PORT='29533'), capture_output=True,
+        cwd=REPO, env=dict(env, PORT=str(free_port())), capture_output=True,
         text=True, timeout=600)
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     rows = _losses(work)

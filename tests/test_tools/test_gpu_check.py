@@ -24,7 +24,8 @@ def dry_run(tmp_path_factory):
     if torch.cuda.is_available():
         pytest.skip('the dry run is the CPU check')
     out = tmp_path_factory.mktemp('gpu_check')
-    gpu_check.main(['--dry-run', '--out', str(out)])
+    gpu_check.main(['--dry-run', '--out', str(out), '--work-dir',
+                    str(out / 'work')])
     with open(out / 'gpu_check.json') as f:
         return out, json.load(f)
 
@@ -89,7 +90,8 @@ def test_a_failing_part_is_recorded_and_the_run_goes_on(
     real = gpu_check.part_function
     monkeypatch.setattr(gpu_check, 'part_function',
                         lambda n: boom if n == 6 else real(n))
-    gpu_check.main(['--dry-run', '--parts', '4,6', '--out', str(tmp_path)])
+    gpu_check.main(['--dry-run', '--parts', '4,6', '--out', str(tmp_path),
+                    '--work-dir', str(tmp_path / 'work')])
     text = (tmp_path / 'gpu_check.json').read_text()
     parts = {r['part']: r for r in json.loads(text)['parts']}
     assert parts[6]['status'] == 'failed'

@@ -5,15 +5,17 @@ by a test, as a new user would: a package outside the repository
 registers an objective into ``uno.registry.OBJECTIVES``, a config
 inherits a core config and imports the package with ``custom_imports``,
 and ``tools/train.py`` trains it and logs its loss.
+
+``tools/train.py`` runs in-process with the project's folder first on
+``sys.path`` (as ``PYTHONPATH`` would put it); the fixture forgets the
+package and its registration afterwards.
 """
-import os
-import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import REPO, mlflow_store
-from tests.tools import logged_rows
+from tests.tools import logged_rows, run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -46,23 +48,35 @@ objectives = dict(l1=dict(type='VelocityL1Objective', weight=0.5))
 '''
 
 
-def test_new_project_objective_trains_with_core_tools(tmp_path):
-    project = tmp_path / 'myproject'
-    (project / 'my_proxy').mkdir(parents=True)
-    (project / 'my_proxy' / '__init__.py').write_text(OBJECTIVE)
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project folder outside the repository with the ``my_proxy``
+    package, first on ``sys.path``; ``my_proxy`` and what it registered
+    are gone afterwards."""
+    from uno.registry import OBJECTIVES
+    folder = tmp_path / 'myproject'
+    (folder / 'my_proxy').mkdir(parents=True)
+    (folder / 'my_proxy' / '__init__.py').write_text(OBJECTIVE)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv('MLFLOW_TRACKING_URI',
+                       mlflow_store(tmp_path / 'mlflow.db'))
+    assert 'my_proxy' not in sys.modules
+    yield folder
+    sys.modules.pop('my_proxy', None)
+    OBJECTIVES._module_dict.pop('VelocityL1Objective', None)
+
+
+def test_new_project_objective_trains_with_core_tools(project, tmp_path,
+                                                      monkeypatch, capsys):
     config = project / 'l1_mot-tiny_1xb8-iter200_shapes.py'
     config.write_text(CONFIG.format(repo=REPO))
     work_dir = tmp_path / 'work'
-    env = dict(os.environ,
-               PYTHONPATH=os.pathsep.join([str(project), REPO]),
-               MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
-    cmd = [sys.executable, 'tools/train.py', str(config), '--work-dir',
-           str(work_dir), '--cfg-options', 'train_cfg.max_iters=2',
-           'train_cfg.val_interval=1000', 'default_hooks.logger.interval=1',
-           'train_dataloader.batch_size=2']
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, _, err = run_tool('train', [
+        str(config), '--work-dir', str(work_dir), '--cfg-options',
+        'train_cfg.max_iters=2', 'train_cfg.val_interval=1000',
+        'default_hooks.logger.interval=1', 'train_dataloader.batch_size=2'
+    ], monkeypatch, capsys)
+    assert code == 0, err[-3000:]
     logged = [r for r in logged_rows(work_dir) if 'loss/l1' in r]
     assert len(logged) == 2
     assert all(r['weight/l1'] == 0.5 and r['loss/l1'] > 0 for r in logged)
@@ -72,19 +86,13 @@ def test_new_project_objective_trains_with_core_tools(tmp_path):
             r['loss/flow'] * r['weight/flow'] + 0.5 * r['loss/l1'], rel=1e-4)
 
 
-def test_unknown_project_objective_names_close_matches(tmp_path):
-    project = tmp_path / 'myproject'
-    (project / 'my_proxy').mkdir(parents=True)
-    (project / 'my_proxy' / '__init__.py').write_text(OBJECTIVE)
+def test_unknown_project_objective_names_close_matches(project, tmp_path,
+                                                       monkeypatch, capsys):
     config = project / 'typo.py'
     config.write_text(CONFIG.format(repo=REPO).replace(
         "type='VelocityL1Objective'", "type='VelocityL1Objectiv'"))
-    env = dict(os.environ,
-               PYTHONPATH=os.pathsep.join([str(project), REPO]),
-               MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
-    result = subprocess.run(
-        [sys.executable, 'tools/train.py', str(config), '--work-dir',
-         str(tmp_path / 'work')], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=600)
-    assert result.returncode == 2
-    assert 'VelocityL1Objective' in result.stderr
+    code, _, err = run_tool('train', [
+        str(config), '--work-dir', str(tmp_path / 'work')], monkeypatch,
+        capsys)
+    assert code == 2, err[-3000:]
+    assert 'VelocityL1Objective' in err

@@ -1,26 +1,27 @@
 """tools/sweep.py: command expansion (--dry-run), a real tiny sweep with
-its MLflow runs, resuming by skipping finished runs, failures."""
-import os
+its MLflow runs, resuming by skipping finished runs, failures.
+
+The sweep itself runs in-process (its training runs are its own
+subprocesses): what is tested is what it starts and reports, not its
+command-line contract.
+"""
 import shlex
-import subprocess
-import sys
 import time
 from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import REPO
 from tests.tools import run_tool
 
 SMOKE = 'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py'
 SMOKE_STEM = 'flow_mot-tiny_1xb8-iter200_shapes-t2i'
 
 
-def _sweep(*args, env=None, timeout=300):
-    env = dict(os.environ if env is None else env, OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, 'tools/sweep.py', *map(str, args)],
-                          cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+def _sweep(monkeypatch, capsys, *args):
+    """``tools/sweep.py ...`` in-process (its runs are processes)."""
+    code, out, err = run_tool('sweep', [str(a) for a in args], monkeypatch,
+                              capsys, env=dict(OMP_NUM_THREADS='1'))
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 def _dry(monkeypatch, capsys, *args):
@@ -137,12 +138,13 @@ def test_dry_run_skips_done_and_resumes_partial(tmp_path, monkeypatch,
     assert len(forced) == 2 and not any('--resume' in c[1] for c in forced)
 
 
-def test_failed_run_is_reported_and_exit_nonzero(tmp_path):
+def test_failed_run_is_reported_and_exit_nonzero(tmp_path, monkeypatch,
+                                                 capsys):
     bad = tmp_path / 'configs' / 'bad'
     bad.mkdir(parents=True)
     (bad / 'broken.py').write_text('model = dict(\n')  # a syntax error
-    res = _sweep(bad, '--seeds', 1, '--work-dirs', tmp_path / 'wd',
-                 '--threads', 1)
+    res = _sweep(monkeypatch, capsys, bad, '--seeds', 1, '--work-dirs',
+                 tmp_path / 'wd', '--threads', 1)
     assert res.returncode == 1
     assert res.stdout.count('failed (train exit 2)') == 2  # line + table
     assert 'cannot parse' in res.stdout
@@ -152,16 +154,17 @@ def test_failed_run_is_reported_and_exit_nonzero(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_sweep_logs_named_runs_and_resumes(tmp_path):
-    env = dict(os.environ)
-    env.pop('MLFLOW_TRACKING_URI', None)  # the default store of the root
+def test_tiny_sweep_logs_named_runs_and_resumes(tmp_path, monkeypatch,
+                                                capsys):
+    # the default store of the root
+    monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False)
     root = tmp_path / 'work_dirs'
     args = (SMOKE, '--seeds', 0, 1, '--jobs', 2, '--threads', 1,
             '--work-dirs', root,
             '--cfg-options', 'train_cfg.max_iters=2',
             'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
             'val_cfg=None', 'val_dataloader=None', 'val_evaluator=None')
-    first = _sweep(*args, env=env)
+    first = _sweep(monkeypatch, capsys, *args)
     assert first.returncode == 0, first.stdout + first.stderr
     for seed in (0, 1):
         work_dir = root / 'smoke' / SMOKE_STEM / f'seed{seed}'
@@ -187,7 +190,7 @@ def test_tiny_sweep_logs_named_runs_and_resumes(tmp_path):
         assert 'loss/flow' in run.data.metrics
 
     start = time.time()
-    second = _sweep(*args, env=env)
+    second = _sweep(monkeypatch, capsys, *args)
     assert second.returncode == 0, second.stderr
     assert second.stdout.count(': skipped') == 2
     assert time.time() - start < 20  # nothing was trained again

@@ -64,8 +64,11 @@ def part_pytest(ctx) -> dict:
     os.makedirs(work, exist_ok=True)
     junit = osp.join(work, 'junit.xml')
     files = gpu_test_files() or ['tests']
+    # -n 0: one process (setup.cfg's pytest-xdist workers would share the
+    # GPU and pay the imports twice)
     cmd = [sys.executable, '-m', 'pytest', '-m', 'gpu', '-q', '-rfEs',
-           '-p', 'no:cacheprovider', f'--junitxml={junit}', *files]
+           '-p', 'no:cacheprovider', '-n', '0', f'--junitxml={junit}',
+           *files]
     proc = subprocess.run(cmd, cwd=REPO, env=_env(work), text=True,
                           capture_output=True,
                           timeout=max(10, ctx['left']() - 5))
