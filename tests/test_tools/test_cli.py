@@ -171,3 +171,24 @@ def test_test_tool_without_benchmarks_is_one_line(tmp_path, monkeypatch,
     lines = err.strip().splitlines()
     assert len(lines) == 1 and 'has no test_dataloader, test_cfg, ' \
         'test_evaluator' in lines[0], err
+
+
+@pytest.mark.parametrize('name, argv, words', [
+    ('sweep', ['{tmp}/nope.py', '--dry-run'], 'no such config or folder'),
+    ('sweep', ['{tmp}', '--jobs', '0'], '--jobs and --threads must be'),
+    ('analysis/compare_runs', ['--a', '{tmp}', '--b', '{tmp}'],
+     'per_item.json does not exist'),
+    ('analysis/benchmark', ['--preset', 'bogus'], "invalid choice: 'bogus'"),
+    ('analysis/sampler_speed', ['--heads', '3', '--hidden', '32'],
+     'not divisible by num_heads=3'),
+], ids=['sweep-missing', 'sweep-jobs', 'compare', 'benchmark', 'sampler'])
+def test_other_tools_fail_with_one_line_and_exit_2(name, argv, words,
+                                                   tmp_path, monkeypatch,
+                                                   capsys):
+    """The tools without a config take the same one-line contract."""
+    from tests.tools import run_tool
+    argv = [a.replace('{tmp}', str(tmp_path)) for a in argv]
+    code, _, err = run_tool(name, argv, monkeypatch, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err[-2000:]
+    assert lines[0].startswith('error: ') and words in lines[0], lines[0]
