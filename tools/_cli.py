@@ -182,7 +182,8 @@ def apply_mlflow_args(cfg, run_name=None, tags=(), default_run_name=None):
             raise UnoConfigError(f'--mlflow-tag {item!r}: use KEY=VALUE')
         parsed[key.strip()] = value
     for backend in cfg.get('visualizer', {}).get('vis_backends', []):
-        if backend.get('type') != 'UnoMLflowVisBackend':
+        if not isinstance(backend, dict) or backend.get(
+                'type') != 'UnoMLflowVisBackend':  # validate_config says
             continue
         if run_name:
             backend['run_name'] = run_name

@@ -257,6 +257,8 @@ CASES += [
          args=('--work-dir', '{tmp}/afile/work'),
          files=(('{tmp}/afile', b'a file'), )),
 ]
+
+
 def _weights_only() -> bytes:
     import io
     buf = io.BytesIO()
@@ -277,6 +279,10 @@ CASES += [  # found by the malformed-input audit of issue #16
          ('test_dataloader.dataset.tasks.caption.num_samples = 0',
           'leave a task out'), base=UNO,
          options=('test_dataloader.dataset.tasks.caption.num_samples=0', )),
+    Case('vis-backends-a-dict', 'validate',
+         ('visualizer.vis_backends must be a list of dicts', ),
+         body="visualizer = dict(_delete_=True, type='Visualizer', "
+              "vis_backends=dict(type='LocalVisBackend'))"),
     Case('resume-from-weights-only-file', 'build',
          ('{tmp}/w.pth', 'weights only', 'load_from'),
          args=('--resume', '{tmp}/w.pth'),

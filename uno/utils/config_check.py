@@ -88,9 +88,11 @@ RULES = [  # (path patterns, test, allowed values)
      '*_hooks.*.interval|*_dataloader.batch_size|model.llm.*_size|'
      'model.llm.num_*|*_dataloader.dataset.num_samples|'
      f'*_dataloader.dataset.datasets.*.num_samples|{IMAGE_SIZES}|'
-     '*_dataloader.dataset.tasks.*.n_per_tag|model.*_encoder.patch_size|'
-     '*_dataloader.dataset.tasks.*.num_samples|model.*_encoder.config.'
-     'patch_size', _int(1), 'an integer >= 1 (leave a task out to skip it)'),
+     'model.*_encoder.patch_size|model.*_encoder.config.patch_size',
+     _int(1), 'an integer >= 1'),
+    ('*_dataloader.dataset.tasks.*.n_per_tag|'
+     '*_dataloader.dataset.tasks.*.num_samples', _int(1),
+     'an integer >= 1 (leave a task out to skip it)'),
     ('*_dataloader.num_workers', _int(0), 'an integer >= 0'),
     ('optim_wrapper.optimizer.lr|optim_wrapper.clip_grad.max_norm',
      lambda v: _num(v) and v > 0, 'a finite number > 0'),
