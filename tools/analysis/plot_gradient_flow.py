@@ -252,7 +252,13 @@ def plot(series: Series, path: str, title: str = '') -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.mlflow_uri and args.run_id:
-        rows = read_mlflow(args.mlflow_uri, args.run_id)
+        from mlflow.exceptions import MlflowException
+        try:
+            rows = read_mlflow(args.mlflow_uri, args.run_id)
+        except MlflowException as e:  # unreachable store, unknown run
+            print(f'error: MLflow {args.mlflow_uri} run {args.run_id}: '
+                  f"{' '.join(str(e).split())[:400]}", file=sys.stderr)
+            return 2
         source = f'MLflow run {args.run_id}'
     else:
         if not osp.isdir(args.work_dir):

@@ -349,10 +349,16 @@ def report(args) -> Dict[str, str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from mlflow.exceptions import MlflowException
     try:
         report(args)
     except ReportError as e:
         print(f'error: {e}', file=sys.stderr)
+        return 2
+    except MlflowException as e:  # the store: unreachable, refused
+        message = ' '.join(str(e).split())[:400]
+        print(f'error: MLflow store {args.tracking_uri or default_uri()}: '
+              f'{message}', file=sys.stderr)
         return 2
     return 0
 
