@@ -10,9 +10,10 @@ What counts as a configuration error:
   own checks anywhere in the run;
 * any exception while the config *file* is loaded or ``--cfg-options``
   are merged (the file is the user's code);
-* a ``ValueError``, ``TypeError``, ``KeyError`` or ``IndexError`` raised
-  inside a registry build, i.e. by the constructor of a component built
-  from a config dict (:func:`uno.utils.config_check.config_build_errors`),
+* a ``ValueError``, ``TypeError``, ``KeyError``, ``IndexError`` or
+  ``AssertionError`` raised inside a registry build, i.e. by the
+  constructor of a component built from a config dict
+  (:func:`uno.utils.config_check.config_build_errors`),
   whether in ``build_runner`` or in the Runner's lazy builds of the
   dataloaders, optimizer, schedulers and loops. Errors raised outside a
   build (a training step, a hook) keep their traceback: they are bugs or data
@@ -49,7 +50,7 @@ class ArgumentParser(argparse.ArgumentParser):
     abc``) are one line, ``error: ... (see --help)``, and exit status 2."""
 
     def error(self, message: str):
-        _fail(f'{message} (see {self.prog} --help)')
+        fail(f'{message} (see {self.prog} --help)')
 
 
 def load_config(path: str, options=None):
@@ -101,22 +102,23 @@ def cfg_options_action():
             for item in values:
                 key, sep, value = item.partition('=')
                 if not sep or not key.strip():
-                    _fail(f'--cfg-options {item!r}: use KEY=VALUE, e.g. '
-                          'train_cfg.max_iters=100')
+                    fail(f'--cfg-options {item!r}: use KEY=VALUE, e.g. '
+                         'train_cfg.max_iters=100')
                 if value.count('[') != value.count(']') or \
                         value.count('(') != value.count(')'):
-                    _fail(f'--cfg-options {item!r}: unbalanced brackets in '
-                          'the value')
+                    fail(f'--cfg-options {item!r}: unbalanced brackets in '
+                         'the value')
             try:
                 super().__call__(parser, namespace, values, option_string)
             except Exception as e:
-                _fail(f'--cfg-options {" ".join(values)}: cannot parse '
-                      f'({type(e).__name__}: {e})')
+                fail(f'--cfg-options {" ".join(values)}: cannot parse '
+                     f'({type(e).__name__}: {e})')
 
     return CfgOptions
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
+    """``error: <message>`` on stderr and exit status 2."""
     print(f'error: {message}', file=sys.stderr)
     sys.exit(2)
 
@@ -180,7 +182,8 @@ def apply_mlflow_args(cfg, run_name=None, tags=(), default_run_name=None):
             raise UnoConfigError(f'--mlflow-tag {item!r}: use KEY=VALUE')
         parsed[key.strip()] = value
     for backend in cfg.get('visualizer', {}).get('vis_backends', []):
-        if backend.get('type') != 'UnoMLflowVisBackend':
+        if not isinstance(backend, dict) or backend.get(
+                'type') != 'UnoMLflowVisBackend':  # validate_config says
             continue
         if run_name:
             backend['run_name'] = run_name

@@ -42,6 +42,8 @@ from typing import Dict, List, Optional
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.join(ROOT, 'tools'))
+from _cli import ArgumentParser, fail  # noqa: E402
 
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 TEST = osp.join(ROOT, 'tools', 'test.py')
@@ -65,7 +67,7 @@ class Run:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description='Train configs over seeds',
         epilog='e.g. python tools/sweep.py configs/ablations/'
         'metaquery_count --seeds 0 1 2 --jobs 2 --eval')
@@ -103,12 +105,12 @@ def expand_configs(paths: List[str]) -> List[str]:
         if osp.isdir(path):
             found = sorted(glob.glob(osp.join(path, '*.py')))
             if not found:
-                raise SystemExit(f'error: no *.py config in {path}')
+                fail(f'no *.py config in {path}')
             out += found
         elif osp.isfile(path):
             out.append(path)
         else:
-            raise SystemExit(f'error: {path}: no such config or folder')
+            fail(f'{path}: no such config or folder')
     return list(dict.fromkeys(out))
 
 

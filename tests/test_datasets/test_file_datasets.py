@@ -329,3 +329,29 @@ def test_train_end_to_end_skips_broken_samples(
     assert len(runs) == 1
     history = client.get_metric_history(runs[0].info.run_id, 'data/broken')
     assert max(m.value for m in history) == 2
+
+
+def test_non_utf8_line_and_overlong_text_are_broken_samples(
+        tmp_path, warnings):
+    ann = write_caption_set(tmp_path, bad=())
+    text = ann.read_text()
+    with open(ann, 'ab') as f:
+        f.write(b'{"image": "images/0.png", "caption": "caf\xe9"}\n')
+        f.write(json.dumps(dict(image='images/0.png',
+                                caption='red ' * 50)).encode() + b'\n')
+    ds = _caption_ds(ann, max_text_tokens=20)
+    assert ds[NUM_GOOD] is None and ds[NUM_GOOD + 1] is None
+    assert 'not UTF-8' in warnings[0] and 'ann.jsonl:11' in warnings[0]
+    assert 'above max_text_tokens=20' in warnings[1]
+    (tmp_path / 'u16.jsonl').write_bytes(text.encode('utf-16'))
+    with pytest.raises(UnoConfigError, match='u16.jsonl holds no valid'):
+        _caption_ds(tmp_path / 'u16.jsonl')
+
+
+def test_images_of_two_sizes_in_a_batch_name_the_files(tmp_path, warnings):
+    ann = write_caption_set(tmp_path, num_good=2, bad=())
+    Image.new('RGB', (64, 48)).save(tmp_path / 'images' / '1.png')
+    ds = _caption_ds(ann)
+    with pytest.raises(UnoConfigError, match=r'same shape.*images/1\.png.*'
+                       'CenterCrop'):
+        pack_and_count([ds[0], ds[1]], latent_stride=4)

@@ -16,6 +16,7 @@ from uno.engine.checkpoint import (CheckpointError, atomic_write,
                                    checkpoint_candidates,
                                    load_checkpoint_file, load_model_weights,
                                    remove_stale_temps, save_checkpoint_file,
+                                   state_dict_mismatch,
                                    write_last_checkpoint)
 
 TINY = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
@@ -290,3 +291,42 @@ def test_mismatch_names_keys_and_shapes():
     report = load_model_weights(model, sd, strict=False)
     assert report['missing'] == ['1.bias']
     assert torch.equal(model[1].weight, sd['1.weight'])
+
+
+@pytest.mark.parametrize('obj, match', [
+    ([1, 2, 3], 'holds a list, not a dict of tensors'),
+    (dict(state_dict='oops'), "whose 'state_dict' is a str"),
+])
+def test_checkpoint_of_the_wrong_form_is_one_line(tmp_path, obj, match):
+    path = tmp_path / 'c.pth'
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint_file(str(path))
+
+
+@pytest.mark.parametrize('make, match', [
+    (lambda p, data: p.write_bytes(data[:len(data) // 2]), 'damaged'),
+    (lambda p, data: torch.save({}, p), 'not a safetensors file'),
+    (None, 'does not exist'),
+])
+def test_unreadable_safetensors_give_one_line(tmp_path, make, match):
+    from safetensors.torch import save as save_bytes
+    from uno.engine.checkpoint import read_model_weights
+    path = tmp_path / 'w.safetensors'
+    if make is not None:
+        make(path, save_bytes(dict(w=torch.randn(100))))
+    with pytest.raises(CheckpointError, match=match) as err:
+        read_model_weights(str(path))
+    assert '\n' not in str(err.value)
+
+
+def test_integer_or_nonfinite_weights_do_not_load():
+    model = nn.Linear(2, 2)
+    bad = dict(weight=torch.zeros(2, 2, dtype=torch.long),
+               bias=torch.tensor([0.0, float('nan')]))
+    report = state_dict_mismatch(model, bad)
+    assert report['dtype'] == [
+        'weight: checkpoint torch.int64 vs model torch.float32']
+    assert report['nonfinite'] == ['bias']
+    with pytest.raises(RuntimeError, match='dtype: weight.*nonfinite: bias'):
+        load_model_weights(model, bad)

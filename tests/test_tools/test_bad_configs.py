@@ -257,6 +257,37 @@ CASES += [
          args=('--work-dir', '{tmp}/afile/work'),
          files=(('{tmp}/afile', b'a file'), )),
 ]
+
+
+def _weights_only() -> bytes:
+    import io
+    buf = io.BytesIO()
+    torch.save(dict(state_dict={'model.x': torch.zeros(1)}), buf)
+    return buf.getvalue()
+
+
+CASES += [  # found by the malformed-input audit of issue #16
+    Case('vit-heads-not-dividing-width', 'build',
+         ('cannot build', 'at model.und_encoder', '(AssertionError)',
+          'divisible by num_heads'),
+         base=UNO, options=('model.und_encoder.config.embed_dim=62', )),
+    Case('timestep-window-of-three', 'build',
+         ('objectives.caption', 'timestep_window must be two numbers'),
+         base=UNO,
+         options=('objectives.caption.timestep_window=(0.1,0.2,0.3)', )),
+    Case('benchmark-task-of-zero-samples', 'validate',
+         ('test_dataloader.dataset.tasks.caption.num_samples = 0',
+          'leave a task out'), base=UNO,
+         options=('test_dataloader.dataset.tasks.caption.num_samples=0', )),
+    Case('vis-backends-a-dict', 'validate',
+         ('visualizer.vis_backends must be a list of dicts', ),
+         body="visualizer = dict(_delete_=True, type='Visualizer', "
+              "vis_backends=dict(type='LocalVisBackend'))"),
+    Case('resume-from-weights-only-file', 'build',
+         ('{tmp}/w.pth', 'weights only', 'load_from'),
+         args=('--resume', '{tmp}/w.pth'),
+         files=(('{tmp}/w.pth', _weights_only()), )),
+]
 DEBUG = Case('debug-shows-traceback', 'validate',
              ('Traceback', 'UnoConfigError', 'wieght'),
              options=('objectives.flow.wieght=0.5', ), args=('--debug', ))
@@ -345,6 +376,7 @@ def test_value_checks_accept_valid_values():
         'train_dataloader.shuffle': None,
         'train_dataloader.persistent_workers': False,
         'optim_wrapper.optimizer.lr': 1,
+        'optim_wrapper.clip_grad': dict(type='value', clip_value=1.0),
     })
     validate_config(cfg)
 

@@ -177,3 +177,52 @@ def test_test_tool_without_benchmarks_is_one_line(tmp_path, monkeypatch,
     lines = err.strip().splitlines()
     assert len(lines) == 1 and 'has no test_dataloader, test_cfg, ' \
         'test_evaluator' in lines[0], err
+
+
+@pytest.mark.parametrize('name, argv, words', [
+    ('sweep', ['{tmp}/nope.py', '--dry-run'], 'no such config or folder'),
+    ('sweep', ['{tmp}', '--jobs', '0'], '--jobs and --threads must be'),
+    ('analysis/compare_runs', ['--a', '{tmp}', '--b', '{tmp}'],
+     'per_item.json does not exist'),
+    ('analysis/benchmark', ['--preset', 'bogus'], "invalid choice: 'bogus'"),
+    ('analysis/sampler_speed', ['--heads', '3', '--hidden', '32'],
+     'not divisible by num_heads=3'),
+], ids=['sweep-missing', 'sweep-jobs', 'compare', 'benchmark', 'sampler'])
+def test_other_tools_fail_with_one_line_and_exit_2(name, argv, words,
+                                                   tmp_path, monkeypatch,
+                                                   capsys):
+    """The tools without a config take the same one-line contract."""
+    from tests.tools import run_tool
+    argv = [a.replace('{tmp}', str(tmp_path)) for a in argv]
+    code, _, err = run_tool(name, argv, monkeypatch, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err[-2000:]
+    assert lines[0].startswith('error: ') and words in lines[0], lines[0]
+
+
+@pytest.mark.parametrize('name, argv', [
+    ('misc/push_to_mlflow', ['{work}', '--tracking-uri', '{uri}']),
+    ('analysis/report', ['--experiments', 'x', '--tracking-uri', '{uri}']),
+    ('analysis/plot_gradient_flow', ['--mlflow-uri', '{uri}', '--run-id',
+                                     'abc', '--out', '{tmp}/g.png']),
+], ids=['push', 'report', 'gradient-flow'])
+def test_mlflow_readers_of_a_dead_server_fail_fast_in_one_line(
+        name, argv, tmp_path, monkeypatch, capsys):
+    """Bounded retries (bound_http_requests): seconds, not minutes."""
+    import time
+
+    from tests.tools import run_tool
+    from uno.tracking.mlflow_backend import HTTP_DEFAULTS
+    work = tmp_path / 'work' / '20260101_000000' / 'vis_data'
+    work.mkdir(parents=True)
+    (work / 'scalars.json').write_text('{"loss": 1.0, "step": 1}\n')
+    uri = 'http://127.0.0.1:9'
+    argv = [a.format(work=tmp_path / 'work', uri=uri, tmp=tmp_path)
+            for a in argv]
+    start = time.time()
+    code, _, err = run_tool(name, argv, monkeypatch, capsys,
+                            env=HTTP_DEFAULTS)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err[-2000:]
+    assert lines[0].startswith('error: ') and '127.0.0.1' in lines[0]
+    assert time.time() - start < 60

@@ -52,10 +52,12 @@ def test_a_real_gain_is_found_with_its_interval(tmp_path, capsys,
     assert 'UNO − SFT' in capsys.readouterr().out
 
 
-def test_unpaired_folders_are_refused(tmp_path, monkeypatch):
+def test_unpaired_folders_are_refused(tmp_path, monkeypatch, capsys):
     rng = np.random.default_rng(0)
     a = _write(tmp_path / 'a', rng, 0.5, 20.0)
     monkeypatch.setattr('sys.argv', ['compare_runs.py', '--a', a, '--b', a,
                                      a])
-    with pytest.raises(SystemExit, match='pair them'):
+    with pytest.raises(SystemExit) as exit_:
         compare_runs.main()
+    assert exit_.value.code == 2
+    assert 'pair them' in capsys.readouterr().err

@@ -46,6 +46,23 @@ CASES = [
                         max_epochs=1)},
      "optim_wrapper.accumulative_counts = 2 needs train_cfg.type = "
      "'IterBasedTrainLoop'"),
+    # found by the malformed-input audit of issue #16
+    ({'param_scheduler.start_factor': 0.0},
+     'param_scheduler.start_factor = 0.0: must be a number in (0, 1]'),
+    ({'model.freeze.und': 'maybe'},
+     "model.freeze.und = 'maybe': must be True or False"),
+    ({'optim_wrapper.clip_grad.norm_type': 'two'},
+     "optim_wrapper.clip_grad.norm_type = 'two': must be a number > 0"),
+    ({'optim_wrapper.clip_grad.max_nrom': 1.0},
+     "unknown key 'max_nrom' at optim_wrapper.clip_grad: did you mean "
+     "'max_norm'"),
+    ({'env_cfg.mp_cfg.mp_start_method': 'bogus'},
+     "env_cfg.mp_cfg.mp_start_method = 'bogus': must be 'fork', 'spawn'"),
+    ({'model.latent_encoder.patch_size': 0},
+     'model.latent_encoder.patch_size = 0: must be an integer >= 1'),
+    ({'train_dataloader.batch_size': 10**8},
+     'train_dataloader.batch_size = 100000000 is larger than '
+     'train_dataloader.dataset.num_samples'),
 ]
 
 
@@ -94,6 +111,11 @@ def test_mixture_weights_and_nested_datasets_are_checked():
      'objectives.flow must be a dict'),
     ("model = dict(type='UnoModel')\ntrain_cfg = 5\n",
      'train_cfg must be a dict; got a int'),
+    ("model = dict(type='UnoModel')\nparam_scheduler = 5\n",
+     'param_scheduler must be a list of dicts or a dict; got a int'),
+    ("model = dict(type='UnoModel')\nvisualizer = dict(type='Visualizer', "
+     "vis_backends=dict(type='LocalVisBackend'))\n",
+     'visualizer.vis_backends must be a list of dicts; got a dict'),
 ])
 def test_config_of_the_wrong_form_is_one_line(tmp_path, text, words):
     path = tmp_path / 'bad.py'

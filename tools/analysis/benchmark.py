@@ -26,7 +26,6 @@ Example:
     python tools/analysis/benchmark.py --out work_dirs/benchmark.json
     python tools/analysis/benchmark.py --quick   # a tiny smoke run
 """
-import argparse
 import json
 import os
 import os.path as osp
@@ -39,6 +38,8 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..',
                                             '..')))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from _cli import ArgumentParser  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -54,7 +55,7 @@ TARGETS = dict(mfu=0.35, uno_overhead=1.1, mot_vs_dense=1.15, packing=1.3,
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default=None,
                         help='cpu or cuda (default: cuda if available)')
     parser.add_argument('--preset', choices=sorted(bs.PRESETS),

@@ -13,7 +13,6 @@ prints A, B, A - B with its 95% interval (resampling seeds and, within
 tags or edit kinds, prompts) and a two-sided sign-flip p-value over
 prompts (:func:`uno.evaluation.stats.paired_difference`).
 """
-import argparse
 import json
 import os.path as osp
 import sys
@@ -23,6 +22,8 @@ import numpy as np
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from _cli import ArgumentParser, fail  # noqa: E402
 
 UNDERSTANDING = ('shape_acc', 'color_acc', 'size_acc', 'object_count_acc',
                  'relation_acc', 'exact')
@@ -31,8 +32,8 @@ UNDERSTANDING = ('shape_acc', 'color_acc', 'size_acc', 'object_count_acc',
 def load(folder: str) -> dict:
     path = osp.join(folder, 'per_item.json')
     if not osp.isfile(path):
-        sys.exit(f'error: {path} does not exist (run tools/test.py on the '
-                 'checkpoint first)')
+        fail(f'{path} does not exist (run tools/test.py on the '
+             'checkpoint first)')
     with open(path) as f:
         return json.load(f)
 
@@ -47,8 +48,8 @@ def _matrix(runs: List[dict], metric: str, key: str,
         if order is None:
             order = index
         elif index != order:
-            raise SystemExit(f'error: {metric} items differ between runs '
-                             '(another benchmark size or seed?)')
+            fail(f'{metric} items differ between runs (another benchmark '
+                 'size or seed?)')
         rows.append([np.nan if r.get(key) is None else float(r[key])
                      for r in items])
         if stratum:
@@ -109,7 +110,7 @@ def markdown(table: Dict[str, dict], names, seeds: int) -> str:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--a', nargs='+', required=True,
                         help='eval folders of model A, one per seed')
     parser.add_argument('--b', nargs='+', required=True,
@@ -119,8 +120,8 @@ def main():
     parser.add_argument('--json', help='write the figures here')
     args = parser.parse_args()
     if len(args.a) != len(args.b):
-        sys.exit(f'error: {len(args.a)} folders for --a but {len(args.b)} '
-                 'for --b; pair them by seed')
+        fail(f'{len(args.a)} folders for --a but {len(args.b)} for --b; '
+             'pair them by seed')
     a_runs, b_runs = [load(f) for f in args.a], [load(f) for f in args.b]
     table = compare(a_runs, b_runs)
     text = markdown(table, args.names, len(args.a))

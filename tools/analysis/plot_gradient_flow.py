@@ -22,7 +22,6 @@ It also prints the per-layer means as a table. Enable the hook with
 ``custom_hooks = [..., dict(type='GradientFlowHook', interval=N)]``
 (see ``configs/ablations/analysis/uno_mot-mini_gradflow_shapes.py``).
 """
-import argparse
 import glob
 import json
 import os
@@ -32,6 +31,9 @@ import sys
 from collections import defaultdict
 from typing import Dict, List, Tuple
 
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from _cli import ArgumentParser  # noqa: E402
+
 NORM = re.compile(r'^gradflow/(?P<obj>[^/]+)/norm/layer(?P<layer>\d+)$')
 COS = re.compile(r'^gradflow/cos_flow_(?P<obj>[^/]+)/layer(?P<layer>\d+)$')
 
@@ -40,7 +42,7 @@ Series = Dict[str, Dict[str, Dict[int, List[Tuple[int, float]]]]]
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description='Plot per-layer gradient norms and flow cosines '
         'logged by GradientFlowHook')
     parser.add_argument('work_dir', nargs='?',
@@ -83,6 +85,9 @@ def read_local(work_dir: str) -> Dict[int, Dict[str, float]]:
 def read_mlflow(uri: str, run_id: str) -> Dict[int, Dict[str, float]]:
     """The same from an MLflow run (every step of each metric)."""
     import mlflow
+
+    from uno.tracking.mlflow_backend import bound_http_requests
+    bound_http_requests()
     client = mlflow.MlflowClient(uri)
     run = client.get_run(run_id)
     rows: Dict[int, Dict[str, float]] = defaultdict(dict)
@@ -247,7 +252,13 @@ def plot(series: Series, path: str, title: str = '') -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.mlflow_uri and args.run_id:
-        rows = read_mlflow(args.mlflow_uri, args.run_id)
+        from mlflow.exceptions import MlflowException
+        try:
+            rows = read_mlflow(args.mlflow_uri, args.run_id)
+        except MlflowException as e:  # unreachable store, unknown run
+            print(f'error: MLflow {args.mlflow_uri} run {args.run_id}: '
+                  f"{' '.join(str(e).split())[:400]}", file=sys.stderr)
+            return 2
         source = f'MLflow run {args.run_id}'
     else:
         if not osp.isdir(args.work_dir):

@@ -25,7 +25,6 @@ mean with std error bars against the knob, one line per checkpoint.
 The store defaults to ``MLFLOW_TRACKING_URI``, else
 ``sqlite:///work_dirs/mlflow.db`` (training's default from the repo root).
 """
-import argparse
 import math
 import os
 import os.path as osp
@@ -34,6 +33,9 @@ import sys
 import tempfile
 from collections import defaultdict
 from typing import Dict, List, Optional
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from _cli import ArgumentParser  # noqa: E402
 
 os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
 os.environ.setdefault('MLFLOW_LOGGING_LEVEL', 'WARNING')
@@ -47,7 +49,7 @@ class ReportError(Exception):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description='Mean ± std over seeds of evaluation runs')
     parser.add_argument('--experiments', nargs='+', required=True,
                         metavar='NAME', help='e.g. ablations/metaquery_count')
@@ -82,6 +84,9 @@ def open_store(uri: str):
     if uri.startswith('sqlite:///') and not osp.isfile(path):
         raise ReportError(f'no MLflow store at {path}; pass --tracking-uri')
     from mlflow import MlflowClient
+
+    from uno.tracking.mlflow_backend import bound_http_requests
+    bound_http_requests()
     return MlflowClient(tracking_uri=uri)
 
 
@@ -344,10 +349,16 @@ def report(args) -> Dict[str, str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from mlflow.exceptions import MlflowException
     try:
         report(args)
     except ReportError as e:
         print(f'error: {e}', file=sys.stderr)
+        return 2
+    except MlflowException as e:  # the store: unreachable, refused
+        message = ' '.join(str(e).split())[:400]
+        print(f'error: MLflow store {args.tracking_uri or default_uri()}: '
+              f'{message}', file=sys.stderr)
         return 2
     return 0
 

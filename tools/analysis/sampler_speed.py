@@ -10,21 +10,25 @@ Example:
     python tools/analysis/sampler_speed.py --hidden 256 --layers 4 \\
         --image-size 32 --prompt-len 32 --steps 25
 """
-import argparse
+import os.path as osp
+import sys
 import time
 from types import SimpleNamespace
 
-import torch
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from _cli import ArgumentParser, run_cli  # noqa: E402
 
-from uno.models.sampling import FlowSampler
-from uno.registry import MODELS
+import torch  # noqa: E402
+
+from uno.models.sampling import FlowSampler  # noqa: E402
+from uno.registry import MODELS  # noqa: E402
 
 TOKENIZER = SimpleNamespace(bos_id=1, eos_id=2, vision_start_id=4,
                             vision_end_id=5)
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--hidden', type=int, default=256)
     parser.add_argument('--layers', type=int, default=4)
     parser.add_argument('--heads', type=int, default=8)
@@ -80,6 +84,10 @@ def time_samplers(model, samplers, prompts, args):
 
 def main():
     args = parse_args()
+    run_cli(lambda: _run(args), debug=False)
+
+
+def _run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     model = build_model(args)

@@ -32,7 +32,7 @@ def main():
             raise
         print(f"error: {type(e).__name__}: {' '.join(str(e).split())[:500]}",
               file=sys.stderr)
-        sys.exit(2 if isinstance(e, FileNotFoundError) else 1)
+        sys.exit(2)
     print(f"{'continued' if res.continued else 'created'} MLflow run "
           f'{res.run_id} ({res.run_name!r} of {res.experiment!r}): '
           f'{res.num_metrics} metric values from {res.num_logs} local logs')

@@ -54,6 +54,8 @@ class ImageCaptionDataset(JsonlImageDataset):
         max_refetch (int): Following indices tried in place of a broken
             sample (0: return None). Defaults to 0.
         seed (int): Seed of the per-sample choices. Defaults to 0.
+        max_text_tokens (int): A text of more tokens is a broken sample.
+            Defaults to 1024.
     """
 
     required_keys = ('image', 'caption')
@@ -71,7 +73,8 @@ class ImageCaptionDataset(JsonlImageDataset):
                  max_broken_fraction: float = 0.1,
                  min_samples_for_threshold: int = 50,
                  max_refetch: int = 0,
-                 seed: int = 0):
+                 seed: int = 0,
+                 max_text_tokens: int = 1024):
         if task not in ('t2i', 'caption'):
             raise ValueError(f"task must be 't2i' or 'caption', got {task!r}")
         if not 0 <= prompt_dropout <= 1:
@@ -80,7 +83,7 @@ class ImageCaptionDataset(JsonlImageDataset):
         self.caption_prompt, self.latent = caption_prompt, latent
         super().__init__(ann_file, data_root, pipeline, tokenizer, uno,
                          max_broken_fraction, min_samples_for_threshold,
-                         max_refetch, seed)
+                         max_refetch, seed, max_text_tokens)
 
     def build_plan(self, index: int, record: dict) -> SequencePlan:
         captions = text_list(record['caption'], 'caption')
@@ -149,6 +152,8 @@ class EditDataset(JsonlImageDataset):
         max_refetch (int): Following indices tried in place of a broken
             sample (0: return None). Defaults to 0.
         seed (int): Seed of the per-sample choices. Defaults to 0.
+        max_text_tokens (int): A text of more tokens is a broken sample.
+            Defaults to 1024.
     """
 
     required_keys = ('source', 'target', 'instruction')
@@ -164,13 +169,14 @@ class EditDataset(JsonlImageDataset):
                  max_broken_fraction: float = 0.1,
                  min_samples_for_threshold: int = 50,
                  max_refetch: int = 0,
-                 seed: int = 0):
+                 seed: int = 0,
+                 max_text_tokens: int = 1024):
         if not 0 <= instruction_dropout <= 1:
             raise ValueError('instruction_dropout must be in [0, 1]')
         self.vit, self.instruction_dropout = vit, instruction_dropout
         super().__init__(ann_file, data_root, pipeline, tokenizer, uno,
                          max_broken_fraction, min_samples_for_threshold,
-                         max_refetch, seed)
+                         max_refetch, seed, max_text_tokens)
         if self.uno.caption and not any(
                 isinstance(r, dict) and 'target_caption' in r
                 for r in self.records):

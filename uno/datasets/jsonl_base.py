@@ -1,8 +1,9 @@
 """Base of the JSONL-backed datasets: parsing, image loading, bad samples.
 
 A bad sample never stops a run: a missing or undecodable image, a malformed
-line or a record without its required keys makes ``__getitem__`` return
-``None`` (which :func:`~uno.datasets.pack_sequences` drops and
+or non-UTF-8 line, a text above ``max_text_tokens`` or a record without
+its required keys makes ``__getitem__`` return ``None`` (which
+:func:`~uno.datasets.pack_sequences` drops and
 :func:`~uno.datasets.collate.pack_and_count` counts into the batch's
 ``broken`` count), increments the dataset's broken counter and logs a
 warning naming the file and the reason (the first 10, then every 100th).
@@ -89,6 +90,9 @@ class JsonlImageDataset(Dataset):
         seed (int): Seed of the per-sample text choices and augmentations
             (each index draws from ``default_rng([seed, index])``).
             Defaults to 0.
+        max_text_tokens (int): A caption, prompt or instruction of more
+            tokens is a broken sample (a packed sequence's attention grows
+            with the square of its length). Defaults to 1024.
     """
 
     #: Keys every record must have.
@@ -103,7 +107,8 @@ class JsonlImageDataset(Dataset):
                  max_broken_fraction: float = 0.1,
                  min_samples_for_threshold: int = 50,
                  max_refetch: int = 0,
-                 seed: int = 0):
+                 seed: int = 0,
+                 max_text_tokens: int = 1024):
         if not 0 <= max_broken_fraction <= 1:
             raise ValueError('max_broken_fraction must be in [0, 1], got '
                              f'{max_broken_fraction}')
@@ -115,6 +120,7 @@ class JsonlImageDataset(Dataset):
         self.max_broken_fraction = max_broken_fraction
         self.min_samples_for_threshold = min_samples_for_threshold
         self.max_refetch, self.seed = max_refetch, seed
+        self.max_text_tokens = max_text_tokens
         self.pipeline = build_pipeline(pipeline)
         self.tokenizer = build_tokenizer(tokenizer or
                                          dict(type='WordTokenizer'))
@@ -142,11 +148,18 @@ class JsonlImageDataset(Dataset):
     def _load_records(self) -> List[Union[dict, BrokenSampleError]]:
         """Parsed records; a bad line becomes a BrokenSampleError entry."""
         records = []
-        with open(self.ann_file, encoding='utf-8') as f:
+        with open(self.ann_file, 'rb') as f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 where = f'{self.ann_file}:{line_no}'
+                try:
+                    line = line.decode('utf-8')
+                except UnicodeDecodeError as e:
+                    records.append(BrokenSampleError(
+                        where, f'not UTF-8 text ({e.reason} at byte '
+                        f'{e.start})'))
+                    continue
                 try:
                     record = json.loads(line)
                 except ValueError as e:
@@ -167,7 +180,7 @@ class JsonlImageDataset(Dataset):
         if len(records) == bad:
             raise UnoConfigError(
                 f'{self.ann_file} holds no valid sample ({bad} bad lines); '
-                f'each line must be a JSON object with keys '
+                f'each line must be a UTF-8 JSON object with keys '
                 f'{list(self.required_keys)}')
         if len(records) >= self.min_samples_for_threshold and (
                 bad / len(records) > self.max_broken_fraction):
@@ -227,7 +240,12 @@ class JsonlImageDataset(Dataset):
         return np.random.default_rng([self.seed, index])
 
     def encode(self, text: str) -> List[int]:
-        return self.tokenizer.encode(text)
+        ids = self.tokenizer.encode(text)
+        if len(ids) > self.max_text_tokens:  # its attention would not fit
+            raise BrokenSampleError(
+                f'{text[:40]!r}...', f'a text of {len(ids)} tokens, above '
+                f'max_text_tokens={self.max_text_tokens}')
+        return ids
 
     def build_plan(self, index: int, record: dict) -> SequencePlan:
         """The plan of one record; raise BrokenSampleError on bad data."""

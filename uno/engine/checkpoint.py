@@ -91,7 +91,30 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu',
         raise CheckpointError(
             f'checkpoint {path} is damaged (truncated or overwritten?): '
             f'{type(e).__name__}: {first[:200]}') from e
+    state = obj.get('state_dict', {}) if isinstance(obj, dict) else obj
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f'checkpoint {path} holds a {type(obj).__name__}'
+            + (f" whose 'state_dict' is a {type(state).__name__}"
+               if state is not obj else '') + ', not a dict of tensors')
     return from_plain(obj)
+
+
+def load_safetensors(path: str) -> Dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file (a format without code).
+
+    Raises:
+        CheckpointError: Missing, or not a complete safetensors file.
+    """
+    from safetensors.torch import load_file
+    if not osp.isfile(path):
+        raise CheckpointError(f'checkpoint {path} does not exist')
+    try:
+        return load_file(path)
+    except Exception as e:  # SafetensorError: truncated, garbage
+        raise CheckpointError(
+            f'checkpoint {path} is damaged or not a safetensors file '
+            f'(truncated, or a .pth renamed?): {e}') from e
 
 
 def _unsafe_globals(path: str) -> List[str]:
@@ -236,10 +259,7 @@ def read_model_weights(path: str) -> Dict[str, torch.Tensor]:
             f'{path} is a folder (a sharded checkpoint?): export it with '
             'tools/misc/export_weights.py CKPT OUT.safetensors')
     if path.endswith('.safetensors'):
-        if not osp.isfile(path):
-            raise CheckpointError(f'checkpoint {path} does not exist')
-        from safetensors.torch import load_file
-        state = load_file(path)
+        state = load_safetensors(path)
     else:
         ckpt = load_checkpoint_file(path)
         state = ckpt.get('state_dict', ckpt)
@@ -336,17 +356,25 @@ def remove_stale_temps(work_dir: str) -> List[str]:
 
 def state_dict_mismatch(model: nn.Module,
                         state_dict: Dict[str, torch.Tensor]) -> Dict:
-    """Missing, unexpected and shape-mismatched keys of ``state_dict``."""
+    """Missing, unexpected, shape- and dtype-mismatched (integer for
+    float) keys of ``state_dict``, and those holding NaN or inf."""
     own = model.state_dict()
     shapes: List[str] = [
         f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
         for k, v in state_dict.items()
         if k in own and tuple(v.shape) != tuple(own[k].shape)
     ]
+    # an integer tensor for a float weight (or back) is not a cast
+    dtypes = [f'{k}: checkpoint {v.dtype} vs model {own[k].dtype}'
+              for k, v in state_dict.items() if k in own and
+              v.is_floating_point() != own[k].is_floating_point()]
+    nonfinite = [k for k, v in state_dict.items()
+                 if v.is_floating_point() and v.device.type != 'meta'
+                 and not bool(torch.isfinite(v).all())]
     return dict(
         missing=sorted(set(own) - set(state_dict)),
         unexpected=sorted(set(state_dict) - set(own)),
-        shape=shapes)
+        shape=shapes, dtype=dtypes, nonfinite=nonfinite)
 
 
 def mismatch_text(report: Dict[str, List[str]], n: int = 5) -> str:

@@ -9,6 +9,7 @@ the work dir and logged to MLflow is what the user wrote.
 """
 import copy
 import inspect
+import os
 import os.path as osp
 import re
 from collections import OrderedDict
@@ -22,7 +23,8 @@ from uno.errors import UnoConfigError
 from uno.utils.paths import check_writable
 from .checkpoint import (LAST_CHECKPOINT, CheckpointError,
                          checkpoint_candidates, load_checkpoint_file,
-                         mismatch_text, state_dict_mismatch)
+                         load_safetensors, mismatch_text,
+                         state_dict_mismatch)
 from .fsdp import UnoFSDP
 from .sharded_checkpoint import (is_sharded_checkpoint, load_sharded,
                                  load_sharded_meta, sharded_tensors)
@@ -114,10 +116,19 @@ def _init_cpu_process_group(dist_cfg: dict) -> None:
     import torch.distributed as dist
     if dist.is_initialized() or torch.cuda.is_available():
         return
-    dist.init_process_group(
-        backend=dist_cfg.get('backend', 'gloo'),
-        timeout=datetime.timedelta(
-            seconds=dist_cfg.get('timeout', DIST_TIMEOUT_S)))
+    seconds = dist_cfg.get('timeout', DIST_TIMEOUT_S)
+    try:
+        dist.init_process_group(
+            backend=dist_cfg.get('backend', 'gloo'),
+            timeout=datetime.timedelta(seconds=seconds))
+    except dist.DistStoreError as e:  # a rank never came (or stalled)
+        env = ' '.join(f'{k}={os.environ.get(k)}' for k in (
+            'RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'))
+        raise UnoConfigError(
+            f'--launcher pytorch: not every rank joined within {seconds} s '
+            f'(env_cfg.dist_cfg.timeout) at {env}: start all ranks with '
+            f'torchrun / tools/dist_train.sh ({str(e).splitlines()[0]})'
+        ) from e
 
 
 class UnoRunner(Runner):
@@ -268,14 +279,20 @@ class UnoRunner(Runner):
                 'a sharded checkpoint folder (pass the file as load_from '
                 'to start from its weights)')
         if str(filename).endswith('.safetensors'):
-            from safetensors.torch import load_file
             checkpoint = dict(state_dict={  # see tools/misc/export_weights
                 f'objectives.{k}' if k.startswith('objectives.') else
-                f'model.{k}': v for k, v in load_file(filename).items()})
+                f'model.{k}': v for k, v in load_safetensors(
+                    str(filename)).items()})
         else:  # every FSDP rank reads the file: map it, do not copy it
             checkpoint = load_checkpoint_file(
                 filename, 'cpu' if fsdp or map_location == 'default'
                 else map_location, mmap=fsdp)
+        if resume is not None and not isinstance(
+                checkpoint.get('meta'), dict):
+            raise CheckpointError(
+                f'checkpoint {filename} holds weights only (no training '
+                "state 'meta'): --resume needs a checkpoint the training "
+                'saved; pass this one as load_from to start from it')
         _drop_code(checkpoint, filename, self.logger)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         state_dict = checkpoint.get('state_dict', checkpoint)
@@ -364,9 +381,10 @@ LOAD_FROM_OPTIONAL = ('objectives.', 'model.metaquery.', 'model.latent_stem.')
 
 
 def _shape_keys(report: dict) -> set:
-    """Keys of the shape mismatches of a ``state_dict_mismatch`` report."""
-    return {s.split(': checkpoint ')[0] for s in report['shape']} | set(
-        report.get('skipped', ()))
+    """Keys of the shape (and integer/float) mismatches of a
+    ``state_dict_mismatch`` report: never loaded."""
+    return {s.split(': checkpoint ')[0] for s in report['shape'] + report[
+        'dtype']} | set(report.get('skipped', ()))
 
 
 def _drop_code(checkpoint: dict, filename, logger) -> None:

@@ -190,7 +190,11 @@ def check_window(window) -> Optional[Tuple[float, float]]:
     """Validate a ``timestep_window`` argument."""
     if window is None:
         return None
-    lo, hi = (float(v) for v in window)
+    try:
+        lo, hi = (float(v) for v in window)
+    except (TypeError, ValueError) as e:  # not two numbers
+        raise ValueError(f'timestep_window must be two numbers (lo, hi), '
+                         f'got {window!r}') from e
     if not 0.0 <= lo <= hi <= 1.0:
         raise ValueError(f'timestep_window must satisfy 0 <= lo <= hi <= 1, '
                          f'got {window}')

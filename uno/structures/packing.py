@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from uno.errors import UnoConfigError
 from uno.registry import FUNCTIONS
 from .packed_batch import PackedBatch
 from .sequence_plan import SequencePlan
@@ -162,9 +163,16 @@ def pack_sequences(samples: Sequence[Optional[SequencePlan]],
     text = torch.as_tensor(text_mask, dtype=torch.bool)
     if images:
         shapes = {tuple(im.shape) for im in images}
-        if len(shapes) > 1:
-            raise ValueError('all images of a packed batch must have the '
-                             f'same shape; got {sorted(shapes)}')
+        if len(shapes) > 1:  # the pipeline does not crop to one size
+            first = {}
+            for i, plan in enumerate(meta):
+                for im in samples[i].images:
+                    first.setdefault(tuple(im.shape), plan.get('image', i))
+            raise UnoConfigError(
+                'all images of a packed batch must have the same shape; got '
+                + ', '.join(f'{s} ({first[s]})' for s in sorted(shapes))
+                + ": crop them to one size in the dataset's pipeline, e.g. "
+                "dict(type='CenterCrop', size=...) after ResizeToStride")
         stacked = torch.stack(images)
     else:
         stacked = torch.zeros(0, 3, 1, 1)

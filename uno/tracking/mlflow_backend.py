@@ -40,6 +40,14 @@ HTTP_DEFAULTS = {'MLFLOW_HTTP_REQUEST_TIMEOUT': '10',
                  'MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR': '1'}
 
 
+def bound_http_requests() -> None:
+    """Set :data:`HTTP_DEFAULTS` where the user has not: every reader and
+    writer of an MLflow server (training, replays, reports) notices a dead
+    one in seconds."""
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 def work_dirs_root(work_dir: str) -> str:
     """``work_dir`` up to its last ``work_dirs`` folder, else itself."""
     parts = osp.abspath(work_dir).split(osp.sep)
@@ -151,8 +159,7 @@ class UnoMLflowVisBackend(BaseVisBackend):
     def _init_env(self) -> None:
         self._off = get_rank() != 0 or os.environ.get('RANK', '0') != '0'
         os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
-        for key, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
+        bound_http_requests()
 
     def _work_dir(self) -> Optional[str]:
         path = (self._cfg or {}).get('work_dir') or self._save_dir

@@ -16,7 +16,8 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 from mmengine.config import Config
 
 from uno.utils.paths import ConfigIdentity, config_identity
-from .mlflow_backend import (UnoMLflowVisBackend, clean_metrics,
+from .mlflow_backend import (UnoMLflowVisBackend, bound_http_requests,
+                             clean_metrics,
                              collect_params, image_artifact, work_dirs_root)
 
 
@@ -92,6 +93,7 @@ def replay_work_dir(work_dir: str, tracking_uri: Optional[str] = None,
     """
     from mlflow.entities import Metric
     from PIL import Image
+    bound_http_requests()
     work_dir, logs = osp.abspath(work_dir), find_logs(work_dir)
     if not logs:
         raise FileNotFoundError(

@@ -2,9 +2,10 @@
 
 :func:`check_keys` is uno's one check of names. :func:`validate_config`
 checks a config before anything is built: top-level keys, :data:`DICTS`,
-each ``type`` in the registries :data:`SLOTS` gives its path (other keys:
-arguments of the class; ``config_schema``: keys of its untyped dict
-arguments), :data:`UNTYPED` dicts, strings for numbers, and :data:`RULES`.
+:data:`LISTS`, each ``type`` in the registries :data:`SLOTS` gives its
+path (other keys: arguments of the class; ``config_schema``: keys of its
+untyped dict arguments), :data:`UNTYPED` dicts, strings for numbers, and
+:data:`RULES`.
 :func:`config_build_errors` reports what a constructor refuses.
 """
 import contextlib
@@ -61,6 +62,8 @@ UNTYPED = {  # -> what receives an untyped dict there, or its valid keys
     'env_cfg': ('cudnn_benchmark', 'mp_cfg', 'dist_cfg', 'resource_limit'),
     'env_cfg.mp_cfg': ('mp_start_method', 'opencv_num_threads'),
     'env_cfg.dist_cfg': ('backend', 'timeout', 'init_backend', 'port'),
+    'optim_wrapper.clip_grad': ('type', 'max_norm', 'norm_type', 'clip_value',
+                                'error_if_nonfinite', 'foreach'),
 }
 DICTS = {  # sections that must be dicts when set -> the hint of the message
     'model|*_dataloader|optim_wrapper|train_cfg|default_hooks|randomness|'
@@ -69,6 +72,7 @@ DICTS = {  # sections that must be dicts when set -> the hint of the message
                   "type='FlowMatchingObjective'))",
     'model.freeze': ' of part -> bool, e.g. dict(und=True, und_encoder=True)',
 }
+LISTS = 'custom_hooks|visualizer.vis_backends|param_scheduler'  # or None
 TRAIN_KEYS = ('train_dataloader', 'train_cfg', 'optim_wrapper')  # all or none
 IMAGE_SIZES = ('*_dataloader.dataset.image_size|'
                '*_dataloader.dataset.datasets.*.image_size')
@@ -83,8 +87,12 @@ RULES = [  # (path patterns, test, allowed values)
     ('train_cfg.max_iters|train_cfg.max_epochs|train_cfg.val_interval|'
      '*_hooks.*.interval|*_dataloader.batch_size|model.llm.*_size|'
      'model.llm.num_*|*_dataloader.dataset.num_samples|'
-     f'*_dataloader.dataset.datasets.*.num_samples|{IMAGE_SIZES}', _int(1),
-     'an integer >= 1'),
+     f'*_dataloader.dataset.datasets.*.num_samples|{IMAGE_SIZES}|'
+     'model.*_encoder.patch_size|model.*_encoder.config.patch_size',
+     _int(1), 'an integer >= 1'),
+    ('*_dataloader.dataset.tasks.*.n_per_tag|'
+     '*_dataloader.dataset.tasks.*.num_samples', _int(1),
+     'an integer >= 1 (leave a task out to skip it)'),
     ('*_dataloader.num_workers', _int(0), 'an integer >= 0'),
     ('optim_wrapper.optimizer.lr|optim_wrapper.clip_grad.max_norm',
      lambda v: _num(v) and v > 0, 'a finite number > 0'),
@@ -101,6 +109,15 @@ RULES = [  # (path patterns, test, allowed values)
      lambda v: _num(v) and 0 <= v <= 1, 'a number in [0, 1]'),
     ('env_cfg.dist_cfg.timeout', lambda v: _num(v) and v > 0,
      'a finite number of seconds > 0'),
+    ('model.freeze.*', lambda v: type(v) is bool, 'True or False'),
+    ('param_scheduler.start_factor|param_scheduler.*.start_factor',
+     lambda v: _num(v) and 0 < v <= 1, 'a number in (0, 1]'),
+    ('optim_wrapper.clip_grad.norm_type', lambda v: type(v) in (
+        int, float) and v > 0, "a number > 0 (float('inf'): max norm)"),
+    ('optim_wrapper.clip_grad.type', lambda v: v in ('norm', 'value'),
+     "'norm' or 'value'"),
+    ('env_cfg.mp_cfg.mp_start_method', lambda v: v in (
+        'fork', 'spawn', 'forkserver'), "'fork', 'spawn' or 'forkserver'"),
 ]
 _KINDS = {bool: 'a bool', int: 'an int', float: 'a float'}
 
@@ -157,6 +174,12 @@ def validate_config(cfg) -> None:
         if how is not None and not isinstance(value, (dict, type(None))):
             raise UnoConfigError(f'{path} must be a dict{how}; got a '
                                  f'{type(value).__name__}')
+        one = path == 'param_scheduler'  # one scheduler or a list
+        if _match(LISTS, path) and not isinstance(value, (
+                list, tuple, type(None)) + ((dict, ) if one else ())):
+            raise UnoConfigError(
+                f'{path} must be a list of dicts{" or a dict" * one}; got '
+                f'a {type(value).__name__}')
     given = [k for k in TRAIN_KEYS if cfg.get(k) is not None]
     if 0 < len(given) < len(TRAIN_KEYS):
         raise UnoConfigError(
@@ -175,8 +198,8 @@ def check_components(cfg) -> None:
     for path, node in _nodes(_as_dict(cfg)):
         if not path or not isinstance(node, dict):
             continue
-        if 'type' not in node:
-            target = _slot(UNTYPED, path)
+        target = _slot(UNTYPED, path)
+        if 'type' not in node or target is not None:
             if target is not None:
                 _check_args(node, target, path, 'key', f' at {path}')
             continue
@@ -198,8 +221,9 @@ def check_components(cfg) -> None:
 def check_ranges(cfg) -> None:
     """Refuse a value outside its range (:data:`RULES`), an image size that
     does not split into whole tokens (:data:`STRIDES`), a model vocabulary
-    below the tokenizer's, gradient accumulation outside an iteration
-    loop, and an epoch loop over an endless sampler."""
+    below the tokenizer's, a training batch above the data set, gradient
+    accumulation outside an iteration loop, and an epoch loop over an
+    endless sampler."""
     cfg = _as_dict(cfg)
     nodes = list(_nodes(cfg))
     for path, value in nodes:
@@ -221,6 +245,13 @@ def check_ranges(cfg) -> None:
             f'model.llm.vocab_size = {vocab} is smaller than tokenizer.'
             f'vocab_size = {tokens}: the model must embed every id the '
             'tokenizer produces')
+    batch, size = (_get(cfg, f'train_dataloader.{k}') for k in (
+        'batch_size', 'dataset.num_samples'))
+    if _num(batch) and _num(size) and batch > size:
+        raise UnoConfigError(
+            f'train_dataloader.batch_size = {batch} is larger than train_'
+            f'dataloader.dataset.num_samples = {size}: a batch must fit in '
+            'the data set')
     loop = _get(cfg, 'train_cfg.type')
     accumulate = _get(cfg, 'optim_wrapper.accumulative_counts')
     if _num(accumulate) and accumulate > 1 and loop not in (
@@ -329,16 +360,18 @@ def _check_args(cfg: dict, target, path: str, what: str, where: str,
 @contextlib.contextmanager
 def config_build_errors(
         get_cfg: Callable[[], Any] = lambda: None) -> Iterator[None]:
-    """Turn a ``ValueError``, ``TypeError``, ``KeyError`` or ``IndexError``
-    raised in mmengine's ``build_from_cfg`` (found in the traceback, nothing
-    is patched) into one line, ``cannot build <Type> at <path> (<Error>):
-    <message>``, for the innermost build; ``get_cfg()`` gives the config
-    where the path is found. Other errors pass unchanged."""
+    """Turn a ``ValueError``, ``TypeError``, ``KeyError``, ``IndexError``
+    or ``AssertionError`` (timm's checks) raised in mmengine's
+    ``build_from_cfg`` (found in the traceback, nothing is patched) into
+    one line, ``cannot build <Type> at <path> (<Error>): <message>``, for
+    the innermost build; ``get_cfg()`` gives the config where the path is
+    found. Other errors pass unchanged."""
     try:
         yield
     except UnoConfigError:
         raise
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError,
+            AssertionError) as exc:
         builds = [f.f_locals for f, _ in traceback.walk_tb(exc.__traceback__)
                   if f.f_code is build_from_cfg.__code__]
         if not builds:
