@@ -105,8 +105,7 @@ def test_micro_batches_need_the_accumulating_loop():
 
 def _rank(rank: int, folder: str) -> None:
     """One of two gloo ranks: accumulated DDP and FSDP steps."""
-    # a forked child: one thread (OpenMP's pool does not survive a fork)
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # two ranks share the worker's cores
     dist.init_process_group('gloo', init_method=f'file://{folder}/pg',
                             rank=rank, world_size=2)
     try:
@@ -142,11 +141,11 @@ def _rank(rank: int, folder: str) -> None:
 def test_two_ranks_accumulate_like_one_step_over_the_union(tmp_path):
     """DDP and FSDP, 2 gloo ranks x 2 micro-batches of other sizes.
 
-    The ranks are forked: they start with this process's imports (a
-    spawned process pays ~7 s for them)."""
+    The ranks are spawned, not forked: autograd's threads do not survive
+    a fork once any earlier test in this process has run a backward."""
     mp.start_processes(_rank, args=(str(tmp_path), ), nprocs=2, join=True,
-                       start_method='fork')
-    out = [torch.load(tmp_path / f'rank{r}.pt', weights_only=False)
+                       start_method='spawn')
+    out = [torch.load(tmp_path / f'rank{r}.pt', weights_only=True)
            for r in range(2)]
     trainer = _trainer()
     everything = sum((s for r in RANKS for s in r), [])
