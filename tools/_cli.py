@@ -137,6 +137,13 @@ def check_launcher(launcher: str) -> None:
     """``--launcher pytorch|slurm|mpi`` needs the environment its starter
     (torchrun, srun, mpirun) sets."""
     from uno.errors import UnoConfigError
+    world = os.environ.get('WORLD_SIZE', '1')
+    if launcher == 'none' and world.isdigit() and int(world) > 1:
+        # every rank would train the whole run alone, into one work dir
+        raise UnoConfigError(
+            f'WORLD_SIZE={world} is set (torchrun?) but --launcher is '
+            'none: pass --launcher pytorch (tools/dist_train.sh does), or '
+            'unset WORLD_SIZE and RANK to run one process')
     if launcher not in LAUNCHER_ENV:
         return
     need, how = LAUNCHER_ENV[launcher]

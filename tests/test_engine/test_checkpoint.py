@@ -111,10 +111,12 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ['ckpt.pth']  # no temp file left
 
 
-def test_full_disk_during_torch_save_is_an_oserror_naming_the_file(
-        tmp_path, monkeypatch):
+@pytest.mark.parametrize('interrupt', ['full disk', 'ctrl-c'])
+def test_failed_write_during_torch_save_raises_what_happened(
+        interrupt, tmp_path, monkeypatch):
     """torch.save turns a failed write into an unrelated RuntimeError; the
-    save reports the disk's error instead, and keeps the old file."""
+    save raises the disk's error (naming the file) or the Ctrl-C instead,
+    and keeps the old file."""
     import builtins
     import errno
     import io
@@ -123,18 +125,22 @@ def test_full_disk_during_torch_save_is_an_oserror_naming_the_file(
     path = tmp_path / 'iter_2.pth'
     save_checkpoint_file(dict(w=torch.zeros(1)), str(path))
 
-    class FullDisk(io.FileIO):
+    class Failing(io.FileIO):
 
         def write(self, data):
+            if interrupt == 'ctrl-c':
+                raise KeyboardInterrupt
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(ckpt_module, 'open',
-                        lambda p, mode: FullDisk(p, mode.replace('b', '')),
+                        lambda p, mode: Failing(p, mode.replace('b', '')),
                         raising=False)
-    with pytest.raises(OSError) as info:
+    expected = KeyboardInterrupt if interrupt == 'ctrl-c' else OSError
+    with pytest.raises(expected) as info:
         save_checkpoint_file(dict(w=torch.ones(10_000)), str(path))
-    assert info.value.errno == errno.ENOSPC
-    assert info.value.filename == str(path)
+    if interrupt == 'full disk':
+        assert info.value.errno == errno.ENOSPC
+        assert info.value.filename == str(path)
     monkeypatch.setattr(ckpt_module, 'open', builtins.open)
     assert os.listdir(tmp_path) == ['iter_2.pth']
     assert torch.equal(load_checkpoint_file(str(path))['w'], torch.zeros(1))

@@ -55,6 +55,21 @@ def test_pytorch_launcher_without_torchrun_is_one_line(monkeypatch):
         check_launcher('pytorch')
 
 
+def test_torchrun_environment_without_launcher_is_one_line(monkeypatch):
+    """torchrun without --launcher would train the whole run once per
+    rank, into one work dir."""
+    from _cli import check_launcher
+
+    from uno.errors import UnoConfigError
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    monkeypatch.setenv('RANK', '1')
+    with pytest.raises(UnoConfigError, match='WORLD_SIZE=2 is set .* '
+                       '--launcher is none: pass --launcher pytorch'):
+        check_launcher('none')
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    check_launcher('none')
+
+
 def test_missing_custom_import_names_the_module(tmp_path):
     from _cli import load_config
 
