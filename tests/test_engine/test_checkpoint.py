@@ -114,9 +114,9 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize('interrupt', ['full disk', 'ctrl-c'])
 def test_failed_write_during_torch_save_raises_what_happened(
         interrupt, tmp_path, monkeypatch):
-    """torch.save turns a failed write into an unrelated RuntimeError; the
-    save raises the disk's error (naming the file) or the Ctrl-C instead,
-    and keeps the old file."""
+    """torch.save turns a failed write into an unrelated RuntimeError
+    (``unexpected pos`` after a Ctrl-C); the save raises the disk's error
+    (naming the file) or the Ctrl-C instead, and keeps the old file."""
     import builtins
     import errno
     import io
@@ -126,11 +126,15 @@ def test_failed_write_during_torch_save_raises_what_happened(
     save_checkpoint_file(dict(w=torch.zeros(1)), str(path))
 
     class Failing(io.FileIO):
+        calls = 0
 
         def write(self, data):
-            if interrupt == 'ctrl-c':
+            Failing.calls += 1
+            if interrupt == 'full disk':
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            if Failing.calls == 3:  # once, mid-save, as a signal lands
                 raise KeyboardInterrupt
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().write(data)
 
     monkeypatch.setattr(ckpt_module, 'open',
                         lambda p, mode: Failing(p, mode.replace('b', '')),

@@ -201,8 +201,11 @@ def _write_atomically(path: str, write) -> None:
             try:
                 write(out)
             except Exception as e:
-                # torch.save reports a failed write (a full disk) as an
-                # unrelated RuntimeError: raise the OSError, naming the file
+                # torch.save reports a failed write (a full disk, a Ctrl-C
+                # inside it) as an unrelated RuntimeError: raise what
+                # happened, naming the file
+                if isinstance(out.error, KeyboardInterrupt):
+                    raise KeyboardInterrupt from e
                 if out.error is not None and out.error is not e:
                     raise OSError(out.error.errno, out.error.strerror,
                                   path) from e
@@ -217,7 +220,8 @@ def _write_atomically(path: str, write) -> None:
 
 
 class _WriteErrors:
-    """A file that remembers the first ``OSError`` of its ``write``."""
+    """A file that remembers the first ``OSError`` (or Ctrl-C) of its
+    ``write``."""
 
     def __init__(self, f):
         self._f, self.error = f, None
@@ -225,7 +229,7 @@ class _WriteErrors:
     def write(self, data) -> int:
         try:
             return self._f.write(data)
-        except OSError as e:
+        except (OSError, KeyboardInterrupt) as e:
             self.error = self.error or e
             raise
 
