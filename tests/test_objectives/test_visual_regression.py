@@ -20,6 +20,12 @@ def test_resample_pool_and_interpolate():
     assert resample_tokens(grid, 16, 'interpolate').flatten().tolist() == \
         grid.flatten().tolist()
     assert resample_tokens(grid, 3, 'pool').shape == (1, 3, 1)
+    # as many queries as tokens: pooling is the identity, the same
+    # targets as resample='none' (so mq64 equals mq64-nopool on the mini
+    # model's 64 tokens)
+    feats = torch.randn(2, 64, 8)
+    assert torch.equal(resample_tokens(feats, 64, 'pool'),
+                       resample_tokens(feats, 64, 'none'))
 
 
 @pytest.mark.parametrize('loss', ['mse', 'cosine', 'smooth_l1'])
