@@ -61,3 +61,30 @@ def test_unpaired_folders_are_refused(tmp_path, monkeypatch, capsys):
         compare_runs.main()
     assert exit_.value.code == 2
     assert 'pair them' in capsys.readouterr().err
+
+
+def test_forest_plot_of_comparisons(tmp_path, capsys):
+    """plot_comparisons.py draws compare_runs' JSON files; a metric a file
+    lacks is one line, exit 2."""
+    spec = importlib.util.spec_from_file_location(
+        'uno_plot_comparisons',
+        os.path.join(REPO, 'tools', 'analysis', 'plot_comparisons.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    files = []
+    for name, diff in (('gain', 0.1), ('null', 0.0)):
+        row = dict(diff=diff, low=diff - 0.05, high=diff + 0.05, p_value=0.5)
+        path = tmp_path / f'{name}.json'
+        path.write_text(json.dumps({'geneval/overall': row,
+                                    'edit/psnr': row}))
+        files.append(str(path))
+    out = tmp_path / 'forest.png'
+    tool.main([*files, '--metrics', 'geneval/overall', 'edit/psnr',
+               '--out', str(out)])
+    printed = capsys.readouterr().out
+    assert 'gain' in printed and '+0.100 [+0.050, +0.150]' in printed
+    assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    with pytest.raises(SystemExit) as info:
+        tool.main([*files, '--out', str(out)])  # default metrics: absent
+    assert info.value.code == 2
+    assert 'has no geneval/counting' in capsys.readouterr().err
