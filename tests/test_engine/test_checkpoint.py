@@ -298,9 +298,14 @@ def test_mismatch_names_keys_and_shapes():
         load_model_weights(model, sd)
     msg = str(err.value)
     assert '1.bias' in msg and 'extra' in msg and '(4, 2)' in msg
+    sd['1.weight'] = torch.ones(1, 3, dtype=torch.long)  # not a cast
+    before = model[1].weight.detach().clone()
     report = load_model_weights(model, sd, strict=False)
     assert report['missing'] == ['1.bias']
-    assert torch.equal(model[1].weight, sd['1.weight'])
+    assert report['dtype'] == ['1.weight: checkpoint torch.int64 vs model '
+                               'torch.float32']
+    assert torch.equal(model[1].weight, before)  # left as built
+    assert torch.equal(model[0].bias, sd['0.bias'])
 
 
 @pytest.mark.parametrize('obj, match', [

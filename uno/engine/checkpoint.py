@@ -381,6 +381,13 @@ def state_dict_mismatch(model: nn.Module,
         shape=shapes, dtype=dtypes, nonfinite=nonfinite)
 
 
+def unloadable_keys(report: Dict[str, List[str]]) -> set:
+    """Keys of a :func:`state_dict_mismatch` report that cannot load: of
+    another shape, or integer for float (or back)."""
+    return {s.split(': checkpoint ')[0]
+            for s in report['shape'] + report['dtype']}
+
+
 def mismatch_text(report: Dict[str, List[str]], n: int = 5) -> str:
     """One line of a :func:`state_dict_mismatch` report, ``n`` keys of
     each kind: ``'missing: a, b; shape: c: checkpoint (2,) vs ...'``."""
@@ -402,8 +409,7 @@ def load_model_weights(model: nn.Module,
         raise RuntimeError('checkpoint does not match the model; '
                            + mismatch_text(report, 10) +
                            ' (pass strict=False to load what matches)')
-    own = model.state_dict()
-    loadable = {k: v for k, v in state_dict.items()
-                if k in own and tuple(v.shape) == tuple(own[k].shape)}
-    model.load_state_dict(loadable, strict=False)
+    skip = unloadable_keys(report) | set(report['unexpected'])
+    model.load_state_dict(
+        {k: v for k, v in state_dict.items() if k not in skip}, strict=False)
     return report

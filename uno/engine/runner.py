@@ -24,7 +24,7 @@ from uno.utils.paths import check_writable
 from .checkpoint import (LAST_CHECKPOINT, CheckpointError,
                          checkpoint_candidates, load_checkpoint_file,
                          load_safetensors, mismatch_text,
-                         state_dict_mismatch)
+                         state_dict_mismatch, unloadable_keys)
 from .fsdp import UnoFSDP
 from .sharded_checkpoint import (is_sharded_checkpoint, load_sharded,
                                  load_sharded_meta, sharded_tensors)
@@ -304,14 +304,14 @@ class UnoRunner(Runner):
         if fsdp:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions, set_model_state_dict)
-            bad = _shape_keys(report)
+            bad = _unloadable(report)
             set_model_state_dict(
                 model, {k: v for k, v in state_dict.items()
                         if k not in bad and k not in report['unexpected']},
                 options=StateDictOptions(full_state_dict=True,
                                          strict=False))
         else:
-            skipped = _shape_keys(report)  # strict=False: left as built
+            skipped = _unloadable(report)  # strict=False: left as built
             kept = OrderedDict(
                 (k, v) for k, v in state_dict.items() if k not in skipped)
             kept._metadata = getattr(state_dict, '_metadata', OrderedDict())
@@ -330,7 +330,7 @@ class UnoRunner(Runner):
                   for k, (s, d) in sharded_tensors(path).items()}
         report = self._check_weights(model, shapes, strict, path,
                                      resume is not None)
-        bad = _shape_keys(report)
+        bad = _unloadable(report)
         names = [k for k in shapes if k not in bad
                  and k not in report['unexpected']]
         optimizer = None
@@ -380,11 +380,10 @@ class UnoRunner(Runner):
 LOAD_FROM_OPTIONAL = ('objectives.', 'model.metaquery.', 'model.latent_stem.')
 
 
-def _shape_keys(report: dict) -> set:
-    """Keys of the shape (and integer/float) mismatches of a
-    ``state_dict_mismatch`` report: never loaded."""
-    return {s.split(': checkpoint ')[0] for s in report['shape'] + report[
-        'dtype']} | set(report.get('skipped', ()))
+def _unloadable(report: dict) -> set:
+    """What a load leaves as built: :func:`unloadable_keys` and the
+    post-training keys of another shape ``load_from`` skipped."""
+    return unloadable_keys(report) | set(report.get('skipped', ()))
 
 
 def _drop_code(checkpoint: dict, filename, logger) -> None:
