@@ -78,3 +78,26 @@ def test_noise_changes_velocity_but_not_prompt_hidden(tiny_model_cfg):
     prompt = batch.segment_ids == 0
     torch.testing.assert_close(out1.hidden[prompt], out2.hidden[prompt])
     assert not torch.allclose(out1.velocity, out2.velocity)
+
+
+
+@pytest.mark.parametrize('device', [
+    'cpu', pytest.param('cuda', marks=pytest.mark.gpu)])
+def test_bf16_autocast_over_fp32_weights(uno_model_cfg, device):
+    """Autocast (fp32 weights, bf16 matmuls) runs forward and backward
+    and stays near fp32. On CUDA this caught ``index_copy`` refusing a
+    Linear's bf16 rows into the fp32 stream (CPU autocast promotes)."""
+    model = _model(uno_model_cfg, und_encoder=None).to(device)
+    torch.nn.init.normal_(model.llm2vae.weight, std=0.02)  # zero-init head
+    batch = pack_sequences([t2i_sample(caption_len=3, num_queries=4),
+                            t2i_sample(seed=1)], latent_stride=4).to(device)
+    noisy = FlowMatchingObjective().prepare(
+        model, batch, torch.Generator(device).manual_seed(0))
+    with torch.autocast(device, dtype=torch.bfloat16):
+        out = model(batch, noisy)
+    assert out.hidden.dtype == torch.float32
+    ref = model(batch, noisy)
+    torch.testing.assert_close(out.hidden, ref.hidden, rtol=0.05, atol=0.05)
+    out.velocity.float().square().mean().backward()
+    grad = model.decoder.layers[0].experts['gen'].mlp.down_proj.weight.grad
+    assert grad is not None and grad.abs().sum() > 0

@@ -29,6 +29,14 @@ FREEZABLE = ('und', 'gen', 'embed_tokens', 'lm_head', 'latent_io',
              'latent_encoder')
 
 
+
+def _put(x: Tensor, index: Tensor, rows: Tensor) -> Tensor:
+    """``x`` ``(L, D)`` with ``rows`` ``(N, D)`` at ``index`` ``(N,)``, in
+    ``x``'s dtype: under CUDA autocast a Linear's rows are bf16 while the
+    stream stays in the weights' fp32, and CUDA's ``index_copy`` refuses
+    mixed dtypes (CPU autocast promotes them)."""
+    return x.index_copy(0, index, rows.to(x.dtype))
+
 class MLPConnector(nn.Sequential):
     """Understanding features -> model width: Linear, GELU(tanh), Linear.
     """
@@ -256,7 +264,7 @@ class UnoModel(nn.Module):
         w = self.embed_tokens.weight
         x = w.new_zeros(length, d)
         text = self.embed_tokens(batch.input_ids[batch.text_index])
-        x = x.index_copy(0, batch.text_index, text)
+        x = _put(x, batch.text_index, text)
         if batch.noisy_index.numel():
             if noisy is None:
                 raise ValueError(
@@ -266,26 +274,26 @@ class UnoModel(nn.Module):
             t = noisy.token_timesteps(batch.noisy_group)  # (N,)
             z = self.latent_inputs(noisy.latents, t, batch.noisy_pos,
                                    batch.noisy_group)
-            x = x.index_copy(0, batch.noisy_index, z)
+            x = _put(x, batch.noisy_index, z)
         if batch.clean_index.numel():
             clean = self.encode_latents(batch.images[batch.clean_images])
             clean = clean.flatten(0, 1)  # (N_clean, C)
             zeros = clean.new_zeros(clean.shape[0])
             z = self.latent_inputs(clean, zeros, batch.clean_pos,
                                    batch.clean_group)
-            x = x.index_copy(0, batch.clean_index, z)
+            x = _put(x, batch.clean_index, z)
         if batch.vit_index.numel():
             feats = self.encode_understanding(
                 batch.images[batch.vit_images]).flatten(0, 1)  # (N_vit, C)
             z = self.connector(feats.to(w.dtype))
             z = z + sincos_2d(batch.vit_pos, d).to(z.dtype)
-            x = x.index_copy(0, batch.vit_index, z)
+            x = _put(x, batch.vit_index, z)
         if batch.query_index.numel():
             if not self.metaquery.enabled:
                 raise RuntimeError('the batch has metaquery segments but '
                                    'model.metaquery.num_queries is 0')
             q = self.metaquery(batch.query_slot)  # (N_q, D)
-            x = x.index_copy(0, batch.query_index, q)
+            x = _put(x, batch.query_index, q)
         return x, feats
 
     def forward(self,

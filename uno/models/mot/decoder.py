@@ -67,7 +67,7 @@ def _scatter(parts: Sequence[Tuple[Tensor, Tensor]], length: int) -> Tensor:
     first = parts[0][1]
     out = first.new_empty((length, ) + tuple(first.shape[1:]))
     for index, values in parts:
-        out = out.index_copy(0, index, values)
+        out = out.index_copy(0, index, values.to(out.dtype))
     return out
 
 
