@@ -9,7 +9,7 @@ from uno.structures.packing import pack_sequences
 from uno.models.attention import (AutoAttention, EagerAttention,
                                   FlexAttention, SDPAAttention)
 from uno.registry import ATTENTION
-from uno.errors import UnoConfigError
+from uno.errors import BackendUnavailableError, UnoConfigError
 
 H, H_KV, D = 4, 2, 8
 # uncompiled flex is the point of the CPU tests; torch warns about speed
@@ -154,3 +154,16 @@ def test_cuda_forward_and_backward_match_eager(name):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+
+
+def test_compiled_flex_refuses_small_head_dim_clearly():
+    """torch inductor's flex kernel needs head dim >= 16 (found by the GPU
+    check as a LoweringException deep in compilation)."""
+    batch = _batch()
+    q, k, v = _qkv(batch.num_tokens, batch.num_tokens)
+    assert q.shape[-1] < 16
+    flex = ATTENTION.build(dict(type='flex', compile=True))
+    mask = FlexAttention().prepare(batch)  # compiling it costs ~25 s here
+    with torch.no_grad(), pytest.raises(BackendUnavailableError,
+                                        match='at least 16'):
+        flex(q, k, v, mask)

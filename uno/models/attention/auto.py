@@ -1,10 +1,13 @@
-"""``'auto'``: the fastest backend that works on the data's device.
+"""``'auto'``: the backend measured fastest on the data's device.
 
-On CUDA it uses :class:`FlexAttention` (compiled) when this torch has
-flex_attention; everywhere else :class:`SDPAAttention`, because flex has
-no backward on the CPU. The choice is made per call from the device of
-the batch (``prepare``) and of the queries (``forward``), so one model
-config trains on a GPU machine and is tested on a CPU one.
+That is :class:`SDPAAttention` (per-sample blocks) on every device today:
+flex has no backward on the CPU, and on an H200 at BAGEL-7B shapes a UNO
+training step took 0.467 s with sdpa against 0.507 s with compiled flex
+(``tools/analysis/gpu_check.py``, docs/benchmarks.md); compiled flex
+also needs a head dim of at least 16. The choice is made per call from
+the device of the batch (``prepare``) and of the queries (``forward``),
+so when a measurement changes it, one model config still trains on a GPU
+machine and is tested on a CPU one.
 """
 from typing import Any, Optional
 
@@ -17,28 +20,14 @@ from .base import AttentionBackend
 from .sdpa import SDPAAttention
 
 
-def flex_available() -> bool:
-    """Whether this torch ships ``torch.nn.attention.flex_attention``."""
-    try:
-        import torch.nn.attention.flex_attention  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @ATTENTION.register_module(name='auto')
 class AutoAttention(AttentionBackend):
-    """Delegate to flex on CUDA (if available), else to SDPA.
+    """Delegate to the backend measured fastest on the tensors' device
+    (SDPA everywhere at present; see the module docstring)."""
 
-    Args:
-        compile (bool): Compile the flex backend on CUDA. Defaults to True.
-    """
-
-    def __init__(self, compile: bool = True):
+    def __init__(self):
         super().__init__()
-        self.compile = compile
         self.sdpa = SDPAAttention()
-        self.flex: Optional[AttentionBackend] = None  # built on first use
 
     @property
     def trains_on_cpu(self) -> bool:
@@ -46,12 +35,7 @@ class AutoAttention(AttentionBackend):
 
     def resolve(self, device: torch.device) -> AttentionBackend:
         """The backend used for tensors on ``device``."""
-        if torch.device(device).type != 'cuda' or not flex_available():
-            return self.sdpa
-        if self.flex is None:
-            from .flex import FlexAttention
-            self.flex = FlexAttention(compile=self.compile)
-        return self.flex
+        return self.sdpa
 
     def prepare(self,
                 batch: PackedBatch,

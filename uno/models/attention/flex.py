@@ -116,6 +116,11 @@ class FlexAttention(AttentionBackend):
                 '(torch: FlexAttention does not support backward on CPU); '
                 "train with model.attention=dict(type='sdpa') or 'auto', "
                 'or run flex under torch.no_grad()')
+        if self.compile and q.shape[-1] < 16:
+            raise BackendUnavailableError(
+                f'compiled flex attention needs a head dim of at least 16 '
+                f'(torch inductor), got {q.shape[-1]}: use '
+                "dict(type='flex', compile=False) or type='sdpa'")
         q = q.transpose(0, 1).unsqueeze(0)  # (1, H, L_q, d)
         k = k.transpose(0, 1).unsqueeze(0)  # (1, H_kv, L_k, d)
         v = v.transpose(0, 1).unsqueeze(0)  # (1, H_kv, L_k, d)
