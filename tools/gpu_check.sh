@@ -11,8 +11,10 @@
 #   python3 -m pip download --no-deps --only-binary=:all: -d .whl \
 #       mmengine==0.10.7 addict==2.4.0 yapf==0.43.0 platformdirs \
 #       termcolor==3.3.0 diffusers==0.42.1 importlib_metadata==9.1.0
-# (mlflow only matters to the GPU-marked FSDP test of part 1; part 4 runs
-# without it.)
+# (neither part 1 nor part 4 needs mlflow: both use the JSON visualizer.)
+# xformers: carry its wheel only if it was built for the machine's torch;
+# 0.0.35 (built for torch 2.10, Python 3.10) did not load its CUDA kernels
+# on an image with torch 2.11 (2026-11-30), which fails the xformers rows.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
