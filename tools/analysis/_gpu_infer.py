@@ -49,14 +49,43 @@ def part_sampling(ctx) -> dict:
             if len(times) == 2 else None)
     speed = (times['uncached'] / times['cached'] if len(times) == 2
              else None)
+    floor = _fp32_floor(ctx, model, run, images, s['steps'])
+    verdict = ''
+    if diff is not None and floor is not None:  # bf16 noise as the scale
+        verdict = (f'; cache error {diff:.3g} '
+                   f'{"within" if diff <= floor else "ABOVE"} bf16-vs-fp32 '
+                   f'{floor:.3g}')
     return dict(summary=f'{rate.get("cached", 0):.2f} images/s cached, '
                 f'{rate.get("uncached", 0):.2f} uncached '
-                f'({speed or 0:.2f}x)', images_per_s=rate,
+                f'({speed or 0:.2f}x){verdict}', images_per_s=rate,
                 seconds=times, speedup=speed, max_abs_diff=diff,
+                bf16_vs_fp32_max_abs_diff=floor,
                 batch=len(prompts), prompt_tokens=s['prompts'],
                 latent_tokens=s['grid']**2, steps=s['steps'],
                 cfg_scale=4.0, layers=s['layers'],
                 peak_gib=gs.peak_gib(dev), problems=[])
+
+
+def _fp32_floor(ctx, model, run, images, steps: int):
+    """Max difference of the uncached bf16 images from the same weights
+    in fp32 (TF32 matmuls): the scale against which the cache's own error
+    is read (random weights over many layers and CFG amplify rounding).
+    None when the budget or memory does not allow it."""
+    if ctx['left']() < 25 or False not in images:
+        return None
+    low = images[False]
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        model.float()
+        gs.rope_to_fp32(model, model.cfg.rope_theta)
+        run(False, steps)()
+        return float((images[False] - low).abs().max())
+    except Exception:  # noqa: BLE001 (out of memory on a smaller GPU)
+        return None
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        images[False] = low
 
 
 # --------------------------------------------------------------------------
