@@ -201,39 +201,23 @@ def test_candidates_newest_first_and_pointer_first(tmp_path):
     assert not (tmp_path / '.iter_12.pth.abc.tmp').exists()
 
 
-class _FakeRunner:
-    """What ``UnoRunner.load_or_resume`` uses of a runner."""
-
-    def __init__(self, work_dir, load_from=None):
-        self._has_loaded, self._resume = False, True
-        self._load_from, self.work_dir = load_from, str(work_dir)
-        self.logger = logging.getLogger('fake')
-        self.resumed = None
-
-    def resume(self, path):
-        load_checkpoint_file(path)
-        self.resumed = path
-
-
-def test_resume_skips_a_damaged_newest_checkpoint(tmp_path, caplog):
-    from uno.engine.runner import UnoRunner
-    save_checkpoint_file(dict(w=torch.ones(1)), str(tmp_path / 'iter_4.pth'))
+def test_resume_skips_a_damaged_newest_checkpoint(tmp_path):
+    from uno.engine.runner import _resume_target
+    save_checkpoint_file(dict(meta=dict(iter=4), state_dict=dict(
+        w=torch.ones(1))), str(tmp_path / 'iter_4.pth'))
     _touch(tmp_path / 'iter_6.pth', os.urandom(100))  # no last_checkpoint
-    runner = _FakeRunner(tmp_path)
-    with caplog.at_level(logging.WARNING, logger='fake'):
-        UnoRunner.load_or_resume(runner)
-    assert runner.resumed.endswith('iter_4.pth')
-    assert 'iter_6.pth' in caplog.text and 'iter_4.pth' in caplog.text
+    path, note = _resume_target(str(tmp_path))
+    assert path.endswith('iter_4.pth')
+    assert 'iter_6.pth' in note and 'iter_4.pth' in note
     (tmp_path / 'iter_4.pth').write_bytes(b'')
     with pytest.raises(CheckpointError, match='no checkpoint in .* can be'):
-        UnoRunner.load_or_resume(_FakeRunner(tmp_path))
+        _resume_target(str(tmp_path))
 
 
 def test_resume_in_an_empty_work_dir_starts_fresh(tmp_path):
-    from uno.engine.runner import UnoRunner
-    runner = _FakeRunner(tmp_path)
-    UnoRunner.load_or_resume(runner)
-    assert runner.resumed is None
+    from uno.engine.runner import _resume_target
+    path, note = _resume_target(str(tmp_path))
+    assert path is None and 'training from scratch' in note
 
 
 @pytest.mark.parametrize('how', ['load_from', 'resume'])

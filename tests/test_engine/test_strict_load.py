@@ -62,7 +62,7 @@ def test_objective_heads_may_differ_under_load_from_only(tmp_path):
     assert not any(k.startswith('objectives.')
                    for k in no_reg.model.state_dict())
     no_reg.load_checkpoint(full)  # a dropped objective head is fine
-    no_reg._uno_resume = dict(optimizer=True)  # but not when resuming
+    no_reg.cfg.resume = True  # but not when resuming
     with pytest.raises(UnoConfigError, match='unexpected: objectives.'):
         no_reg.load_checkpoint(full)
 
@@ -80,7 +80,7 @@ def test_metaqueries_may_be_resized_under_load_from_only(tmp_path):
             assert torch.equal(value, before[key])
         elif key in saved:
             assert torch.equal(value, saved[key]), key
-    mq64._uno_resume = dict(optimizer=True)  # resuming must match exactly
+    mq64.cfg.resume = True  # resuming must match exactly
     with pytest.raises(UnoConfigError, match='model.metaquery.'):
         mq64.load_checkpoint(mq16)
 
@@ -117,3 +117,19 @@ def test_train_exits_2_on_mismatch_and_trains_when_relaxed(
     code, _, err = train('load_strict=False')
     assert code == 0, err[-3000:]
     assert osp.isfile(tmp_path / 'work' / 'iter_1.pth')
+
+
+def test_resume_never_runs_config_code_in_meta(tmp_path):
+    """mmengine's ``Runner.resume`` would run ``meta['config']`` through
+    ``Config.fromstring``; uno's ``load_checkpoint`` drops it first."""
+    cfg = Config.fromfile(osp.join(REPO, SMOKE))
+    path = _checkpoint(cfg, tmp_path / 'code.pth')
+    marker = tmp_path / 'ran'
+    runner = _runner(SMOKE, tmp_path, resume=True)
+    checkpoint = torch.load(path)
+    checkpoint['meta'].update(epoch=0, config=(
+        f"__import__('os').mkdir({str(marker)!r})\n"))
+    checkpoint['message_hub'] = runner.message_hub.state_dict()
+    torch.save(checkpoint, path)
+    runner.resume(path)
+    assert runner.iter == 1 and not marker.exists()

@@ -12,7 +12,6 @@ import inspect
 import os
 import os.path as osp
 import re
-from collections import OrderedDict
 
 import torch
 from mmengine.config import Config
@@ -72,9 +71,13 @@ def build_runner(cfg: Config) -> Runner:
         'backend', 'nccl' if torch.cuda.is_available() else 'gloo')
     env_cfg['dist_cfg'].setdefault('timeout', DIST_TIMEOUT_S)
     check_writable(cfg.work_dir)
+    load_from, resume, note = cfg.get('load_from'), cfg.get('resume'), None
+    if resume and load_from is None:
+        load_from, note = _resume_target(osp.abspath(cfg.work_dir))
+        resume = load_from is not None
     if cfg.get('launcher', 'none') == 'pytorch':
         _init_cpu_process_group(env_cfg['dist_cfg'])
-    return UnoRunner(
+    runner = UnoRunner(
         model=trainer,
         work_dir=cfg.work_dir,
         train_dataloader=_resolve_collate(cfg.get('train_dataloader')),
@@ -90,8 +93,8 @@ def build_runner(cfg: Config) -> Runner:
         test_evaluator=cfg.get('test_evaluator'),
         default_hooks=cfg.get('default_hooks'),
         custom_hooks=cfg.get('custom_hooks'),
-        load_from=cfg.get('load_from'),
-        resume=cfg.get('resume', False),
+        load_from=load_from,
+        resume=bool(resume),
         launcher=cfg.get('launcher', 'none'),
         env_cfg=env_cfg,
         log_processor=cfg.get('log_processor'),
@@ -101,6 +104,63 @@ def build_runner(cfg: Config) -> Runner:
         randomness=cfg.get('randomness', dict(seed=None)),
         experiment_name=cfg.get('experiment_name'),
         cfg=cfg)
+    if note:  # a skipped newer checkpoint, or nothing to resume from
+        (runner.logger.warning if load_from else runner.logger.info)(note)
+    return runner
+
+
+def _resume_target(work_dir: str):
+    """What ``resume=True`` without ``load_from`` resumes from.
+
+    The work dir's newest complete checkpoint (:func:`checkpoint_candidates`:
+    the one ``last_checkpoint`` names, else the highest ``iter_N.pth``)
+    that reads as a training state; a newer one that cannot be read is
+    skipped for the previous one. Only a work dir with no checkpoint
+    starts from scratch.
+
+    Returns:
+        tuple: The checkpoint (None: none, train from scratch) and a line
+        to log (the skipped checkpoints, or why from scratch) or None.
+
+    Raises:
+        CheckpointError: No checkpoint can be read, or ``last_checkpoint``
+            names a missing one and there is no other.
+    """
+    candidates = checkpoint_candidates(work_dir)
+    pointer = osp.join(work_dir, LAST_CHECKPOINT)
+    if not candidates and osp.isfile(pointer):
+        with open(pointer) as f:
+            named = f.read().strip()
+        raise CheckpointError(
+            f'--resume: {pointer} names {named}, which does not exist, '
+            f'and {work_dir} holds no other checkpoint: put it '
+            'back, or drop --resume to train from scratch')
+    if not candidates:
+        return None, (f'--resume: no checkpoint in {work_dir}, training '
+                      'from scratch')
+    failed = []
+    for path in candidates:
+        try:  # the meta only: a .pth is mapped, a folder's shards not read
+            _require_meta(load_sharded_meta(path) if is_sharded_checkpoint(
+                path) else load_checkpoint_file(path, mmap=True), path)
+        except CheckpointError as e:
+            failed.append((path, e))
+            continue
+        return path, (f'resumed from {path} instead of the newer '
+                      + ', '.join(f'{p} ({e})' for p, e in failed)
+                      if failed else None)
+    raise CheckpointError(
+        f'--resume: no checkpoint in {work_dir} can be read: '
+        + '; '.join(str(e) for _, e in failed))
+
+
+def _require_meta(checkpoint: dict, filename) -> None:
+    """A checkpoint to resume from holds a training state (``meta``)."""
+    if not isinstance(checkpoint.get('meta'), dict):
+        raise CheckpointError(
+            f'checkpoint {filename} holds weights only (no training '
+            "state 'meta'): --resume needs a checkpoint the training "
+            'saved; pass this one as load_from to start from it')
 
 
 def _init_cpu_process_group(dist_cfg: dict) -> None:
@@ -140,15 +200,20 @@ class UnoRunner(Runner):
     before the Runner (:func:`_init_cpu_process_group`), since mmengine's
     launcher assumes CUDA.
 
-    Checkpoints: under :class:`UnoFSDP` every rank saves its shards into a
-    checkpoint folder (:mod:`uno.engine.sharded_checkpoint`); such a
-    folder loads (``load_from``, ``resume``) with or without FSDP.
-    Loading is strict: a checkpoint whose weights do not match the model
-    (missing, unexpected or shape-mismatched keys) fails with one
+    Checkpoints: mmengine's ``load_or_resume`` and ``resume`` run as they
+    are (``build_runner`` picks what ``--resume`` without a path takes);
+    they read through :meth:`load_checkpoint`, which reads uno's formats
+    without running code in them and drops ``meta['config']`` (which
+    mmengine's ``resume`` would execute). Under :class:`UnoFSDP` every
+    rank saves its shards into a checkpoint folder
+    (:mod:`uno.engine.sharded_checkpoint`); such a folder loads
+    (``load_from``, ``resume``) with or without FSDP. Loading is strict:
+    a checkpoint whose weights do not match the model (missing,
+    unexpected or shape-mismatched keys) fails with one
     :class:`UnoConfigError` naming them, unless the config sets
     ``load_strict = False`` (then what matches is loaded, with warnings).
-    With ``load_from``, objective heads (``objectives.*``) may be missing
-    or extra: a run may add or drop an objective.
+    With ``load_from``, the post-training parts (``LOAD_FROM_OPTIONAL``)
+    may be missing, extra or resized: a run may add or drop an objective.
     """
 
     def wrap_model(self, model_wrapper_cfg, model):
@@ -183,71 +248,13 @@ class UnoRunner(Runner):
             self.model.module.init_weights()
 
     # ------------------------------------------------------------------
-    # checkpoints: sharded under FSDP, strict loading (saving: the
-    # checkpoint hook, uno.engine.hooks.checkpoint_hook)
-    def load_or_resume(self) -> None:
-        """Load ``load_from``, or resume.
-
-        ``resume=True`` without a path resumes from the work dir's newest
-        complete checkpoint: the one ``last_checkpoint`` names, else (no
-        or a dangling ``last_checkpoint``) the highest ``iter_N.pth``; a
-        newest checkpoint that cannot be read is skipped for the previous
-        one with a warning naming both. Only a work dir with no checkpoint
-        starts from scratch.
-        """
-        if self._has_loaded:
-            return
-        if not self._resume:
-            if self._load_from is not None:
-                self.load_checkpoint(self._load_from)
-            return
-        if self._load_from is not None:
-            self.resume(self._load_from)
-            return
-        candidates = checkpoint_candidates(self.work_dir)
-        pointer = osp.join(self.work_dir, LAST_CHECKPOINT)
-        if not candidates and osp.isfile(pointer):
-            with open(pointer) as f:
-                named = f.read().strip()
-            raise CheckpointError(
-                f'--resume: {pointer} names {named}, which does not exist, '
-                f'and {self.work_dir} holds no other checkpoint: put it '
-                'back, or drop --resume to train from scratch')
-        if not candidates:
-            self.logger.info(f'--resume: no checkpoint in {self.work_dir}, '
-                             'training from scratch')
-            return
-        failed = []
-        for path in candidates:
-            try:
-                self.resume(path)
-            except CheckpointError as e:
-                failed.append((path, e))
-                continue
-            if failed:
-                self.logger.warning(
-                    f'resumed from {path} instead of the newer '
-                    + ', '.join(f'{p} ({e})' for p, e in failed))
-            else:
-                self.logger.info(f'Resumed from the latest checkpoint '
-                                 f'{path}.')
-            return
-        raise CheckpointError(
-            f'--resume: no checkpoint in {self.work_dir} can be read: '
-            + '; '.join(str(e) for _, e in failed))
-
-    def resume(self, filename, resume_optimizer=True,
-               resume_param_scheduler=True, map_location='default'):
-        self._uno_resume = dict(optimizer=resume_optimizer)
-        try:
-            super().resume(filename, resume_optimizer,
-                           resume_param_scheduler, map_location)
-        finally:
-            self._uno_resume = None
-
+    # loading (saving: the checkpoint hook, uno.engine.hooks.checkpoint_hook;
+    # which checkpoint --resume takes: build_runner, _resume_target)
     def load_checkpoint(self, filename, map_location='cpu', strict=None,
                         revise_keys=[(r'^module\.', '')]):
-        """Load weights (``load_from``) or a training state (``resume``).
+        """Load weights (``load_from``), or a training state when the
+        config sets ``resume`` (mmengine's ``resume`` calls this and then
+        restores the loop, optimizer and schedulers from what it returns).
 
         Args:
             filename (str): A ``.pth`` file, a sharded checkpoint folder,
@@ -261,9 +268,11 @@ class UnoRunner(Runner):
         Raises:
             UnoConfigError: With ``strict``, when the weights do not match
                 the model; when an FSDP run resumes from a ``.pth``.
+            CheckpointError: The file cannot be read inertly, or a resume
+                finds no training state in it.
         """
         from mmengine.model import is_model_wrapper
-        resume = getattr(self, '_uno_resume', None)
+        resume = bool(self.cfg.get('resume', False))  # else load_from
         if strict is None:
             strict = bool(self.cfg.get('load_strict', True))
         model = self.model.module if is_model_wrapper(
@@ -273,7 +282,7 @@ class UnoRunner(Runner):
             self.model.release()
         if is_sharded_checkpoint(filename):
             return self._load_sharded(filename, model, strict, resume)
-        if fsdp and resume is not None:
+        if fsdp and resume:
             raise UnoConfigError(
                 f'cannot resume this FSDP run from {filename}: resume needs '
                 'a sharded checkpoint folder (pass the file as load_from '
@@ -285,38 +294,25 @@ class UnoRunner(Runner):
                     str(filename)).items()})
         else:  # every FSDP rank reads the file: map it, do not copy it
             checkpoint = load_checkpoint_file(
-                filename, 'cpu' if fsdp or map_location == 'default'
-                else map_location, mmap=fsdp)
-        if resume is not None and not isinstance(
-                checkpoint.get('meta'), dict):
-            raise CheckpointError(
-                f'checkpoint {filename} holds weights only (no training '
-                "state 'meta'): --resume needs a checkpoint the training "
-                'saved; pass this one as load_from to start from it')
+                filename, 'cpu' if fsdp else map_location, mmap=fsdp)
+        if resume:
+            _require_meta(checkpoint, filename)
         _drop_code(checkpoint, filename, self.logger)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         state_dict = checkpoint.get('state_dict', checkpoint)
         for pattern, repl in revise_keys:
             state_dict = {re.sub(pattern, repl, k): v
                           for k, v in state_dict.items()}
-        report = self._check_weights(model, state_dict, strict, filename,
-                                     resume is not None)
-        if fsdp:
+        skipped = self._check_weights(model, state_dict, strict, filename,
+                                      resume)
+        kept = {k: v for k, v in state_dict.items() if k not in skipped}
+        if fsdp:  # strict=False: what is skipped stays as built
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions, set_model_state_dict)
-            bad = _unloadable(report)
-            set_model_state_dict(
-                model, {k: v for k, v in state_dict.items()
-                        if k not in bad and k not in report['unexpected']},
-                options=StateDictOptions(full_state_dict=True,
-                                         strict=False))
+            set_model_state_dict(model, kept, options=StateDictOptions(
+                full_state_dict=True, strict=False))
         else:
-            skipped = _unloadable(report)  # strict=False: left as built
-            kept = OrderedDict(
-                (k, v) for k, v in state_dict.items() if k not in skipped)
-            kept._metadata = getattr(state_dict, '_metadata', OrderedDict())
             model.load_state_dict(kept, strict=False)
-        self._has_loaded = True
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint
 
@@ -324,30 +320,29 @@ class UnoRunner(Runner):
         """Load a sharded checkpoint folder (see :meth:`load_checkpoint`).
         """
         checkpoint = load_sharded_meta(path)
+        if resume:
+            _require_meta(checkpoint, path)
         _drop_code(checkpoint, path, self.logger)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         shapes = {k: torch.empty(s, dtype=d, device='meta')
                   for k, (s, d) in sharded_tensors(path).items()}
-        report = self._check_weights(model, shapes, strict, path,
-                                     resume is not None)
-        bad = _unloadable(report)
-        names = [k for k in shapes if k not in bad
-                 and k not in report['unexpected']]
+        skipped = self._check_weights(model, shapes, strict, path, resume)
+        names = [k for k in shapes if k not in skipped]
         optimizer = None
-        if resume is not None and resume['optimizer'] and sharded_tensors(
-                path, prefix='optimizer.'):
+        if resume and sharded_tensors(path, prefix='optimizer.'):
             self.optim_wrapper = self.build_optim_wrapper(self.optim_wrapper)
             optimizer = self.optim_wrapper.optimizer
         load_sharded(path, model, optimizer, names)
-        self._has_loaded = True
         self.logger.info(f'Load sharded checkpoint from {path}')
         return checkpoint  # no 'optimizer': its state is loaded already
 
     def _check_weights(self, model, state_dict, strict, filename,
-                       resume) -> dict:
-        """Mismatch report of ``state_dict`` against ``model``; with
-        ``strict``, a mismatch raises one :class:`UnoConfigError`."""
+                       resume) -> set:
+        """Check ``state_dict`` against ``model``: with ``strict``, a
+        mismatch raises one :class:`UnoConfigError`. Returns the keys not
+        to load (unexpected, of another shape, or integer for float)."""
         report = state_dict_mismatch(model, state_dict)
+        skipped = unloadable_keys(report) | set(report['unexpected'])
         if not resume:  # post-training may add modules pretraining lacks
             optional = [k for kind in ('missing', 'unexpected', 'shape')
                         for k in report[kind]
@@ -359,18 +354,16 @@ class UnoRunner(Runner):
             for kind in ('missing', 'unexpected', 'shape'):
                 report[kind] = [k for k in report[kind]
                                 if not k.startswith(LOAD_FROM_OPTIONAL)]
-            skipped = [k.split(': checkpoint ')[0] for k in optional
-                       if ': checkpoint ' in k]
-        else:
-            skipped = []
+        what = 'resume' if resume else 'load_from'
         if strict and any(report.values()):
-            what = 'resume' if resume else 'load_from'
             raise UnoConfigError(
                 f'{what}={filename} does not match the model: '
                 + mismatch_text(report) + ' (set load_strict=False in the '
                 'config to load only what matches)')
-        report['skipped'] = skipped  # shape mismatches load_from leaves
-        return report
+        if any(report.values()):
+            self.logger.warning(f'{what}={filename} loaded where it matches '
+                                'the model: ' + mismatch_text(report))
+        return skipped
 
 
 # prefixes load_from may find missing, unexpected or of another shape:
@@ -378,12 +371,6 @@ class UnoRunner(Runner):
 # trains (a run may add, drop or resize them), and the latent stem, which
 # starts at zero (a model that adds it keeps the checkpoint's function)
 LOAD_FROM_OPTIONAL = ('objectives.', 'model.metaquery.', 'model.latent_stem.')
-
-
-def _unloadable(report: dict) -> set:
-    """What a load leaves as built: :func:`unloadable_keys` and the
-    post-training keys of another shape ``load_from`` skipped."""
-    return unloadable_keys(report) | set(report.get('skipped', ()))
 
 
 def _drop_code(checkpoint: dict, filename, logger) -> None:
