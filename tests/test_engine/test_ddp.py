@@ -18,7 +18,7 @@ import torch
 from mmengine.config import Config
 
 from tests.conftest import BASELINE as CONFIG
-from tests.conftest import REPO, baseline_options, mlflow_store
+from tests.conftest import REPO, baseline_options
 from tests.test_engine.accumulation_checks import (RANKS, TOL, make_batch,
                                                    make_trainer, rel,
                                                    train_step)
@@ -34,7 +34,9 @@ def launch(tmp_path_factory, baseline_run):
     and the one-process batch-4 run (the session's ``baseline_run``)."""
     tmp = tmp_path_factory.mktemp('ddp')
     two, probe = tmp / 'work_dirs/two', tmp / 'probe'
-    # the baseline plus the probe hook (the base's hooks kept)
+    # the baseline plus the probe hook (the base's hooks kept), logging to
+    # the local JSON only: this is about DDP (test_fsdp.py's 2-rank
+    # launches cover MLflow under torchrun)
     base = Config.fromfile(os.path.join(REPO, CONFIG)).to_dict()
     hooks = base.get('custom_hooks', []) + [
         dict(type='TwoRankAccumulationProbe', out_dir=str(probe))]
@@ -43,9 +45,9 @@ def launch(tmp_path_factory, baseline_run):
         f"_base_ = [{os.path.join(REPO, CONFIG)!r}]\n"
         "custom_imports = dict(imports=["
         "'tests.test_engine.two_rank_probe'])\n"
-        f"custom_hooks = {hooks!r}\n")
-    env = dict(os.environ, OMP_NUM_THREADS='1', PORT=str(free_port()),
-               MLFLOW_TRACKING_URI=mlflow_store(tmp / 'mlflow.db'))
+        f"custom_hooks = {hooks!r}\n"
+        "visualizer = dict(vis_backends=[dict(type='LocalVisBackend')])\n")
+    env = dict(os.environ, OMP_NUM_THREADS='1', PORT=str(free_port()))
     dist = subprocess.run(
         ['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir',
          str(two), *baseline_options(ITERS, 2, ITERS)], cwd=REPO, env=env,
