@@ -44,8 +44,36 @@ class TinyTokenizer:
     vocab_size = 32
 
 
+#: the test files that take longest (multi-process runs, the GPU check's
+#: dry run), about longest first: they start first, so the two
+#: pytest-xdist workers end together (pytest-xdist's own order, most
+#: tests first, put them last, where one worker ran them while the other
+#: sat idle). The GPU check second: it needs no ``baseline_run``, which
+#: the first file's worker runs meanwhile.
+LONG_FILES = ('tests/test_engine/test_fsdp.py',
+              'tests/test_tools/test_gpu_check.py',
+              'tests/test_engine/test_resume.py',
+              'tests/test_tools/test_sweep.py',
+              'tests/test_engine/test_ddp.py')
+
+
+def _file_order(items):
+    """``items`` by file: ``LONG_FILES`` first, then the rest with the
+    most tests first (pytest-xdist's order), each file's tests in their
+    order. setup.cfg's ``--no-loadscope-reorder`` keeps this order."""
+    files = {}
+    for item in items:
+        files.setdefault(item.nodeid.split('::')[0], []).append(item)
+    long = [f for f in LONG_FILES if f in files]
+    rest = sorted((f for f in files if f not in long),
+                  key=lambda f: -len(files[f]))  # stable: ties as found
+    return [item for f in long + rest for item in files[f]]
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip ``gpu`` tests where CUDA is absent (and only there)."""
+    """Order the files (:func:`_file_order`); skip ``gpu`` tests where
+    CUDA is absent (and only there)."""
+    items[:] = _file_order(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason='needs CUDA')
