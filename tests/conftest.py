@@ -130,7 +130,7 @@ def baseline_options(iters: int, batch: int, checkpoint_interval: int):
 
 
 @pytest.fixture(scope='session')
-def baseline_run(tmp_path_factory, worker_id):
+def baseline_run(tmp_path_factory, request):
     """The work dir of a one-process ``tools/train.py`` run of the UNO
     baseline, batch 4, ``BASELINE_ITERS`` iterations, a row logged and a
     checkpoint kept at every iteration (its own MLflow store).
@@ -145,8 +145,8 @@ def baseline_run(tmp_path_factory, worker_id):
 
     from tests.tools import run_tool
     root = tmp_path_factory.getbasetemp()
-    if worker_id != 'master':  # the session's folder, shared by workers
-        root = root.parent
+    if hasattr(request.config, 'workerinput'):  # a pytest-xdist worker:
+        root = root.parent  # the session's folder, shared by the workers
     work = root / 'baseline_run'
     with FileLock(str(root / 'baseline_run.lock')):
         if not (work / 'complete').exists():
