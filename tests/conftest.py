@@ -44,8 +44,36 @@ class TinyTokenizer:
     vocab_size = 32
 
 
+#: the test files that take longest (multi-process runs, the GPU check's
+#: dry run), about longest first: they start first, so the two
+#: pytest-xdist workers end together (pytest-xdist's own order, most
+#: tests first, put them last, where one worker ran them while the other
+#: sat idle). The GPU check second: it needs no ``baseline_run``, which
+#: the first file's worker runs meanwhile.
+LONG_FILES = ('tests/test_engine/test_fsdp.py',
+              'tests/test_tools/test_gpu_check.py',
+              'tests/test_engine/test_resume.py',
+              'tests/test_tools/test_sweep.py',
+              'tests/test_engine/test_ddp.py')
+
+
+def _file_order(items):
+    """``items`` by file: ``LONG_FILES`` first, then the rest with the
+    most tests first (pytest-xdist's order), each file's tests in their
+    order. setup.cfg's ``--no-loadscope-reorder`` keeps this order."""
+    files = {}
+    for item in items:
+        files.setdefault(item.nodeid.split('::')[0], []).append(item)
+    long = [f for f in LONG_FILES if f in files]
+    rest = sorted((f for f in files if f not in long),
+                  key=lambda f: -len(files[f]))  # stable: ties as found
+    return [item for f in long + rest for item in files[f]]
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip ``gpu`` tests where CUDA is absent (and only there)."""
+    """Order the files (:func:`_file_order`); skip ``gpu`` tests where
+    CUDA is absent (and only there)."""
+    items[:] = _file_order(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason='needs CUDA')
@@ -82,6 +110,57 @@ def reset_mmengine_singletons():
     from mmengine.visualization import Visualizer
     for cls in (MMLogger, Visualizer, MessageHub, DefaultScope):
         cls._instance_dict.clear()
+
+
+#: the UNO baseline config, trained by :func:`baseline_run`
+BASELINE = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
+BASELINE_ITERS = 12
+
+
+def baseline_options(iters: int, batch: int, checkpoint_interval: int):
+    """``--cfg-options`` of a short UNO run logged at every step (no
+    validation before the last step; the schedule does not depend on
+    ``max_iters``, so a run's first steps are a longer run's)."""
+    return [
+        '--cfg-options', f'train_cfg.max_iters={iters}',
+        'train_cfg.val_interval=1000', 'default_hooks.logger.interval=1',
+        'log_processor.window_size=1', f'train_dataloader.batch_size={batch}',
+        f'default_hooks.checkpoint.interval={checkpoint_interval}'
+    ]
+
+
+@pytest.fixture(scope='session')
+def baseline_run(tmp_path_factory, request):
+    """The work dir of a one-process ``tools/train.py`` run of the UNO
+    baseline, batch 4, ``BASELINE_ITERS`` iterations, a row logged and a
+    checkpoint kept at every iteration (its own MLflow store).
+
+    The reference of the DDP, FSDP, accumulation and resume tests, which
+    compare their runs with its rows and ``iter_N.pth`` at the steps they
+    train: run once per test session, by the first pytest-xdist worker
+    that asks (another waits on a file lock), in-process. Read it, never
+    write into it.
+    """
+    from filelock import FileLock
+
+    from tests.tools import run_tool
+    root = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, 'workerinput'):  # a pytest-xdist worker:
+        root = root.parent  # the session's folder, shared by the workers
+    work = root / 'baseline_run'
+    with FileLock(str(root / 'baseline_run.lock')):
+        if not (work / 'complete').exists():
+            if work.exists():  # an earlier attempt failed
+                shutil.rmtree(work)
+            code, _, err = run_tool(
+                'train', [BASELINE, '--work-dir', str(work),
+                          *baseline_options(BASELINE_ITERS, 4, 1),
+                          'default_hooks.checkpoint.max_keep_ckpts=-1'],
+                env=dict(MLFLOW_TRACKING_URI=mlflow_store(
+                    root / 'baseline_run_mlflow.db')))
+            assert code == 0, err[-3000:]
+            (work / 'complete').write_text('')
+    return work
 
 
 @pytest.fixture(autouse=True)

@@ -3,53 +3,93 @@
 Global token counts normalise every loss and each image's noise is
 seeded by its sample, so the split across ranks changes nothing but
 floating-point summation order.
+
+One ``tools/dist_train.sh`` launch serves both tests: before training,
+its two ranks also run the 2-rank accumulation checks (DDP and FSDP,
+:mod:`tests.test_engine.two_rank_probe`, which leaves the run's random
+state as it found it), so they need no processes of their own.
 """
 import os
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 import torch
+from mmengine.config import Config
 
-from tests.conftest import REPO, mlflow_store
-from tests.tools import free_port, run_tool, train_rows
+from tests.conftest import BASELINE as CONFIG
+from tests.conftest import REPO, baseline_options
+from tests.test_engine.accumulation_checks import (RANKS, TOL, make_batch,
+                                                   make_trainer, rel,
+                                                   train_step)
+from tests.tools import free_port, train_rows
 
-CONFIG = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
 ITERS = 3
-pytestmark = [pytest.mark.dist, pytest.mark.slow]
+pytestmark = pytest.mark.dist
 
 
-def _options(batch):
-    return [
-        '--cfg-options', f'train_cfg.max_iters={ITERS}',
-        'train_cfg.val_interval=1000', 'default_hooks.logger.interval=1',
-        'log_processor.window_size=1', f'train_dataloader.batch_size={batch}',
-        f'default_hooks.checkpoint.interval={ITERS}'
-    ]
-
-
-def test_two_processes_match_one_with_double_batch(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS='1',
-               MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
-    one, two = tmp_path / 'work_dirs/one', tmp_path / 'work_dirs/two'
-    code, _, err = run_tool(  # the reference, in-process
-        'train', [CONFIG, '--work-dir', str(one), *_options(4)],
-        env=dict(MLFLOW_TRACKING_URI=env['MLFLOW_TRACKING_URI']))
-    assert code == 0, err[-3000:]
+@pytest.fixture(scope='module')
+def launch(tmp_path_factory, baseline_run):
+    """The 2-rank launch (batch 2 per rank, with the accumulation probe)
+    and the one-process batch-4 run (the session's ``baseline_run``)."""
+    tmp = tmp_path_factory.mktemp('ddp')
+    two, probe = tmp / 'work_dirs/two', tmp / 'probe'
+    # the baseline plus the probe hook (the base's hooks kept), logging to
+    # the local JSON only: this is about DDP (test_fsdp.py's 2-rank
+    # launches cover MLflow under torchrun)
+    base = Config.fromfile(os.path.join(REPO, CONFIG)).to_dict()
+    hooks = base.get('custom_hooks', []) + [
+        dict(type='TwoRankAccumulationProbe', out_dir=str(probe))]
+    config = tmp / 'ddp_probe.py'
+    config.write_text(
+        f"_base_ = [{os.path.join(REPO, CONFIG)!r}]\n"
+        "custom_imports = dict(imports=["
+        "'tests.test_engine.two_rank_probe'])\n"
+        f"custom_hooks = {hooks!r}\n"
+        "visualizer = dict(vis_backends=[dict(type='LocalVisBackend')])\n")
+    env = dict(os.environ, OMP_NUM_THREADS='1', PORT=str(free_port()))
     dist = subprocess.run(
-        ['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(two),
-         *_options(2)], cwd=REPO, env=dict(env, PORT=str(free_port())),
+        ['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir',
+         str(two), *baseline_options(ITERS, 2, ITERS)], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=600)
-    assert dist.returncode == 0, (dist.stdout + dist.stderr)[-4000:]
+    return SimpleNamespace(one=baseline_run, two=two, probe=probe, dist=dist)
 
-    a, b = train_rows(one), train_rows(two)
-    assert sorted(a) == sorted(b) == list(range(1, ITERS + 1))
-    for step in a:
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_double_batch(launch):
+    dist = launch.dist
+    assert dist.returncode == 0, (dist.stdout + dist.stderr)[-4000:]
+    a, b = train_rows(launch.one), train_rows(launch.two)
+    assert sorted(b) == list(range(1, ITERS + 1)), sorted(b)
+    assert set(b) <= set(a), (sorted(a), sorted(b))
+    for step in b:
         for key in ('loss', 'loss/flow', 'loss/caption', 'loss/regression',
                     'tokens/flow', 'tokens/caption'):
             assert a[step][key] == pytest.approx(b[step][key], rel=1e-4), \
                 (step, key)
-    wa = torch.load(one / f'iter_{ITERS}.pth', weights_only=False)
-    wb = torch.load(two / f'iter_{ITERS}.pth', weights_only=False)
+    wa = torch.load(launch.one / f'iter_{ITERS}.pth', weights_only=False)
+    wb = torch.load(launch.two / f'iter_{ITERS}.pth', weights_only=False)
     for key, value in wa['state_dict'].items():
         torch.testing.assert_close(value, wb['state_dict'][key], rtol=1e-3,
                                    atol=1e-5)
+
+
+def test_two_ranks_accumulate_like_one_step_over_the_union(launch):
+    """DDP and FSDP, 2 gloo ranks x 2 micro-batches of other sizes
+    (:func:`tests.test_engine.accumulation_checks.rank_checks`, run by
+    the launch's ranks), against one step over the union here."""
+    dist = launch.dist
+    assert dist.returncode == 0, (dist.stdout + dist.stderr)[-4000:]
+    out = [torch.load(launch.probe / f'rank{r}.pt', weights_only=True)
+           for r in range(2)]
+    trainer = make_trainer()
+    everything = sum((s for r in RANKS for s in r), [])
+    union, union_logs = train_step(trainer, make_batch(everything))
+    for rank in out:
+        assert rel(rank['grads'], union) < TOL
+        assert rel(rank['fsdp_grads'], union) < TOL
+        for key in ('loss', 'loss/caption', 'tokens/caption'):
+            assert float(rank['logs'][key]) == pytest.approx(
+                float(union_logs[key]), rel=TOL), key
+        # no gradient sync on the first micro-batch's backward (no_sync)
+        assert rank['syncs'] == rank['plain_syncs'] > 0

@@ -15,15 +15,14 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from tests.conftest import REPO, mlflow_store
-from tests.tools import free_port, run_tool
+from tests.conftest import BASELINE, BASELINE_ITERS, REPO, mlflow_store
+from tests.tools import free_port
 from uno.engine.sharded_checkpoint import (is_sharded_checkpoint,
                                            load_sharded_meta, read_sharded,
                                            sharded_tensors)
 from uno.registry import MODELS
 from uno.utils.config_diff import config_diff
 
-BASELINE = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
 CONFIG = 'configs/uno/uno_mot-tiny_2xb4-fsdp-iter200_shapes.py'
 ITERS = 3
 FROZEN = ('model.decoder.layers.0.experts.und.', 'model.embed_tokens.',
@@ -90,14 +89,12 @@ def _weights(path):
 
 @pytest.mark.dist
 @pytest.mark.slow
-def test_fsdp_two_processes_match_one_and_resume(tmp_path):
+def test_fsdp_two_processes_match_one_and_resume(tmp_path, baseline_run):
     env = dict(os.environ, OMP_NUM_THREADS='1',
                MLFLOW_TRACKING_URI=mlflow_store(tmp_path / 'mlflow.db'))
-    one, two = tmp_path / 'work_dirs/one', tmp_path / 'work_dirs/two'
-    code, _, err = run_tool(  # the reference, in-process
-        'train', [BASELINE, '--work-dir', str(one), *_options(4, ITERS + 1)],
-        env=dict(MLFLOW_TRACKING_URI=env['MLFLOW_TRACKING_URI']))
-    assert code == 0, err[-3000:]
+    # the reference: the session's one-process batch-4 baseline run
+    one, two = baseline_run, tmp_path / 'work_dirs/two'
+    assert BASELINE_ITERS > ITERS
 
     def dist(*extra, iters=ITERS):
         res = subprocess.run(
