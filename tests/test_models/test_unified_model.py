@@ -80,7 +80,6 @@ def test_noise_changes_velocity_but_not_prompt_hidden(tiny_model_cfg):
     assert not torch.allclose(out1.velocity, out2.velocity)
 
 
-
 @pytest.mark.parametrize('device', [
     'cpu', pytest.param('cuda', marks=pytest.mark.gpu)])
 def test_bf16_autocast_over_fp32_weights(uno_model_cfg, device):
