@@ -29,13 +29,13 @@ FREEZABLE = ('und', 'gen', 'embed_tokens', 'lm_head', 'latent_io',
              'latent_encoder')
 
 
-
 def _put(x: Tensor, index: Tensor, rows: Tensor) -> Tensor:
     """``x`` ``(L, D)`` with ``rows`` ``(N, D)`` at ``index`` ``(N,)``, in
     ``x``'s dtype: under CUDA autocast a Linear's rows are bf16 while the
     stream stays in the weights' fp32, and CUDA's ``index_copy`` refuses
     mixed dtypes (CPU autocast promotes them)."""
     return x.index_copy(0, index, rows.to(x.dtype))
+
 
 class MLPConnector(nn.Sequential):
     """Understanding features -> model width: Linear, GELU(tanh), Linear.
