@@ -43,7 +43,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.join(ROOT, 'tools'))
-from _cli import ArgumentParser, fail  # noqa: E402
+from _cli import ArgumentParser, exit_as_script, fail  # noqa: E402
 
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 TEST = osp.join(ROOT, 'tools', 'test.py')
@@ -404,4 +404,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_as_script(main)

@@ -20,8 +20,8 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _cli import (ArgumentParser, add_mlflow_args,  # noqa: E402
-                  apply_mlflow_args, check_launcher, cfg_options_action,
-                  load_config, run_cli)
+                  apply_mlflow_args, cfg_options_action, check_launcher,
+                  exit_as_script, load_config, run_cli)
 
 
 def parse_args():
@@ -117,4 +117,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    exit_as_script(main)
