@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.conftest import mlflow_store
 from tests.tools import run_tool
 
 SMOKE = 'configs/smoke/flow_mot-tiny_1xb8-iter200_shapes-t2i.py'
@@ -156,9 +157,12 @@ def test_failed_run_is_reported_and_exit_nonzero(tmp_path, monkeypatch,
 @pytest.mark.slow
 def test_tiny_sweep_logs_named_runs_and_resumes(tmp_path, monkeypatch,
                                                 capsys):
-    # the default store of the root
+    # the default store of the root (made from the migrated template: a
+    # new store's migration costs seconds and is not what is tested here)
     monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False)
     root = tmp_path / 'work_dirs'
+    root.mkdir()
+    mlflow_store(root / 'mlflow.db')
     args = (SMOKE, '--seeds', 0, 1, '--jobs', 2, '--threads', 1,
             '--work-dirs', root,
             '--cfg-options', 'train_cfg.max_iters=2',
