@@ -241,3 +241,45 @@ def test_mlflow_readers_of_a_dead_server_fail_fast_in_one_line(
     assert code == 2 and len(lines) == 1, err[-2000:]
     assert lines[0].startswith('error: ') and '127.0.0.1' in lines[0]
     assert time.time() - start < 60
+
+
+_SCRIPT = r'''
+import atexit, os, sys, threading, time
+sys.path.insert(0, os.path.join({repo!r}, 'tools'))
+from _cli import exit_as_script
+out = {out!r}
+atexit.register(lambda: open(out + '.atexit', 'w').close())
+
+
+def slow():
+    time.sleep(0.5)
+    open(out + '.thread', 'w').close()
+
+
+def main():
+    if {thread!r}:
+        threading.Thread(target=slow).start()
+    sys.stdout.write('buffered, no newline')
+    return {code!r}
+
+
+exit_as_script(main)
+'''
+
+
+@pytest.mark.parametrize('code,thread', [(0, False), (3, False), (0, True)])
+def test_exit_as_script_keeps_status_output_atexit_and_threads(
+        tmp_path, code, thread):
+    """The fast exit keeps the exit status, flushes the output, runs the
+    atexit handlers, and waits for a non-daemon thread (normal exit)."""
+    import subprocess
+    out = str(tmp_path / 'mark')
+    script = tmp_path / 'tool.py'
+    script.write_text(_SCRIPT.format(repo=REPO, out=out, code=code,
+                                     thread=thread))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == code, res.stderr
+    assert res.stdout == 'buffered, no newline'
+    assert osp.exists(out + '.atexit')
+    assert osp.exists(out + '.thread') == thread
