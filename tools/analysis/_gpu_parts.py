@@ -293,6 +293,8 @@ def part_throughput(ctx) -> dict:
                                                 backend, True)
     fig['optimizer'] = _optimizer_step(ctx, model, objs['uno'],
                                        batches['uno'], params)
+    fig['profile'] = _profile(ctx, model, objs['uno'], batches['uno'],
+                              params)
     ratios = {}
     for backend, _ in THROUGHPUT:
         u, f = (runs.get(f'{backend}/{k}/ckpt_off', {}) for k in
@@ -340,6 +342,20 @@ def _measure(ctx, model, objs, batch, params, backend, ckpt) -> dict:
                     oom=gs.is_oom(err), checkpointing=ckpt)
     finally:
         model.cfg.activation_checkpointing = False
+
+
+def _profile(ctx, model, objs, batch, params) -> dict:
+    """Where the UNO step's time goes (sdpa, no checkpointing)."""
+    if ctx['left']() < 20:
+        return dict(status='skipped: time budget')
+    try:
+        _set_attention(model, dict(type='sdpa'))
+        step = _train_step(model, objs, batch, params)
+        return dict(status='ok', **gs.top_kernels(step, ctx['device']))
+    except Exception as err:  # noqa: BLE001
+        for p in params:
+            p.grad = None
+        return dict(status='failed', error=gs.last_line(err))
 
 
 def _optimizer_step(ctx, model, objs, batch, params) -> dict:

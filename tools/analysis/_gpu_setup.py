@@ -187,6 +187,28 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
+def top_kernels(step, device, n: int = 15) -> dict:
+    """One call of ``step`` under ``torch.profiler`` after a warm-up: the
+    ``n`` CUDA kernels (CPU ops without CUDA) with the most self time and
+    their share of it all, to show where a step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = is_cuda(device)
+    step()
+    with profile(activities=[ProfilerActivity.CPU] +
+                 [ProfilerActivity.CUDA] * cuda) as prof:
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+    attr = 'self_device_time_total' if cuda else 'self_cpu_time_total'
+    rows = sorted(((getattr(e, attr, 0), e) for e in prof.key_averages()),
+                  key=lambda r: r[0], reverse=True)
+    total = sum(t for t, _ in rows) or 1.0
+    return dict(kind='CUDA kernels' if cuda else 'CPU ops',
+                total_ms=total / 1e3,
+                top=[dict(name=e.key[:90], ms=t / 1e3, share=t / total,
+                          calls=e.count) for t, e in rows[:n] if t > 0])
+
+
 def timed(fn, device, repeats: int, warmup: int = 1) -> List[float]:
     """Wall times of ``repeats`` calls after ``warmup`` calls."""
     times = []

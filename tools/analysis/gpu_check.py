@@ -262,6 +262,13 @@ def _detail_tables(results: list) -> list:
                 f"| {_fmt(v.get('peak_gib'))} | "
                 f"{_fmt(v.get('mfu_datasheet'), '.1%')} | "
                 f"{_fmt(v.get('mfu_gemm'), '.1%')} |")
+    prof = by.get(3, {}).get('profile') or {}
+    if prof.get('top'):
+        lines += ['', f"## 3: the UNO step's top {prof['kind']} "
+                  f"({prof['total_ms']:.0f} ms in all)", '',
+                  '| name | ms | share | calls |', '| --- | --- | --- | --- |']
+        lines += [f"| `{r['name'].replace('|', '/')}` | {r['ms']:.1f} | "
+                  f"{r['share']:.1%} | {r['calls']} |" for r in prof['top']]
     return lines
 
 
