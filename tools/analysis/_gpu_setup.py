@@ -191,6 +191,7 @@ def top_kernels(step, device, n: int = 15) -> dict:
     """One call of ``step`` under ``torch.profiler`` after a warm-up: the
     ``n`` CUDA kernels (CPU ops without CUDA) with the most self time and
     their share of it all, to show where a step's time goes."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     cuda = is_cuda(device)
     step()
@@ -199,8 +200,12 @@ def top_kernels(step, device, n: int = 15) -> dict:
         step()
         if cuda:
             torch.cuda.synchronize()
+    # on CUDA the kernels only: an aten op's self device time would count
+    # its kernels a second time
+    kind = DeviceType.CUDA if cuda else DeviceType.CPU
     attr = 'self_device_time_total' if cuda else 'self_cpu_time_total'
-    rows = sorted(((getattr(e, attr, 0), e) for e in prof.key_averages()),
+    rows = sorted(((getattr(e, attr, 0), e) for e in prof.key_averages()
+                   if e.device_type == kind),
                   key=lambda r: r[0], reverse=True)
     total = sum(t for t, _ in rows) or 1.0
     return dict(kind='CUDA kernels' if cuda else 'CPU ops',

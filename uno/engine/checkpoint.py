@@ -382,10 +382,12 @@ def state_dict_mismatch(model: nn.Module,
 
 
 def unloadable_keys(report: Dict[str, List[str]]) -> set:
-    """Keys of a :func:`state_dict_mismatch` report that cannot load: of
-    another shape, or integer for float (or back)."""
+    """Keys of a :func:`state_dict_mismatch` report never loaded, even
+    with ``strict=False``: unexpected, of another shape, integer for float
+    (or back), or holding NaN or inf."""
     return {s.split(': checkpoint ')[0]
-            for s in report['shape'] + report['dtype']}
+            for s in report['shape'] + report['dtype']} | set(
+                report['unexpected']) | set(report['nonfinite'])
 
 
 def mismatch_text(report: Dict[str, List[str]], n: int = 5) -> str:
@@ -409,7 +411,7 @@ def load_model_weights(model: nn.Module,
         raise RuntimeError('checkpoint does not match the model; '
                            + mismatch_text(report, 10) +
                            ' (pass strict=False to load what matches)')
-    skip = unloadable_keys(report) | set(report['unexpected'])
+    skip = unloadable_keys(report)
     model.load_state_dict(
         {k: v for k, v in state_dict.items() if k not in skip}, strict=False)
     return report

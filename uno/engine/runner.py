@@ -340,9 +340,9 @@ class UnoRunner(Runner):
                        resume) -> set:
         """Check ``state_dict`` against ``model``: with ``strict``, a
         mismatch raises one :class:`UnoConfigError`. Returns the keys not
-        to load (unexpected, of another shape, or integer for float)."""
+        to load (:func:`unloadable_keys`)."""
         report = state_dict_mismatch(model, state_dict)
-        skipped = unloadable_keys(report) | set(report['unexpected'])
+        skipped = unloadable_keys(report)
         if not resume:  # post-training may add modules pretraining lacks
             optional = [k for kind in ('missing', 'unexpected', 'shape')
                         for k in report[kind]

@@ -21,20 +21,13 @@ from uno.utils.config_check import check_keys
 from .embeddings import LatentGridStem, TimestepEmbedder, sincos_2d
 from .metaquery import MetaQueryTokens
 from .mot import MoTConfig, MoTDecoder, make_routes
+from .mot.decoder import put_rows
 from .outputs import ModelOutputs
 
 #: parts that ``freeze`` can name, and what they cover
 FREEZABLE = ('und', 'gen', 'embed_tokens', 'lm_head', 'latent_io',
              'time_embedder', 'metaquery', 'und_encoder', 'connector',
              'latent_encoder')
-
-
-def _put(x: Tensor, index: Tensor, rows: Tensor) -> Tensor:
-    """``x`` ``(L, D)`` with ``rows`` ``(N, D)`` at ``index`` ``(N,)``, in
-    ``x``'s dtype: under CUDA autocast a Linear's rows are bf16 while the
-    stream stays in the weights' fp32, and CUDA's ``index_copy`` refuses
-    mixed dtypes (CPU autocast promotes them)."""
-    return x.index_copy(0, index, rows.to(x.dtype))
 
 
 class MLPConnector(nn.Sequential):
@@ -264,7 +257,7 @@ class UnoModel(nn.Module):
         w = self.embed_tokens.weight
         x = w.new_zeros(length, d)
         text = self.embed_tokens(batch.input_ids[batch.text_index])
-        x = _put(x, batch.text_index, text)
+        x = put_rows(x, batch.text_index, text)
         if batch.noisy_index.numel():
             if noisy is None:
                 raise ValueError(
@@ -274,26 +267,26 @@ class UnoModel(nn.Module):
             t = noisy.token_timesteps(batch.noisy_group)  # (N,)
             z = self.latent_inputs(noisy.latents, t, batch.noisy_pos,
                                    batch.noisy_group)
-            x = _put(x, batch.noisy_index, z)
+            x = put_rows(x, batch.noisy_index, z)
         if batch.clean_index.numel():
             clean = self.encode_latents(batch.images[batch.clean_images])
             clean = clean.flatten(0, 1)  # (N_clean, C)
             zeros = clean.new_zeros(clean.shape[0])
             z = self.latent_inputs(clean, zeros, batch.clean_pos,
                                    batch.clean_group)
-            x = _put(x, batch.clean_index, z)
+            x = put_rows(x, batch.clean_index, z)
         if batch.vit_index.numel():
             feats = self.encode_understanding(
                 batch.images[batch.vit_images]).flatten(0, 1)  # (N_vit, C)
             z = self.connector(feats.to(w.dtype))
             z = z + sincos_2d(batch.vit_pos, d).to(z.dtype)
-            x = _put(x, batch.vit_index, z)
+            x = put_rows(x, batch.vit_index, z)
         if batch.query_index.numel():
             if not self.metaquery.enabled:
                 raise RuntimeError('the batch has metaquery segments but '
                                    'model.metaquery.num_queries is 0')
             q = self.metaquery(batch.query_slot)  # (N_q, D)
-            x = _put(x, batch.query_index, q)
+            x = put_rows(x, batch.query_index, q)
         return x, feats
 
     def forward(self,

@@ -56,6 +56,14 @@ class ExpertBlock(nn.Module):
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
 
 
+def put_rows(x: Tensor, index: Tensor, rows: Tensor) -> Tensor:
+    """``x`` ``(L, ...)`` with ``rows`` ``(N, ...)`` at ``index`` ``(N,)``,
+    in ``x``'s dtype: under CUDA autocast a Linear's rows are bf16 while
+    the stream stays in the weights' fp32, and CUDA's ``index_copy``
+    refuses mixed dtypes (CPU autocast promotes them)."""
+    return x.index_copy(0, index, rows.to(x.dtype))
+
+
 def _scatter(parts: Sequence[Tuple[Tensor, Tensor]], length: int) -> Tensor:
     """Assemble rows ``(index, values)`` from every expert into ``(L, ...)``.
 
@@ -67,7 +75,7 @@ def _scatter(parts: Sequence[Tuple[Tensor, Tensor]], length: int) -> Tensor:
     first = parts[0][1]
     out = first.new_empty((length, ) + tuple(first.shape[1:]))
     for index, values in parts:
-        out = out.index_copy(0, index, values.to(out.dtype))
+        out = put_rows(out, index, values)
     return out
 
 

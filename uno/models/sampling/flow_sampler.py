@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from uno.structures.packing import pack_sequences
 from uno.structures.plans import t2i_plan
 from uno.structures import NoisyLatents, PackedBatch, SequencePlan
+from uno.models.mot.decoder import put_rows
 from uno.utils.timesteps import shift_timesteps
 from .packed_cache import model_device_dtype, prefill, rank_in, run_decoder
 
@@ -120,8 +121,8 @@ class _CachedVelocity:
         latents = x.repeat(reps, 1, 1).flatten(0, 1)  # (reps * B * N, C)
         t_tok = torch.full((latents.shape[0], ), t, device=x.device)
         group = torch.arange(latents.shape[0], device=x.device) // x.shape[1]
-        emb = base.index_copy(0, rows, model.latent_inputs(
-            latents, t_tok, pos, group).to(base.dtype))  # (L_q, D)
+        emb = put_rows(base, rows, model.latent_inputs(
+            latents, t_tok, pos, group))  # (L_q, D)
         hidden = run_decoder(model, self.batch, emb, query, mask,
                              past=self.cache)
         v = model.llm2vae(hidden[rows]).float()
