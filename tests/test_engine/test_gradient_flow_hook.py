@@ -11,8 +11,8 @@ from mmengine.config import Config
 from tests.conftest import REPO, UNO_OBJECTIVES, t2i_sample
 from uno.structures.packing import pack_sequences
 from uno.engine import UnoTrainer, build_runner
-from uno.engine.hooks.gradient_flow_hook import (GradientFlowHook,
-                                                 gradient_flow)
+from uno.engine.hooks import GradientFlowHook
+from uno.evaluation.gradient_flow import gradient_flow
 
 UNO = 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'
 

@@ -40,25 +40,31 @@ class _Groups:
 class AccumulatingTrainLoop(IterBasedTrainLoop):
     """``IterBasedTrainLoop`` whose iteration is an accumulated step.
 
-    Takes ``IterBasedTrainLoop``'s arguments; N is the optimizer
-    wrapper's ``accumulative_counts`` (N = 1 runs as the plain loop).
+    Args:
+        accumulative_counts (int): N, batches per optimizer step; set by
+            ``build_runner`` from ``optim_wrapper.accumulative_counts``
+            (N = 1 runs as the plain loop). Defaults to 1.
+        **kwargs: ``IterBasedTrainLoop``'s arguments.
     """
+
+    def __init__(self, *args, accumulative_counts: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.accumulative_counts = int(accumulative_counts)
 
     def run(self):
         """Group the batches by N, then run mmengine's loop."""
-        optim_wrapper = self.runner.optim_wrapper
-        n = int(optim_wrapper._accumulative_counts)  # mmengine: no getter
+        n = self.accumulative_counts
         if n > 1:
             self.dataloader_iterator = _Groups(self.dataloader_iterator, n)
             # mmengine's counter (which decides the DDP / FSDP gradient
             # sync) counts micro-batches: N per iteration
-            optim_wrapper.initialize_count_status(
-                self.runner.model, self._iter * n, self._max_iters * n)
-            if self._iter % n:
+            self.runner.optim_wrapper.initialize_count_status(
+                self.runner.model, self.iter * n, self.max_iters * n)
+            if self.iter % n:
                 print_log(
                     'AccumulatingTrainLoop: an iteration is a whole step of '
                     f'{n} micro-batches, so resuming at iteration '
-                    f'{self._iter} loses no gradient (mmengine\'s warning '
+                    f'{self.iter} loses no gradient (mmengine\'s warning '
                     'above takes an iteration for a micro-batch)',
                     logger='current')
         return super().run()

@@ -399,8 +399,11 @@ def _train_loop(train_cfg, optim_wrapper):
     runs an ``IterBasedTrainLoop`` as :class:`AccumulatingTrainLoop`:
     one iteration is one optimizer step over N batches."""
     counts = (optim_wrapper or {}).get('accumulative_counts', 1)
-    if counts > 1 and (train_cfg or {}).get('type') == 'IterBasedTrainLoop':
-        train_cfg = dict(train_cfg, type='AccumulatingTrainLoop')
+    kind = (train_cfg or {}).get('type')
+    if kind == 'AccumulatingTrainLoop' or (
+            counts > 1 and kind == 'IterBasedTrainLoop'):
+        train_cfg = dict(train_cfg, type='AccumulatingTrainLoop',
+                         accumulative_counts=counts)
     return train_cfg
 
 
