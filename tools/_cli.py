@@ -1,31 +1,14 @@
-"""Shared command-line plumbing of tools/*.py (not part of the package).
+"""Command-line plumbing shared by tools/*.py (not part of the package).
 
-Loads a config with ``--cfg-options``, turns uno's configuration errors into
-one clear line on stderr with exit status 2 (a traceback only with
-``--debug``), and makes ``import uno`` work from a source checkout.
-
-What counts as a configuration error:
-
-* :class:`UnoConfigError`, raised by the loader, the validator and uno's
-  own checks anywhere in the run;
-* any exception while the config *file* is loaded or ``--cfg-options``
-  are merged (the file is the user's code);
-* a ``ValueError``, ``TypeError``, ``KeyError``, ``IndexError`` or
-  ``AssertionError`` raised inside a registry build, i.e. by the
-  constructor of a component built from a config dict
-  (:func:`uno.utils.config_check.config_build_errors`),
-  whether in ``build_runner`` or in the Runner's lazy builds of the
-  dataloaders, optimizer, schedulers and loops. Errors raised outside a
-  build (a training step, a hook) keep their traceback: they are bugs or data
-  problems, not the config's;
-* a usage error of the command line (:class:`ArgumentParser`), a failed
-  write (full disk, read-only folder: the file is named), and a
-  collective broken by another rank's stall or death.
-
-MLflow's own INFO chatter on stderr (store migrations) is silenced unless
-``MLFLOW_LOGGING_LEVEL`` says otherwise; uno's backend reports the run.
-``--mlflow-run-name`` / ``--mlflow-tag`` (:func:`add_mlflow_args`) name and
-tag the run of ``UnoMLflowVisBackend`` (tools/sweep.py uses them).
+A configuration error is one line on stderr and exit status 2 (a traceback
+only with ``--debug``): :class:`UnoConfigError` from anywhere in the run;
+any error while the config file loads or ``--cfg-options`` merge (the file
+is the user's code); a ``ValueError``, ``TypeError``, ``KeyError``,
+``IndexError`` or ``AssertionError`` raised by a constructor inside a
+registry build (:func:`uno.utils.config_check.config_build_errors`),
+eager or lazy; a command-line usage error; a failed write (naming the
+file); a collective broken by another rank's stall or death. Errors
+outside a build (a training step, a hook) keep their traceback.
 """
 import argparse
 import errno
@@ -39,6 +22,7 @@ if ROOT not in sys.path:
 
 os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
+# MLflow's INFO chatter (store migrations) off; uno's backend reports
 os.environ.setdefault('MLFLOW_LOGGING_LEVEL', 'WARNING')
 
 # the config loaded last, where build errors look up component paths
@@ -233,21 +217,16 @@ def run_cli(main, debug: bool) -> None:
         if debug or not message:
             raise
         print(f'error: {message}', file=sys.stderr)
-        _exit_past_broken_group(2)
+        # a normal exit destroys the broken gloo group, whose threads are
+        # still joinable, and the C++ runtime aborts (SIGABRT): leave
+        # without the C++ destructors
+        _leave(2)
     except OSError as e:  # a full disk, a read-only or vanished folder
         if debug or e.errno not in _WRITE_ERRNOS:
             raise
         where = f' {e.filename}' if e.filename else ''
         print(f'error: cannot write{where}: {e.strerror}', file=sys.stderr)
         sys.exit(2)
-
-
-def _exit_past_broken_group(code: int) -> None:
-    """Exit with ``code`` once a collective is broken. A normal interpreter
-    exit destroys the broken gloo group, whose worker threads are still
-    joinable, and the C++ runtime aborts (SIGABRT, status -6) after the
-    line is printed; so leave without the C++ destructors."""
-    _leave(code)
 
 
 def _leave(code: int) -> None:

@@ -192,28 +192,17 @@ def _init_cpu_process_group(dist_cfg: dict) -> None:
 
 
 class UnoRunner(Runner):
-    """mmengine's Runner, with uno's DDP and CPU distributed set-up.
+    """mmengine's Runner, with uno's model wrappers and checkpoint reader.
 
-    mmengine resolves ``model_wrapper_cfg.type`` in its root registry
-    only; uno's wrapper (the default under a launcher) is resolved here.
-    Under torchrun on a CPU-only machine the gloo process group is started
-    before the Runner (:func:`_init_cpu_process_group`), since mmengine's
-    launcher assumes CUDA.
-
-    Checkpoints: mmengine's ``load_or_resume`` and ``resume`` run as they
-    are (``build_runner`` picks what ``--resume`` without a path takes);
-    they read through :meth:`load_checkpoint`, which reads uno's formats
-    without running code in them and drops ``meta['config']`` (which
-    mmengine's ``resume`` would execute). Under :class:`UnoFSDP` every
-    rank saves its shards into a checkpoint folder
-    (:mod:`uno.engine.sharded_checkpoint`); such a folder loads
-    (``load_from``, ``resume``) with or without FSDP. Loading is strict:
-    a checkpoint whose weights do not match the model (missing,
-    unexpected or shape-mismatched keys) fails with one
-    :class:`UnoConfigError` naming them, unless the config sets
-    ``load_strict = False`` (then what matches is loaded, with warnings).
-    With ``load_from``, the post-training parts (``LOAD_FROM_OPTIONAL``)
-    may be missing, extra or resized: a run may add or drop an objective.
+    :meth:`wrap_model` resolves uno's wrappers (mmengine looks in its root
+    registry only) and makes DDP the default under a launcher; under
+    :class:`UnoFSDP` each rank's shard goes to the device, never the whole
+    model. :meth:`load_checkpoint` is what mmengine's ``load_or_resume``
+    and ``resume`` read through: inert, strict (one error naming the
+    mismatch unless ``load_strict = False``), ``.pth`` files, exported
+    ``.safetensors`` and sharded folders, with or without FSDP. With
+    ``load_from`` the post-training parts (``LOAD_FROM_OPTIONAL``) may be
+    missing, extra or resized: a run may add or drop an objective.
     """
 
     def wrap_model(self, model_wrapper_cfg, model):
