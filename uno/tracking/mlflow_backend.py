@@ -28,11 +28,10 @@ from uno.utils.paths import config_identity
 from uno.version import __version__
 
 #: Dotted config keys logged as params, besides ``objectives.<name>.weight``.
-DEFAULT_PARAM_KEYS = ('model.metaquery.num_queries',
-                      'optim_wrapper.optimizer.lr',
-                      'optim_wrapper.optimizer.type',
-                      'train_dataloader.batch_size', 'train_cfg.max_iters',
-                      'randomness.seed', 'launcher', 'strategy.type')
+DEFAULT_PARAM_KEYS = (
+    'model.metaquery.num_queries', 'optim_wrapper.optimizer.lr',
+    'optim_wrapper.optimizer.type', 'train_dataloader.batch_size',
+    'train_cfg.max_iters', 'randomness.seed', 'launcher', 'strategy.type')
 #: The work dir's record of its run, continued on resume.
 RUN_ID_FILE = 'mlflow_run_id.txt'
 #: Bounds on a server's requests (MLflow's own: minutes to notice it died).
@@ -412,7 +411,7 @@ def replay_work_dir(work_dir: str, tracking_uri: Optional[str] = None,
             name, step = osp.basename(path)[:-len('.png')].rsplit('_', 1)
             images[image_artifact(name, step)] = Image.open(path)
     client, run_id = backend.client, backend.run_id
-    seen = {(m.key, m.step) for key in {m.key for m in metrics}
+    seen = {(m.key, m.step) for key in {m.key for m in metrics} if continued
             for m in client.get_metric_history(run_id, key)}
     metrics = [m for m in metrics if (m.key, m.step) not in seen]
     backend._log(
