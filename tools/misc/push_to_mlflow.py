@@ -3,8 +3,8 @@
     python tools/misc/push_to_mlflow.py WORK_DIR [--tracking-uri URI]
         [--config CONFIG] [--experiment NAME] [--run-name NAME] [--debug]
 
-See :mod:`uno.tracking.replay`. Pass ``--config`` when WORK_DIR is not
-the config's default work dir.
+See :func:`uno.tracking.replay_work_dir`. Pass ``--config`` when WORK_DIR
+is not the config's default work dir.
 """
 import os.path as osp
 import shlex

@@ -1,10 +1,10 @@
-"""MLflow tracking of uno runs (rank 0; a sqlite store by default).
+"""MLflow tracking of uno runs, and replays of their local logs.
 
-A run of ``configs/<folder>/<stem>.py`` is run ``<stem>`` of experiment
-``<folder>``. :class:`UnoMLflowVisBackend` logs it during training, and
-the replay of a local log (:mod:`.replay`) through the same methods.
+docs/getting_started.md and docs/troubleshooting.md#mlflow describe it.
 """
 import fcntl
+import glob
+import json
 import logging
 import math
 import os
@@ -12,11 +12,13 @@ import os.path as osp
 import re
 import shlex
 import time
+from collections import namedtuple
 from collections.abc import Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
+from mmengine.config import Config
 from mmengine.dist import get_rank
 from mmengine.logging import print_log
 from mmengine.visualization.vis_backend import BaseVisBackend, force_init_env
@@ -26,24 +28,23 @@ from uno.utils.paths import config_identity
 from uno.version import __version__
 
 #: Dotted config keys logged as params, besides ``objectives.<name>.weight``.
-DEFAULT_PARAM_KEYS = ('model.metaquery.num_queries',
-                      'optim_wrapper.optimizer.lr',
-                      'optim_wrapper.optimizer.type',
-                      'train_dataloader.batch_size', 'train_cfg.max_iters',
-                      'randomness.seed', 'launcher', 'strategy.type')
-#: File in the work dir that holds the run id, read back on resume.
+DEFAULT_PARAM_KEYS = (
+    'model.metaquery.num_queries', 'optim_wrapper.optimizer.lr',
+    'optim_wrapper.optimizer.type', 'train_dataloader.batch_size',
+    'train_cfg.max_iters', 'randomness.seed', 'launcher', 'strategy.type')
+#: The work dir's record of its run, continued on resume.
 RUN_ID_FILE = 'mlflow_run_id.txt'
-#: Bounds on requests to a remote server unless the user set them (MLflow
-#: waits 120 s and retries 7 times: minutes to notice a dead server).
+#: Bounds on a server's requests (MLflow's own: minutes to notice it died).
 HTTP_DEFAULTS = {'MLFLOW_HTTP_REQUEST_TIMEOUT': '10',
                  'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '2',
                  'MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR': '1'}
+#: What :func:`replay_work_dir` logged where (``num_logs``: starts read).
+ReplayResult = namedtuple('ReplayResult', 'run_id experiment run_name '
+                          'tracking_uri num_metrics num_logs continued')
 
 
 def bound_http_requests() -> None:
-    """Set :data:`HTTP_DEFAULTS` where the user has not: every reader and
-    writer of an MLflow server (training, replays, reports) notices a dead
-    one in seconds."""
+    """Set the :data:`HTTP_DEFAULTS` that the user has not set."""
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
 
@@ -57,8 +58,7 @@ def work_dirs_root(work_dir: str) -> str:
 
 
 def collect_params(cfg: Mapping, extra_keys: Sequence[str] = ()) -> dict:
-    """``{dotted key: str(value)}`` of the objectives' weights, of
-    :data:`DEFAULT_PARAM_KEYS` and of ``extra_keys`` that ``cfg`` sets."""
+    """The allow-listed ``{dotted key: str(value)}`` that ``cfg`` sets."""
     weights = [f'objectives.{k}.weight' for k in cfg.get('objectives') or {}]
     params = {}
     for key in [*weights, *DEFAULT_PARAM_KEYS, *extra_keys]:
@@ -71,20 +71,18 @@ def collect_params(cfg: Mapping, extra_keys: Sequence[str] = ()) -> dict:
 
 
 def clean_metrics(values: Mapping) -> dict:
-    """The finite numbers of ``values`` but ``iter`` and ``epoch``
-    (LoggerHook's counters), named as MLflow accepts."""
+    """The finite numbers of ``values`` but LoggerHook's ``iter`` and
+    ``epoch``, named as MLflow accepts."""
     metrics = {}
     for name, value in values.items():
-        try:
+        with suppress(TypeError, ValueError):
             number = math.nan if isinstance(value, str) else float(value)
-        except (TypeError, ValueError):
-            continue
-        if name not in ('iter', 'epoch') and math.isfinite(number):
-            metrics[re.sub(r'[^\w\-. :/]', '_', str(name))] = number
+            if name not in ('iter', 'epoch') and math.isfinite(number):
+                metrics[re.sub(r'[^\w\-. :/]', '_', str(name))] = number
     return metrics
 
 
-def image_artifact(name: str, step: Any) -> str:
+def image_artifact(name: str, step) -> str:
     """``images/<name>_step<step>.png``, ``name`` made file-safe."""
     name = re.sub(r'\.(png|jpe?g)$', '', name, flags=re.IGNORECASE)
     name = re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('._') or 'image'
@@ -92,10 +90,9 @@ def image_artifact(name: str, step: Any) -> str:
 
 
 @contextmanager
-def _store_lock(uri: str) -> Iterator[Optional[str]]:
-    """Hold a lock next to a sqlite store and yield its path (None for
-    other stores): runs started together (a sweep) race in MLflow's schema
-    migrations of a new database, which breaks it for good."""
+def _store_lock(uri: str):
+    """Lock a sqlite store (yield its path; None for other stores): runs
+    started together race in MLflow's migrations of a new database."""
     if not uri.startswith('sqlite:///'):
         yield None
         return
@@ -110,21 +107,18 @@ def _store_lock(uri: str) -> Iterator[Optional[str]]:
 class UnoMLflowVisBackend(BaseVisBackend):
     """Log a run to MLflow: names from the config path, allow-listed params.
 
-    The first record (the Runner's :meth:`add_config`) starts the run. Only
-    rank 0 logs. The first MLflow error is reported once and switches the
-    backend off; ``LocalVisBackend`` keeps the log for :mod:`.replay`.
+    The first record starts the run. The first MLflow error is reported
+    once and turns the backend off; ``LocalVisBackend`` keeps the log.
 
     Args:
-        save_dir (str, optional): ``<work_dir>/<timestamp>/vis_data`` or
-            the work dir; the config's ``work_dir`` wins.
+        save_dir (str, optional): The work dir or its ``vis_data`` folder.
         tracking_uri (str, optional): Defaults to ``MLFLOW_TRACKING_URI``,
             else ``sqlite:///<work-dirs root>/mlflow.db``.
-        experiment_name (str, optional): Defaults to the config's folder.
-        run_name (str, optional): Defaults to the config's stem.
-        extra_params (Sequence[str]): More dotted config keys to log than
-            :func:`collect_params`'s. Defaults to ().
-        tags (dict, optional): Extra run tags. Defaults to None.
-        artifact_location (str, optional): Of a new experiment. Defaults
+        experiment_name, run_name (str, optional): Default to the config's
+            folder and stem.
+        extra_params (Sequence[str]): More dotted config keys to log.
+        tags (dict, optional): Extra run tags.
+        artifact_location (str, optional): Of a new experiment; defaults
             to ``mlartifacts/<experiment>`` next to a sqlite store.
     """
 
@@ -145,15 +139,14 @@ class UnoMLflowVisBackend(BaseVisBackend):
     @property
     def tracking_uri(self) -> str:
         """The store in use (before the run: the one it would use)."""
-        root = work_dirs_root(self._work_dir() or '.')
         return self._uri or os.environ.get('MLFLOW_TRACKING_URI') or \
-            f'sqlite:///{root}/mlflow.db'
+            f"sqlite:///{work_dirs_root(self._work_dir() or '.')}/mlflow.db"
 
     @property  # type: ignore
     @force_init_env
     def experiment(self):
         """The ``MlflowClient`` of :attr:`run_id`; None when off."""
-        self._safely(lambda: None)
+        self._safely()
         return self.client if self.run_id else None
 
     def _init_env(self) -> None:
@@ -167,15 +160,15 @@ class UnoMLflowVisBackend(BaseVisBackend):
         return osp.dirname(osp.dirname(path)) if path and osp.basename(
             path) == 'vis_data' else path
 
-    def _safely(self, log) -> None:
-        """Start the run once, then call ``log()``; the first error turns
-        the backend off with a warning (it never stops training)."""
+    def _safely(self, **parts) -> None:
+        """Start the run once, then :meth:`_log` ``parts``; the first error
+        turns MLflow off with one warning (training continues)."""
         if self._off:
             return
         try:
             if self.run_id is None:
-                self.start_run()
-            log()
+                self._start_run()
+            self._log(**parts)
         except Exception as exc:
             self._off, self.run_id = True, None
             print_log(
@@ -186,20 +179,11 @@ class UnoMLflowVisBackend(BaseVisBackend):
                 'log later: tools/misc/push_to_mlflow.py WORK_DIR', 'current',
                 logging.WARNING)
 
-    def start_run(self, resume: Optional[bool] = None,
-                  start_time: Optional[int] = None) -> bool:
-        """Create the run, or with ``resume`` continue the active one that
-        the work dir's :data:`RUN_ID_FILE` names; record its id there.
-
-        Args:
-            resume (bool, optional): Defaults to the config's ``resume``
-                when there is a checkpoint to resume from (without one
-                mmengine restarts at iteration 0).
-            start_time (int, optional): Of a new run, ms since the epoch.
-
-        Returns:
-            bool: Whether a recorded run was continued.
-        """
+    def _start_run(self, resume: Optional[bool] = None,
+                   start_time: Optional[int] = None) -> bool:
+        """Create the run (``start_time`` in ms), or with ``resume`` (the
+        config's if it has a checkpoint) continue the active one of
+        :data:`RUN_ID_FILE`; record its id there. True if continued."""
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
         from mlflow.utils.git_utils import get_git_commit
@@ -207,17 +191,16 @@ class UnoMLflowVisBackend(BaseVisBackend):
         ident = config_identity(getattr(cfg, 'filename', None))
         id_file = Path(work_dir or '.', RUN_ID_FILE)
         if resume is None:
-            resume = bool(cfg.get('resume') and (cfg.get('load_from') or (
-                id_file.parent / 'last_checkpoint').is_file()))
+            resume = cfg.get('resume') and (cfg.get('load_from') or (
+                id_file.parent / 'last_checkpoint').is_file())
         run_id = id_file.read_text().strip() \
             if resume and work_dir and id_file.is_file() else None
         self._uri = uri = self.tracking_uri
         with _store_lock(uri) as db:
             self.client = client = MlflowClient(uri)
-            try:
+            run = None
+            with suppress(MlflowException):  # recorded in another store
                 run = client.get_run(run_id) if run_id else None
-            except MlflowException:  # recorded in another store
-                run = None
             resumed = run is not None and run.info.lifecycle_stage == 'active'
             if resumed:
                 self.experiment_id = run.info.experiment_id
@@ -236,32 +219,20 @@ class UnoMLflowVisBackend(BaseVisBackend):
             id_file.parent.mkdir(parents=True, exist_ok=True)
             id_file.write_text(run_id + '\n')
         git = (get_git_commit(os.getcwd()) or 'unknown') if self._cfg else None
-        self.log(tags={'git_commit': git, 'uno_version': __version__,
-                       'config_path': getattr(cfg, 'filename', None),
-                       'work_dir': work_dir, **self._tags})
+        self._log(tags={'git_commit': git, 'uno_version': __version__,
+                        'config_path': getattr(cfg, 'filename', None),
+                        'work_dir': work_dir, **self._tags})
         print_log(f'MLflow run {run_id} in {uri}; browse it with: mlflow ui '
                   f'--backend-store-uri {shlex.quote(uri)}', 'current')
         return resumed
 
-    def log(self, params: Optional[Mapping] = None, metrics: Sequence = (),
-            tags: Optional[Mapping] = None,
-            config_text: Optional[str] = None,
-            images: Optional[Mapping] = None,
-            skip_logged: bool = False) -> int:
-        """Log to the started run (the live path and the replay's); MLflow's
-        errors are raised. Returns the number of metric values logged.
-
-        Args:
-            params (Mapping, optional): ``{name: str}``; one the run has
-                keeps its first value (MLflow refuses a change), warned.
-            metrics (Sequence[Metric]): Values with their steps and times.
-            tags (Mapping, optional): Tags; those set to None are left out.
-            config_text (str, optional): Logged as ``config.py``.
-            images (Mapping, optional): ``{artifact file: image}``, an RGB
-                uint8 array or a PIL image.
-            skip_logged (bool): Leave out the (metric, step) pairs the run
-                has. Defaults to False.
-        """
+    def _log(self, params: Optional[Mapping] = None, metrics: Sequence = (),
+             tags: Optional[Mapping] = None, config_text: Optional[str] = None,
+             images: Optional[Mapping] = None,
+             status: Optional[str] = None) -> None:
+        """Log to the started run (errors raised). Params the run has keep
+        their first values (warned); tags set to None are left out;
+        ``images``: ``{artifact file: image}``; ``status`` ends the run."""
         from mlflow.entities import Param, RunTag
         client, run_id, params = self.client, self.run_id, params or {}
         logged = client.get_run(run_id).data.params if params else {}
@@ -269,30 +240,25 @@ class UnoMLflowVisBackend(BaseVisBackend):
         if changed:
             print_log(f'MLflow run {run_id} keeps its first values of '
                       f'{changed}', 'current', logging.WARNING)
-        if skip_logged:
-            seen = {(m.key, m.step) for key in {m.key for m in metrics}
-                    for m in client.get_metric_history(run_id, key)}
-            metrics = [m for m in metrics if (m.key, m.step) not in seen]
         client.log_batch(
             run_id, metrics,
-            [Param(k, v[:6000]) for k, v in params.items()
-             if k not in logged],
+            [Param(k, v[:6000]) for k, v in params.items() if k not in logged],
             [RunTag(k, str(v)[:6000]) for k, v in (tags or {}).items()
              if v is not None])
         if config_text is not None:
             client.log_text(run_id, config_text, 'config.py')
         for path, image in (images or {}).items():
             client.log_image(run_id, image, artifact_file=path)
-        return len(metrics)
+        if status:
+            client.set_terminated(run_id, status)
 
     @force_init_env
     def add_config(self, config, **kwargs) -> None:
-        """Start the run (tagged ``git_commit`` and ``config_path``); log
-        the params and the config as ``config.py``."""
+        """Start the run; log the params and the config as ``config.py``."""
         self._cfg = config
-        self._safely(lambda: self.log(
-            collect_params(config.to_dict(), self._extra_params),
-            config_text=config.pretty_text))
+        self._safely(
+            params=collect_params(config.to_dict(), self._extra_params),
+            config_text=config.pretty_text)
 
     @force_init_env
     def add_scalars(self, scalar_dict: dict, step: int = 0,
@@ -303,35 +269,30 @@ class UnoMLflowVisBackend(BaseVisBackend):
         metrics = [Metric(k, v, now, int(step))
                    for k, v in clean_metrics(scalar_dict).items()]
         if metrics:
-            self._safely(lambda: self.log(metrics=metrics))
+            self._safely(metrics=metrics)
 
-    def add_scalar(self, name: str, value: Any, step: int = 0,
-                   **kwargs) -> None:
-        """Log one metric at ``step``, as :meth:`add_scalars` does."""
+    def add_scalar(self, name: str, value, step: int = 0, **kwargs) -> None:
+        """Log one metric, as :meth:`add_scalars` does."""
         self.add_scalars({name: value}, step)
 
     @force_init_env
     def add_image(self, name: str, image, step: int = 0, **kwargs) -> None:
         """Log an RGB uint8 ``(H, W, 3)`` array as :func:`image_artifact`."""
-        self._safely(
-            lambda: self.log(images={image_artifact(name, step): image}))
+        self._safely(images={image_artifact(name, step): image})
 
     @force_init_env
     def set_tags(self, tags: dict) -> None:
         """Set or overwrite run tags, e.g. the checkpoint evaluated."""
-        self._safely(lambda: self.log(tags=tags))
+        self._safely(tags=tags)
 
     def close(self, status: str = 'FINISHED') -> None:
-        """End the run with ``status`` (``'FAILED'`` after an error);
-        later records still reach it."""
+        """End the run with ``status`` (e.g. ``'FAILED'``)."""
         if self.run_id:
-            self._safely(
-                lambda: self.client.set_terminated(self.run_id, status))
+            self._safely(status=status)
 
 
 def find_mlflow_backend(runner) -> Optional[UnoMLflowVisBackend]:
-    """The runner's MLflow backend, if its visualizer has one under its
-    default name (the class name; mmengine's public lookup is by name)."""
+    """The runner's MLflow backend, under its default name, if any."""
     backend = runner.visualizer.get_backend(UnoMLflowVisBackend.__name__)
     return backend if isinstance(backend, UnoMLflowVisBackend) else None
 
@@ -341,10 +302,10 @@ def report_tracking(runner) -> None:
     backend = find_mlflow_backend(runner)
     lines = [f'work dir: {runner.work_dir}']
     if backend and backend.run_id:
-        lines += [f'MLflow tracking URI: {backend.tracking_uri}',
+        uri = backend.tracking_uri
+        lines += [f'MLflow tracking URI: {uri}',
                   f'MLflow run id: {backend.run_id}',
-                  'browse: mlflow ui --backend-store-uri '
-                  f'{shlex.quote(backend.tracking_uri)}']
+                  f'browse: mlflow ui --backend-store-uri {shlex.quote(uri)}']
     elif backend:
         lines.append('MLflow was unavailable; metrics are in the work '
                      "dir's vis_data/scalars.json")
@@ -353,11 +314,113 @@ def report_tracking(runner) -> None:
 
 def log_eval_metrics(runner, metrics: dict, checkpoint: str,
                      tags: Optional[dict] = None) -> None:
-    """Log evaluation metrics at the runner's iteration; tag the run
-    ``checkpoint`` and ``checkpoint_path``, then ``tags`` over them."""
+    """Log evaluation metrics at the runner's iteration; tag the run with
+    the checkpoint (``checkpoint``, ``checkpoint_path``) and ``tags``."""
     backend = find_mlflow_backend(runner)
     if backend:
         backend.add_scalars(metrics, step=runner.iter)
         backend.set_tags({'checkpoint': checkpoint,
                           'checkpoint_path': osp.abspath(checkpoint),
                           **(tags or {})})
+
+
+def _files(work_dir: str, pattern: str) -> list:
+    return sorted(glob.glob(osp.join(glob.escape(work_dir), pattern)))
+
+
+def find_logs(work_dir: str) -> list:
+    """The ``<timestamp>/vis_data`` folders with scalars, oldest first."""
+    scalars = _files(work_dir, '*/vis_data/scalars.json')
+    return [osp.dirname(path) for path in scalars]
+
+
+def read_scalars(path: str) -> list:
+    """``[(step, metrics)]`` of a ``scalars.json``'s lines with metrics; a
+    torn line (a killed run) is skipped."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            with suppress(ValueError):
+                record = json.loads(line)
+                step = int(record.pop('step', 0))
+                rows += [(step, clean_metrics(record))]
+    return [(step, metrics) for step, metrics in rows if metrics]
+
+
+def replay_identity(work_dir: str, config: Optional[str] = None):
+    """The names of ``config`` if given, else of the config the Runner
+    dumped into ``work_dir`` as if it sat in ``configs/`` as the work dir
+    sits in ``work_dirs/`` (``<folder>/<stem>`` or ``<folder>``)."""
+    dumped = sorted(_files(work_dir, '*.py'), key=osp.getmtime)
+    if config or not dumped:
+        return config_identity(config)
+    stem = osp.splitext(osp.basename(dumped[-1]))[0]
+    rel = osp.relpath(osp.abspath(work_dir), work_dirs_root(work_dir))
+    rel = [p for p in rel.split(osp.sep) if p != '.']
+    if rel[-1:] == [stem]:
+        rel.pop()
+    return config_identity(osp.join('configs', *rel, stem + '.py'))
+
+
+def replay_work_dir(work_dir: str, tracking_uri: Optional[str] = None,
+                    config: Optional[str] = None,
+                    experiment_name: Optional[str] = None,
+                    run_name: Optional[str] = None) -> ReplayResult:
+    """Log the local log of ``work_dir`` as training would have: into the
+    run of :data:`RUN_ID_FILE` if the store has it (only the (metric,
+    step) pairs it lacks), else into a new run recorded there.
+
+    Args:
+        work_dir (str): The run's work dir.
+        tracking_uri, experiment_name, run_name (str, optional): Override
+            the config's ``UnoMLflowVisBackend`` arguments.
+        config (str, optional): The config's original path, for the names.
+
+    Raises:
+        FileNotFoundError: When ``work_dir`` has no local log.
+    """
+    from mlflow.entities import Metric
+    from PIL import Image
+    bound_http_requests()
+    work_dir, logs = osp.abspath(work_dir), find_logs(work_dir)
+    if not logs:
+        raise FileNotFoundError(
+            f'no local log in {work_dir}: expected <timestamp>/vis_data/'
+            'scalars.json below it (is it a work dir?)')
+    found = _files(work_dir, '*/vis_data/config.py') or sorted(
+        _files(work_dir, '*.py'), key=osp.getmtime)
+    cfg = Config.fromfile(found[-1]) if found else Config()
+    args = next((b for b in cfg.get('visualizer', {}).get('vis_backends', [])
+                 if b.get('type') == 'UnoMLflowVisBackend'), {})
+    ident = replay_identity(work_dir, config)
+    backend = UnoMLflowVisBackend(
+        work_dir, tracking_uri or args.get('tracking_uri'),
+        experiment_name or args.get('experiment_name') or ident.experiment,
+        run_name or args.get('run_name') or ident.run_name,
+        tags=args.get('tags'), artifact_location=args.get('artifact_location'))
+    starts = [int(1000 * time.mktime(time.strptime(
+        osp.basename(osp.dirname(log)), '%Y%m%d_%H%M%S'))) for log in logs]
+    continued = backend._start_run(resume=True, start_time=starts[0])
+    metrics, images = [], {}
+    for log, start in zip(logs, starts):
+        metrics += [Metric(k, v, start, step) for step, values in
+                    read_scalars(f'{log}/scalars.json')
+                    for k, v in values.items()]
+        for path in glob.glob(f'{glob.escape(log)}/vis_image/*.png'):
+            # LocalVisBackend saves vis_image/<name>_<step>.png
+            name, step = osp.basename(path)[:-len('.png')].rsplit('_', 1)
+            images[image_artifact(name, step)] = Image.open(path)
+    client, run_id = backend.client, backend.run_id
+    seen = {(m.key, m.step) for key in {m.key for m in metrics} if continued
+            for m in client.get_metric_history(run_id, key)}
+    metrics = [m for m in metrics if (m.key, m.step) not in seen]
+    backend._log(
+        collect_params(cfg.to_dict(), args.get('extra_params', ())), metrics,
+        {'replayed_from': work_dir, 'config_path': config},
+        cfg.pretty_text if found else None, images)
+    end = max(osp.getmtime(f'{log}/scalars.json') for log in logs)
+    client.set_terminated(run_id, 'FINISHED', end_time=int(end * 1000))
+    run = client.get_run(run_id).info
+    return ReplayResult(run_id, client.get_experiment(run.experiment_id).name,
+                        run.run_name, backend.tracking_uri, len(metrics),
+                        len(logs), continued)
