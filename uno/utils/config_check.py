@@ -197,8 +197,7 @@ def validate_config(cfg) -> None:
 
 def check_components(cfg) -> None:
     """Raise on a section of the wrong type (:data:`SHAPES`), an unknown
-    type, argument or key in a config's dicts, or a string given for a
-    number or a bool."""
+    type, argument or key, or a string given for a number or a bool."""
     import mmengine.runner  # noqa: F401  registers mmengine's components
     for path, node in _nodes(_as_dict(cfg)):
         types, what = _first(SHAPES, path) or (object, '')
@@ -236,9 +235,8 @@ def check_components(cfg) -> None:
 
 
 def check_ranges(cfg) -> None:
-    """Refuse a value outside its range (:data:`RULES`), an image size that
-    does not split into whole tokens (:data:`STRIDES`) and values that do
-    not fit together (:data:`CROSS`)."""
+    """Raise on a value outside :data:`RULES`, :data:`STRIDES` or
+    :data:`CROSS`."""
     nodes = list(_nodes(_as_dict(cfg)))
     for path, value in nodes:
         for patterns, test, allowed in RULES:
@@ -307,8 +305,7 @@ def _lookup(name: str, slot, path: str):
 
 
 def _params(obj, skip_first: bool = False):
-    """``({argument: its type}, takes any key)`` of a callable, or of a
-    tuple of valid keys."""
+    """``({argument: its type}, takes any key)`` of a callable or keys."""
     if not callable(obj):
         return dict.fromkeys(obj), False
     try:
@@ -324,12 +321,11 @@ def _params(obj, skip_first: bool = False):
 @contextlib.contextmanager
 def config_build_errors(
         get_cfg: Callable[[], Any] = lambda: None) -> Iterator[None]:
-    """Turn a ``ValueError``, ``TypeError``, ``KeyError``, ``IndexError``
-    or ``AssertionError`` (timm's checks) raised in mmengine's
-    ``build_from_cfg`` (found in the traceback, nothing is patched) into
-    one line, ``cannot build <Type> at <path> (<Error>): <message>``, for
-    the innermost build; ``get_cfg()`` gives the config where the path is
-    found. Other errors pass unchanged."""
+    """Turn a ValueError, TypeError, KeyError, IndexError or AssertionError
+    (timm's checks) raised in mmengine's ``build_from_cfg`` (found in the
+    traceback) into ``cannot build <Type> at <path> (<Error>): <message>``
+    for the innermost build; ``get_cfg()`` gives the config to find the
+    path in. Other errors pass unchanged."""
     try:
         yield
     except (ValueError, TypeError, KeyError, IndexError,
@@ -356,8 +352,7 @@ def config_build_errors(
 
 
 def _built_from(comp, cfg) -> bool:
-    """Whether ``comp`` of the config is what ``cfg`` was built from: the
-    same type, the same values (a builder may add keys)."""
+    """Whether ``cfg`` was built from ``comp``, with any keys added."""
     with contextlib.suppress(Exception):  # values that do not compare
         return 'type' in comp and _name(comp['type']) == _name(
             cfg.get('type')) and all(
