@@ -1,9 +1,10 @@
 """Config errors in one line, naming the closest valid names or the range.
 
-:func:`validate_config` checks a config against the tables below before
-anything is built; their keys are path patterns (``*``: any part of one
-key, ``**.``: any keys or none, ``|``: or). :func:`config_build_errors`
-reports what a constructor refuses.
+:func:`check_keys` is uno's one check of names. :func:`validate_config`
+checks a config against the tables below before anything is built; their
+keys are path patterns (``*``: any part of one key, ``**.``: any keys or
+none, ``|``: or; a table's first matching key wins).
+:func:`config_build_errors` reports what a constructor refuses.
 """
 import contextlib
 import difflib
