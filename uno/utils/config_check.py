@@ -1,11 +1,9 @@
 """Config errors in one line, naming the closest valid names or the range.
 
 :func:`check_keys` is uno's one check of names. :func:`validate_config`
-checks a config before anything is built: top-level keys, :data:`DICTS`,
-:data:`LISTS`, each ``type`` in the registries :data:`SLOTS` gives its
-path (other keys: arguments of the class; ``config_schema``: keys of its
-untyped dict arguments), :data:`UNTYPED` dicts, strings for numbers, and
-:data:`RULES`.
+checks a config against the tables below before anything is built; their
+keys are path patterns (``*``: any part of one key, ``**.``: any keys or
+none, ``|``: or; a table's first matching key wins).
 :func:`config_build_errors` reports what a constructor refuses.
 """
 import contextlib
@@ -15,7 +13,7 @@ import math
 import re
 import textwrap
 import traceback
-from typing import Any, Callable, Iterable, Iterator, Tuple
+from typing import Any, Callable, Iterable, Iterator
 
 import mmengine.registry as mm
 from mmengine.registry import Registry, build_from_cfg
@@ -35,8 +33,18 @@ UNO_TOP_LEVEL_KEYS = ('objectives', 'tokenizer', 'custom_imports', 'strategy',
 BUILDER_KEYS = ('type', '_scope_', 'priority', 'constructor', 'paramwise_cfg',
                 'convert_to_iter_based', 'num_batch_per_epoch',
                 'disable_subprocess_warning')
-# Path patterns: ``*`` is any part of one key, ``**.`` any keys (or none),
-# ``|`` separates alternatives; the first match wins.
+TRAIN_KEYS = ('train_dataloader', 'train_cfg', 'optim_wrapper')  # all or none
+SHAPES = {  # -> the types a section may have besides None, as words
+    'model|*_dataloader|optim_wrapper|train_cfg|default_hooks|randomness|'
+    'env_cfg': (dict, 'a dict'),
+    'objectives.*': (dict, 'a dict (type=..., weight=...)'),
+    'objectives': (dict, "a dict keyed by name, e.g. objectives = dict("
+                   "flow=dict(type='FlowMatchingObjective'))"),
+    'model.freeze': (dict, 'a dict of part -> bool, e.g. dict(und=True, '
+                     'und_encoder=True)'),
+    'custom_hooks|visualizer.vis_backends': ((list, tuple), 'a list of dicts'),
+    'param_scheduler': ((list, tuple, dict), 'a list of dicts or a dict'),
+}
 SLOTS = {  # -> the registries where the ``type`` of a dict there is found
     'model|model.data_preprocessor|data_preprocessor': (R.MODELS, ),
     'model.*_encoder': (R.ENCODERS, ), 'model.attention': (R.ATTENTION, ),
@@ -46,16 +54,15 @@ SLOTS = {  # -> the registries where the ``type`` of a dict there is found
     '*_dataloader.**.pipeline.*': (R.TRANSFORMS, ),
     '*_dataloader.**.dataset|*_dataloader.**.datasets.*': (R.DATASETS, ),
     'default_hooks.*|custom_hooks.*': (R.HOOKS, ),
-    'optim_wrapper': (R.OPTIM_WRAPPERS, ),
+    'optim_wrapper': (R.OPTIM_WRAPPERS, ), 'visualizer': (mm.VISUALIZERS, ),
     'optim_wrapper.optimizer': (mm.OPTIMIZERS, ),
     'param_scheduler|param_scheduler.*': (mm.PARAM_SCHEDULERS, ),
-    'visualizer': (mm.VISUALIZERS, ),
     'visualizer.vis_backends.*': (R.VISBACKENDS, ),
     'train_cfg|val_cfg|test_cfg': (R.LOOPS, ),
     '*_evaluator|*_evaluator.*|*_evaluator.metrics.*': (R.EVALUATORS,
                                                         mm.EVALUATOR),
-    'log_processor': (mm.LOG_PROCESSORS, ),
-    'model_wrapper_cfg': (mm.MODEL_WRAPPERS, ), 'strategy': (mm.STRATEGIES, ),
+    'log_processor': (mm.LOG_PROCESSORS, ), 'strategy': (mm.STRATEGIES, ),
+    'model_wrapper_cfg': (mm.MODEL_WRAPPERS, ),
 }
 UNTYPED = {  # -> what receives an untyped dict there, or its valid keys
     '*_dataloader': DataLoader,  # what mmengine's build_dataloader passes on
@@ -65,15 +72,6 @@ UNTYPED = {  # -> what receives an untyped dict there, or its valid keys
     'optim_wrapper.clip_grad': ('type', 'max_norm', 'norm_type', 'clip_value',
                                 'error_if_nonfinite', 'foreach'),
 }
-DICTS = {  # sections that must be dicts when set -> the hint of the message
-    'model|*_dataloader|optim_wrapper|train_cfg|default_hooks|randomness|'
-    'env_cfg': '', 'objectives.*': ' (type=..., weight=...)',
-    'objectives': " keyed by name, e.g. objectives = dict(flow=dict("
-                  "type='FlowMatchingObjective'))",
-    'model.freeze': ' of part -> bool, e.g. dict(und=True, und_encoder=True)',
-}
-LISTS = 'custom_hooks|visualizer.vis_backends|param_scheduler'  # or None
-TRAIN_KEYS = ('train_dataloader', 'train_cfg', 'optim_wrapper')  # all or none
 IMAGE_SIZES = ('*_dataloader.dataset.image_size|'
                '*_dataloader.dataset.datasets.*.image_size')
 STRIDES = ('model.*_encoder.patch_size|model.*_encoder.config.patch_size|'
@@ -88,8 +86,8 @@ RULES = [  # (path patterns, test, allowed values)
      '*_hooks.*.interval|*_dataloader.batch_size|model.llm.*_size|'
      'model.llm.num_*|*_dataloader.dataset.num_samples|'
      f'*_dataloader.dataset.datasets.*.num_samples|{IMAGE_SIZES}|'
-     'model.*_encoder.patch_size|model.*_encoder.config.patch_size',
-     _int(1), 'an integer >= 1'),
+     'model.*_encoder.patch_size|model.*_encoder.config.patch_size|'
+     'optim_wrapper.accumulative_counts', _int(1), 'an integer >= 1'),
     ('*_dataloader.dataset.tasks.*.n_per_tag|'
      '*_dataloader.dataset.tasks.*.num_samples', _int(1),
      'an integer >= 1 (leave a task out to skip it)'),
@@ -99,7 +97,6 @@ RULES = [  # (path patterns, test, allowed values)
     ('optim_wrapper.optimizer.weight_decay|objectives.*.weight|'
      'train_dataloader.dataset.weights.*', lambda v: _num(v) and v >= 0,
      'a finite number >= 0'),
-    ('optim_wrapper.accumulative_counts', _int(1), 'an integer >= 1'),
     ('default_hooks.checkpoint.max_keep_ckpts',
      lambda v: v == -1 or _int(1)(v), '-1 (keep all) or an integer >= 1'),
     ('randomness.seed', lambda v: v is None or _int(0, _SEED_MAX)(v),
@@ -119,13 +116,33 @@ RULES = [  # (path patterns, test, allowed values)
     ('env_cfg.mp_cfg.mp_start_method', lambda v: v in (
         'fork', 'spawn', 'forkserver'), "'fork', 'spawn' or 'forkserver'"),
 ]
+_lt = lambda a, b: _num(a) and _num(b) and a < b  # noqa: E731
+CROSS = [  # (paths, test of the values there, message formatted with them)
+    (('model.llm.vocab_size', 'tokenizer.vocab_size'), _lt,
+     'model.llm.vocab_size = {0} is smaller than tokenizer.vocab_size = {1}'
+     ': the model must embed every id the tokenizer produces'),
+    (('train_dataloader.dataset.num_samples', 'train_dataloader.batch_size'),
+     _lt, 'train_dataloader.batch_size = {1} is larger than train_'
+     'dataloader.dataset.num_samples = {0}: a batch must fit in the data set'),
+    (('optim_wrapper.accumulative_counts', 'train_cfg.type'),
+     lambda n, loop: _num(n) and n > 1 and loop not in (
+         'IterBasedTrainLoop', 'AccumulatingTrainLoop'),
+     "optim_wrapper.accumulative_counts = {0} needs train_cfg.type = 'Iter"
+     "BasedTrainLoop' (an iteration is then one optimizer step over {0} "
+     'batches), got {1!r}'),
+    (('train_cfg.type', 'train_cfg.by_epoch', 'train_dataloader.sampler.type'),
+     lambda loop, by_epoch, sampler: sampler == 'InfiniteSampler' and (
+         loop == 'EpochBasedTrainLoop' or by_epoch is True),
+     'train_cfg is epoch-based but train_dataloader.sampler.type = '
+     "'InfiniteSampler' never ends an epoch: use 'DefaultSampler' or an "
+     "'IterBasedTrainLoop'"),
+]
 _KINDS = {bool: 'a bool', int: 'an int', float: 'a float'}
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """Up to three candidates close to ``name`` (by difflib, ignoring case,
-    or containing it, e.g. ``'flow'`` for ``'FlowMatchingObjective'``),
-    else the valid names: the tail of an error message."""
+    """Up to three candidates close to ``name`` (or containing it), else
+    the valid names: the tail of an error message."""
     names = sorted(set(map(str, candidates)))
     low = {c.lower(): c for c in names}
     hits = [low[h] for h in difflib.get_close_matches(name.lower(), low)]
@@ -153,14 +170,13 @@ def validate_config(cfg) -> None:
     """Check a resolved config (Config or dict) before anything is built.
 
     Raises:
-        UnoConfigError: One line naming the first offending key path and
-            the closest valid names or the allowed values.
+        UnoConfigError: One line naming the first bad path and the fix.
     """
     from mmengine.runner import Runner
     cfg = _as_dict(cfg)
-    runner_keys = set(inspect.signature(Runner).parameters) - {'cfg'}
     check_keys([k for k in cfg if not str(k).startswith('_')],
-               runner_keys | set(RUNNER_CFG_KEYS + UNO_TOP_LEVEL_KEYS),
+               set(inspect.signature(Runner).parameters) - {'cfg'} |
+               set(RUNNER_CFG_KEYS + UNO_TOP_LEVEL_KEYS),
                'top-level config key')
     model = cfg.get('model')
     if not isinstance(model, dict) or not model.get('type'):
@@ -169,17 +185,7 @@ def validate_config(cfg) -> None:
             f"{'nothing' if model is None else repr(model)[:60]}): set model "
             "= dict(type='UnoModel', ...) or inherit one, e.g. _base_ = "
             "['../_base_/models/mot_mini.py']")
-    for path, value in _nodes(cfg):
-        how = next((h for p, h in DICTS.items() if _match(p, path)), None)
-        if how is not None and not isinstance(value, (dict, type(None))):
-            raise UnoConfigError(f'{path} must be a dict{how}; got a '
-                                 f'{type(value).__name__}')
-        one = path == 'param_scheduler'  # one scheduler or a list
-        if _match(LISTS, path) and not isinstance(value, (
-                list, tuple, type(None)) + ((dict, ) if one else ())):
-            raise UnoConfigError(
-                f'{path} must be a list of dicts{" or a dict" * one}; got '
-                f'a {type(value).__name__}')
+    check_components(cfg)  # forms and types first: 'eight' is not an int
     given = [k for k in TRAIN_KEYS if cfg.get(k) is not None]
     if 0 < len(given) < len(TRAIN_KEYS):
         raise UnoConfigError(
@@ -187,45 +193,52 @@ def validate_config(cfg) -> None:
             f'while {", ".join(given)} {"is" if len(given) == 1 else "are"} '
             f'set: training needs all of {", ".join(TRAIN_KEYS)} (or none '
             'of them, to test only)')
-    check_components(cfg)  # types first: 'eight' is not an int
     check_ranges(cfg)
 
 
 def check_components(cfg) -> None:
-    """Raise on an unknown type, argument or key in a config's dicts, or a
-    string given for a number or a bool."""
+    """Raise on a section of the wrong type (:data:`SHAPES`), an unknown
+    type, argument or key, or a string given for a number or a bool."""
     import mmengine.runner  # noqa: F401  registers mmengine's components
     for path, node in _nodes(_as_dict(cfg)):
-        if not path or not isinstance(node, dict):
-            continue
-        target = _slot(UNTYPED, path)
-        if 'type' not in node or target is not None:
-            if target is not None:
-                _check_args(node, target, path, 'key', f' at {path}')
-            continue
-        slot, obj = _slot(SLOTS, path), node['type']
-        if isinstance(obj, str):
-            obj = _lookup(obj, slot, path)
-        elif not callable(obj):
+        types, what = _first(SHAPES, path) or (object, '')
+        if not isinstance(node, (types, type(None))):
             raise UnoConfigError(
-                f'type at {path}.type must be a registered name or a class, '
-                f'got {type(obj).__name__}')
-        _check_args(node, obj, path, 'argument',
-                    f' of {getattr(obj, "__name__", obj)} at {path}',
-                    R.FUNCTIONS in (slot or ()) and not inspect.isclass(obj))
+                f'{path} must be {what}; got a {type(node).__name__}')
+        obj = _first(UNTYPED, path)  # else the class of the node's type
+        if not path or not isinstance(node, dict) or (obj is None
+                                                      and 'type' not in node):
+            continue
+        what, where, skip_first = 'key', f' at {path}', False
+        if obj is None:
+            obj, what, slot = node['type'], 'argument', _first(SLOTS, path)
+            if isinstance(obj, str):
+                obj = _lookup(obj, slot, path)
+            elif not callable(obj):
+                raise UnoConfigError(
+                    f'type at {path}.type must be a registered name or a '
+                    f'class, got {type(obj).__name__}')
+            where = f' of {getattr(obj, "__name__", obj)}{where}'
+            skip_first = R.FUNCTIONS in (slot or ()) and not inspect.isclass(
+                obj)
+        params, any_key = _params(obj, skip_first)
+        if not any_key:
+            check_keys(node, list(params) + list(BUILDER_KEYS), what, where)
+        for key, value in node.items():
+            if isinstance(value, str) and params.get(key) in _KINDS:
+                raise UnoConfigError(
+                    f'{path}.{key}={value!r} is a str, but '
+                    f'{getattr(obj, "__name__", obj)} expects '
+                    f'{_KINDS[params[key]]} there')
         for param, keys in getattr(obj, 'config_schema', {}).items():
             if isinstance(node.get(param), dict) and 'type' not in node[param]:
                 check_keys(node[param], keys, 'key', f' at {path}.{param}')
 
 
 def check_ranges(cfg) -> None:
-    """Refuse a value outside its range (:data:`RULES`), an image size that
-    does not split into whole tokens (:data:`STRIDES`), a model vocabulary
-    below the tokenizer's, a training batch above the data set, gradient
-    accumulation outside an iteration loop, and an epoch loop over an
-    endless sampler."""
-    cfg = _as_dict(cfg)
-    nodes = list(_nodes(cfg))
+    """Raise on a value outside :data:`RULES`, :data:`STRIDES` or
+    :data:`CROSS`."""
+    nodes = list(_nodes(_as_dict(cfg)))
     for path, value in nodes:
         for patterns, test, allowed in RULES:
             if _match(patterns, path) and not test(value):
@@ -238,50 +251,17 @@ def check_ranges(cfg) -> None:
                 raise UnoConfigError(
                     f'{path} = {size} is not a multiple of the {name} '
                     f'({stride}): images must split into whole tokens')
-    vocab = _get(cfg, 'model.llm.vocab_size')
-    tokens = _get(cfg, 'tokenizer.vocab_size')
-    if _num(vocab) and _num(tokens) and vocab < tokens:
-        raise UnoConfigError(
-            f'model.llm.vocab_size = {vocab} is smaller than tokenizer.'
-            f'vocab_size = {tokens}: the model must embed every id the '
-            'tokenizer produces')
-    batch, size = (_get(cfg, f'train_dataloader.{k}') for k in (
-        'batch_size', 'dataset.num_samples'))
-    if _num(batch) and _num(size) and batch > size:
-        raise UnoConfigError(
-            f'train_dataloader.batch_size = {batch} is larger than train_'
-            f'dataloader.dataset.num_samples = {size}: a batch must fit in '
-            'the data set')
-    loop = _get(cfg, 'train_cfg.type')
-    accumulate = _get(cfg, 'optim_wrapper.accumulative_counts')
-    if _num(accumulate) and accumulate > 1 and loop not in (
-            'IterBasedTrainLoop', 'AccumulatingTrainLoop'):
-        raise UnoConfigError(
-            f'optim_wrapper.accumulative_counts = {accumulate} needs '
-            "train_cfg.type = 'IterBasedTrainLoop' (an iteration is then "
-            f'one optimizer step over {accumulate} batches), got {loop!r}')
-    epochs = loop == 'EpochBasedTrainLoop' or _get(
-        cfg, 'train_cfg.by_epoch') is True
-    sampler = _get(cfg, 'train_dataloader.sampler.type')
-    if epochs and sampler == 'InfiniteSampler':
-        raise UnoConfigError(
-            'train_cfg is epoch-based but train_dataloader.sampler.type = '
-            "'InfiniteSampler' never ends an epoch: use 'DefaultSampler' "
-            "or an 'IterBasedTrainLoop'")
+    values = dict(nodes)
+    for paths, test, message in CROSS:
+        if test(*map(values.get, paths)):
+            raise UnoConfigError(message.format(*map(values.get, paths)))
 
 
 def _as_dict(cfg) -> dict:
     return cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg or {})
 
 
-def _get(cfg: dict, path: str):
-    """The value at a dotted path of ``cfg``, or None."""
-    for key in path.split('.'):
-        cfg = cfg.get(key) if isinstance(cfg, dict) else None
-    return cfg
-
-
-def _nodes(value, path: str = '') -> Iterator[Tuple[str, Any]]:
+def _nodes(value, path: str = ''):
     """``(dotted path, value)`` of ``value`` and all in it, parents first;
     private ``_`` variables of the top level are left out."""
     yield path, value
@@ -298,83 +278,62 @@ def _match(patterns: str, path: str) -> bool:
     return re.fullmatch(f'(?:{rx})', path) is not None
 
 
-def _slot(table: dict, path: str):
-    return next((s for p, s in table.items() if _match(p, path)), None)
-
-
-def _label(registry: Registry) -> str:
-    return f'{registry.scope}.{registry.name}'
+def _first(table: dict, path: str):
+    return next((v for p, v in table.items() if _match(p, path)), None)
 
 
 def _lookup(name: str, slot, path: str):
-    """The class ``name`` in the slot's registries (None: any registry)."""
+    """The class ``name`` in the slot's registries (none: any registry)."""
     registries = slot or [v for m in (R, mm) for v in vars(m).values()
                           if isinstance(v, Registry)]
     for registry in registries:
         try:
             obj = registry.get(name)
         except RuntimeError:  # a dotted name that does not import
-            obj = None
+            continue
         except Exception as e:  # the lazy import of the registry failed
             raise UnoConfigError(
                 f'cannot look up the type at {path}.type: registry '
-                f"'{_label(registry)}' failed to import: "
+                f"'{registry.scope}.{registry.name}' failed to import: "
                 f'{type(e).__name__}: {e}') from e
         if obj is not None:
             return obj
     names = [n for r in registries for p in (r, r.parent) if p is not None
              for n in p.module_dict]  # uno's parents are mmengine's roots
     check_keys([name], names, 'type', f' at {path}.type ' + (
-        f"(registry '{_label(slot[0])}')" if slot else '(any registry)'))
+        f"(registry '{slot[0].scope}.{slot[0].name}')"
+        if slot else '(any registry)'))
 
 
-def _params(obj, skip_first: bool = False) -> Tuple[dict, bool]:
-    """``({name: Parameter}, takes any key)`` of what a config passes."""
+def _params(obj, skip_first: bool = False):
+    """``({argument: its type}, takes any key)`` of a callable or keys."""
+    if not callable(obj):
+        return dict.fromkeys(obj), False
     try:
         ps = list(inspect.signature(obj).parameters.values())[skip_first:]
     except (TypeError, ValueError):  # builtins without a signature
         return {}, True
-    return ({p.name: p for p in ps
+    return ({p.name: type(p.default) if p.annotation is p.empty else
+             p.annotation for p in ps
              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)},
             any(p.kind is p.VAR_KEYWORD for p in ps))
-
-
-def _check_args(cfg: dict, target, path: str, what: str, where: str,
-                skip_first: bool = False) -> None:
-    """Unknown keys of ``cfg``, and strings for scalar parameters."""
-    params, any_key = _params(target, skip_first) if callable(target) else (
-        dict.fromkeys(target), False)
-    if not any_key:
-        check_keys(cfg, list(params) + list(BUILDER_KEYS), what, where)
-    for key, value in cfg.items():
-        p = params.get(key)
-        hint = p and (type(p.default) if p.annotation is p.empty else
-                      p.annotation)
-        if isinstance(value, str) and hint in _KINDS:
-            raise UnoConfigError(
-                f'{path}.{key}={value!r} is a str, but '
-                f'{getattr(target, "__name__", target)} expects '
-                f'{_KINDS[hint]} there')
 
 
 @contextlib.contextmanager
 def config_build_errors(
         get_cfg: Callable[[], Any] = lambda: None) -> Iterator[None]:
-    """Turn a ``ValueError``, ``TypeError``, ``KeyError``, ``IndexError``
-    or ``AssertionError`` (timm's checks) raised in mmengine's
-    ``build_from_cfg`` (found in the traceback, nothing is patched) into
-    one line, ``cannot build <Type> at <path> (<Error>): <message>``, for
-    the innermost build; ``get_cfg()`` gives the config where the path is
-    found. Other errors pass unchanged."""
+    """Turn a ValueError, TypeError, KeyError, IndexError or AssertionError
+    (timm's checks) raised in mmengine's ``build_from_cfg`` (found in the
+    traceback) into ``cannot build <Type> at <path> (<Error>): <message>``
+    for the innermost build; ``get_cfg()`` gives the config to find the
+    path in. Other errors pass unchanged."""
     try:
         yield
-    except UnoConfigError:
-        raise
     except (ValueError, TypeError, KeyError, IndexError,
             AssertionError) as exc:
         builds = [f.f_locals for f, _ in traceback.walk_tb(exc.__traceback__)
                   if f.f_code is build_from_cfg.__code__]
-        if not builds:
+        if isinstance(exc, UnoConfigError) or not builds:
             raise
         registry, cfg = builds[-1].get('registry'), builds[-1].get('cfg')
         obj = given = cfg.get('type') if isinstance(cfg, dict) else None
@@ -384,9 +343,8 @@ def config_build_errors(
                    if p and _built_from(c, cfg)), '')
         message = textwrap.shorten(str(exc), 600, placeholder='...')
         bad = re.search(r"unexpected keyword argument '(\w+)'", message)
-        names = {n for c in getattr(obj, '__mro__', ())
-                 if '__init__' in vars(c) for n in _params(c.__init__)[0]}
-        names.discard('self')
+        names = {n for c in getattr(obj, '__mro__', ()) if '__init__' in vars(
+            c) for n in _params(c.__init__)[0]} - {'self'}
         hint = f'; {did_you_mean(bad.group(1), names)}' if (
             bad and names) else ''
         name = _name(obj) or f"a '{registry.name}' component"
@@ -395,19 +353,16 @@ def config_build_errors(
 
 
 def _built_from(comp, cfg) -> bool:
-    """Whether ``comp`` of the config is what ``cfg`` was built from: the
-    same type, the same values (a builder may add keys)."""
-    try:
-        return isinstance(comp, dict) and 'type' in comp and _name(
-            comp['type']) == _name(cfg.get('type')) and all(
+    """Whether ``cfg`` was built from ``comp``, with any keys added."""
+    with contextlib.suppress(Exception):  # values that do not compare
+        return 'type' in comp and _name(comp['type']) == _name(
+            cfg.get('type')) and all(
                 k in cfg and bool(cfg[k] == v) for k, v in comp.items()
                 if k not in ('type', '_scope_'))
-    except Exception:  # values that do not compare (tensors)
-        return False
+    return False
 
 
 def _name(obj_type):
     """``'uno.FlowMatchingObjective'`` or the class -> its bare name."""
-    if isinstance(obj_type, str):
-        return obj_type.rsplit('.', 1)[-1]
-    return getattr(obj_type, '__name__', None)
+    return obj_type.rsplit('.', 1)[-1] if isinstance(
+        obj_type, str) else getattr(obj_type, '__name__', None)
