@@ -15,7 +15,6 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from mmengine.evaluator import BaseMetric
 from PIL import Image
-from scipy import ndimage
 
 from uno.datasets.shapesworld import EDIT_KINDS, EditPair
 from uno.registry import EVALUATORS
@@ -36,6 +35,8 @@ def preserved_mask(size: int,
     x0, y0, x1, y1 = region
     inside[max(y0, 0):y1, max(x0, 0):x1] = True
     if dilate > 0:
+        # scipy when first used (~0.5 s less per tool process)
+        from scipy import ndimage
         inside = ndimage.binary_dilation(
             inside, np.ones((3, 3), bool), iterations=dilate)
     return ~inside

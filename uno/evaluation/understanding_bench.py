@@ -18,7 +18,6 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from mmengine.evaluator import BaseMetric
-from scipy.optimize import linear_sum_assignment
 
 from uno.datasets.shapesworld import COLORS, SHAPES, SIZES, Scene
 from uno.registry import EVALUATORS
@@ -177,6 +176,8 @@ def score_caption(text: str,
         for j, obj in enumerate(objs):
             eq[:, i, j] = (p.shape == obj.shape, p.color == obj.color,
                            size_ok(p, obj))
+    # scipy when first used (~0.5 s less per tool process)
+    from scipy.optimize import linear_sum_assignment
     rows, cols = linear_sum_assignment(-(4 * eq[0] + 2 * eq[1] + eq[2]))
     shape_hits = eq[0, rows, cols]
     color_hits = eq[1, rows, cols]
