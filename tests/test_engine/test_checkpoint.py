@@ -278,7 +278,7 @@ def test_mismatch_names_keys_and_shapes():
     sd['0.weight'] = torch.zeros(4, 2)
     sd['extra'] = torch.zeros(1)
     del sd['1.bias']
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(CheckpointError) as err:
         load_model_weights(model, sd)
     msg = str(err.value)
     assert '1.bias' in msg and 'extra' in msg and '(4, 2)' in msg
@@ -327,7 +327,8 @@ def test_integer_or_nonfinite_weights_do_not_load():
     assert report['dtype'] == [
         'weight: checkpoint torch.int64 vs model torch.float32']
     assert report['nonfinite'] == ['bias']
-    with pytest.raises(RuntimeError, match='dtype: weight.*nonfinite: bias'):
+    with pytest.raises(CheckpointError,
+                       match='dtype: weight.*nonfinite: bias'):
         load_model_weights(model, bad)
     # strict=False loads what matches: neither of them
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from tests.conftest import REPO
 from tests.tools import run_tool
 from uno.engine import UnoTrainer
-from uno.engine.checkpoint import load_model_weights
+from uno.engine.checkpoint import CheckpointError, load_model_weights
 from uno.engine.sharded_checkpoint import save_sharded
 from uno.registry import MODELS
 
@@ -110,7 +110,7 @@ def test_mismatched_model_fails_naming_the_keys(checkpoints, tmp_path):
     cfg, _, pth, _ = checkpoints
     out = str(tmp_path / 'model.safetensors')
     _tool().export_weights(pth, out, progress=False)
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(CheckpointError) as err:
         load_model_weights(_fresh(cfg, hidden_size=32), load_file(out))
     assert 'does not match the model' in str(err.value)
     assert 'connector.0.bias: checkpoint (64,) vs model (32,)' in str(

@@ -26,7 +26,7 @@ import os.path as osp
 import re
 import tempfile
 import zipfile
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -274,33 +274,6 @@ def read_model_weights(path: str) -> Dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.startswith('objectives.')}
 
 
-def load_model_file(model: nn.Module, path: str,
-                    optional: Sequence[str] = ('metaquery.', )) -> Dict:
-    """Load :func:`read_model_weights` of ``path`` into ``model``.
-
-    Args:
-        model (nn.Module): A :class:`~uno.models.UnoModel`.
-        path (str): The weights file.
-        optional (Sequence[str]): Prefixes the file may lack or hold in
-            another shape (post-training-only parts). Defaults to the
-            metaqueries.
-
-    Returns:
-        dict: The mismatch report of :func:`load_model_weights`.
-
-    Raises:
-        CheckpointError: Any other missing, unexpected or mis-shaped key.
-    """
-    report = load_model_weights(model, read_model_weights(path),
-                                strict=False)
-    bad = {kind: [k for k in keys if not k.startswith(tuple(optional))]
-           for kind, keys in report.items()}
-    if any(bad.values()):
-        raise CheckpointError(f'{path} does not fit the model of the '
-                              'config: ' + mismatch_text(bad))
-    return report
-
-
 def write_last_checkpoint(work_dir: str, checkpoint_path: str) -> None:
     """Point ``work_dir/last_checkpoint`` at ``checkpoint_path``
     (atomically)."""
@@ -397,21 +370,66 @@ def mismatch_text(report: Dict[str, List[str]], n: int = 5) -> str:
                      for kind, keys in report.items() if keys)
 
 
-def load_model_weights(model: nn.Module,
-                       state_dict: Dict[str, torch.Tensor],
-                       strict: bool = True) -> Dict:
-    """Load ``state_dict`` into ``model``, naming every mismatch.
+def check_weights(model: nn.Module, state_dict: Dict[str, torch.Tensor],
+                  strict: bool = True, optional: Sequence[str] = (),
+                  what: str = 'checkpoint',
+                  hint: str = 'pass strict=False to load what matches'
+                  ) -> Tuple[Dict, set]:
+    """Check ``state_dict`` against ``model``: the one weight check of
+    ``load_from``, ``--resume`` and the tools.
+
+    Args:
+        model (nn.Module): The model to load into.
+        state_dict (dict): The weights (meta tensors: shapes only).
+        strict (bool): Raise on any mismatch. Defaults to True.
+        optional (Sequence[str]): Key prefixes that may be missing,
+            unexpected or resized (post-training parts): never an error,
+            listed under ``'optional'``. Defaults to ().
+        what (str): Names the weights in the error. Defaults to
+            ``'checkpoint'``.
+        hint (str): The error's last words: how to relax the check.
+
+    Returns:
+        tuple: The :func:`state_dict_mismatch` report of the other keys
+        (plus ``'optional'``), and the keys not to load
+        (:func:`unloadable_keys`).
 
     Raises:
-        RuntimeError: With ``strict``, when any key is missing, unexpected
-            or of another shape; the message lists them (first 10 each).
+        CheckpointError: With ``strict``, one line naming the mismatch.
     """
     report = state_dict_mismatch(model, state_dict)
-    if strict and any(report.values()):
-        raise RuntimeError('checkpoint does not match the model; '
-                           + mismatch_text(report, 10) +
-                           ' (pass strict=False to load what matches)')
     skip = unloadable_keys(report)
+    optional = tuple(optional)
+    kinds = ('missing', 'unexpected', 'shape')
+    spare = [k for kind in kinds for k in report[kind]
+             if optional and k.startswith(optional)]
+    for kind in kinds:
+        report[kind] = [k for k in report[kind] if k not in spare]
+    if strict and any(report.values()):
+        raise CheckpointError(f'{what} does not match the model: '
+                              f'{mismatch_text(report)} ({hint})')
+    return dict(report, optional=spare), skip
+
+
+def load_model_weights(model: nn.Module,
+                       state_dict: Dict[str, torch.Tensor],
+                       strict: bool = True,
+                       optional: Sequence[str] = (),
+                       what: str = 'checkpoint',
+                       hint: str = 'pass strict=False to load what matches'
+                       ) -> Dict:
+    """Load ``state_dict`` into ``model`` after :func:`check_weights`
+    (same arguments); what does not match stays as built.
+
+    Returns:
+        dict: The mismatch report.
+
+    Raises:
+        CheckpointError: With ``strict``, on a mismatch outside
+            ``optional``; the message names the keys.
+    """
+    report, skip = check_weights(model, state_dict, strict, optional, what,
+                                 hint)
     model.load_state_dict(
         {k: v for k, v in state_dict.items() if k not in skip}, strict=False)
     return report

@@ -21,9 +21,9 @@ from uno.registry import DATASETS, FUNCTIONS, MODEL_WRAPPERS
 from uno.errors import UnoConfigError
 from uno.utils.paths import check_writable
 from .checkpoint import (LAST_CHECKPOINT, CheckpointError,
-                         checkpoint_candidates, load_checkpoint_file,
-                         load_safetensors, mismatch_text,
-                         state_dict_mismatch, unloadable_keys)
+                         check_weights, checkpoint_candidates,
+                         load_checkpoint_file, load_safetensors,
+                         mismatch_text)
 from .fsdp import UnoFSDP
 from .sharded_checkpoint import (is_sharded_checkpoint, load_sharded,
                                  load_sharded_meta, sharded_tensors)
@@ -327,32 +327,23 @@ class UnoRunner(Runner):
 
     def _check_weights(self, model, state_dict, strict, filename,
                        resume) -> set:
-        """Check ``state_dict`` against ``model``: with ``strict``, a
-        mismatch raises one :class:`UnoConfigError`. Returns the keys not
-        to load (:func:`unloadable_keys`)."""
-        report = state_dict_mismatch(model, state_dict)
-        skipped = unloadable_keys(report)
-        if not resume:  # post-training may add modules pretraining lacks
-            optional = [k for kind in ('missing', 'unexpected', 'shape')
-                        for k in report[kind]
-                        if k.startswith(LOAD_FROM_OPTIONAL)]
-            if optional:
-                self.logger.info(
-                    f'load_from: weights not in both model and checkpoint '
-                    f'(post-training modules, left as built): {optional}')
-            for kind in ('missing', 'unexpected', 'shape'):
-                report[kind] = [k for k in report[kind]
-                                if not k.startswith(LOAD_FROM_OPTIONAL)]
+        """:func:`check_weights` for ``load_from`` / ``resume`` (whose
+        weights may not lack or resize :data:`LOAD_FROM_OPTIONAL`); logs
+        what did not load. Returns the keys not to load."""
         what = 'resume' if resume else 'load_from'
-        if strict and any(report.values()):
-            raise UnoConfigError(
-                f'{what}={filename} does not match the model: '
-                + mismatch_text(report) + ' (set load_strict=False in the '
-                'config to load only what matches)')
+        report, skip = check_weights(
+            model, state_dict, strict, () if resume else LOAD_FROM_OPTIONAL,
+            f'{what}={filename}', 'set load_strict=False in the config to '
+            'load only what matches')
+        optional = report.pop('optional')
+        if optional:
+            self.logger.info(
+                f'load_from: weights not in both model and checkpoint '
+                f'(post-training modules, left as built): {optional}')
         if any(report.values()):
             self.logger.warning(f'{what}={filename} loaded where it matches '
                                 'the model: ' + mismatch_text(report))
-        return skipped
+        return skip
 
 
 # prefixes load_from may find missing, unexpected or of another shape:
