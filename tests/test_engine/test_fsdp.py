@@ -96,10 +96,10 @@ def test_fsdp_two_processes_match_one_and_resume(tmp_path, baseline_run):
     one, two = baseline_run, tmp_path / 'work_dirs/two'
     assert BASELINE_ITERS > ITERS
 
-    def dist(*extra, iters=ITERS):
+    def dist(*extra, iters=ITERS, cfg=()):
         res = subprocess.run(
             ['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir',
-             str(two), *extra, *_options(2, iters)], cwd=REPO,
+             str(two), *extra, *_options(2, iters), *cfg], cwd=REPO,
             env=dict(env, PORT=str(free_port())), capture_output=True,
             text=True, timeout=600)
         assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
@@ -135,9 +135,12 @@ def test_fsdp_two_processes_match_one_and_resume(tmp_path, baseline_run):
     moved = [k for k in w3 if k.startswith(TRAINED)]
     assert moved and all(not torch.equal(w3[k], w2[k]) for k in moved)
 
-    # --resume continues from the latest sharded checkpoint
-    res = dist('--resume', iters=ITERS + 1)
+    # --resume continues from the latest sharded checkpoint, here as HSDP
+    # (shard_size=1: each rank a whole replica), which reshards on load
+    res = dist('--resume', iters=ITERS + 1,
+               cfg=['model_wrapper_cfg.shard_size=1'])
     assert 'resumed epoch: 0, iter: 3' in res.stdout + res.stderr
+    assert "mesh {'replicate': 2, 'shard': 1}" in res.stdout + res.stderr
     b = _losses(two)
     assert a[ITERS + 1]['loss'] == pytest.approx(b[ITERS + 1]['loss'],
                                                  rel=1e-4)

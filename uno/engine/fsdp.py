@@ -176,6 +176,10 @@ class UnoFSDP(nn.Module):
         self._gathered = False
         # the batch goes where the shards are
         module.data_preprocessor.to(_comm_device())
+        from mmengine.logging import print_log
+        dims = dict(zip(mesh.mesh_dim_names or ('shard', ), mesh.shape))
+        print_log(f'UnoFSDP: {len(units)} units and the root over mesh '
+                  f'{dims}, compute dtype {param or "as built"}', 'current')
 
     # ------------------------------------------------------------------
     def train_step(self, data, optim_wrapper) -> dict:
