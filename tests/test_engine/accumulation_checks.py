@@ -76,8 +76,9 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def rank_checks(folder: str) -> None:
-    """On this rank of a 2-rank gloo group: accumulated FSDP and DDP steps
-    over the rank's micro-batches of ``RANKS``, saved to
+    """On this rank of a 2-rank gloo group: accumulated FSDP (with and
+    without ``accumulate_unsharded``) and DDP steps over the rank's
+    micro-batches of ``RANKS``, saved to
     ``folder/rank{r}.pt`` (the gradients, the logs and how many gradient
     syncs an accumulated and a plain step made)."""
     rank = dist.get_rank()
@@ -86,6 +87,11 @@ def rank_checks(folder: str) -> None:
     trainer = make_trainer()
     fsdp_grads, _ = train_step(trainer, micro, counts=len(micro),
                                wrapper=UnoFSDP(trainer))
+    # the same, reduce-scattering only the last micro-batch's gradients
+    trainer = make_trainer()
+    unsharded, _ = train_step(trainer, micro, counts=len(micro),
+                              wrapper=UnoFSDP(trainer,
+                                              accumulate_unsharded=True))
     trainer = make_trainer()
     ddp = UnoDistributedDataParallel(module=trainer)
     syncs = []
@@ -104,5 +110,6 @@ def rank_checks(folder: str) -> None:
     del syncs[:]
     train_step(trainer, micro[0], wrapper=ddp)
     torch.save(dict(grads=grads, logs=logs, syncs=accumulated_syncs,
-                    plain_syncs=len(syncs), fsdp_grads=fsdp_grads),
+                    plain_syncs=len(syncs), fsdp_grads=fsdp_grads,
+                    fsdp_unsharded_grads=unsharded),
                osp.join(folder, f'rank{rank}.pt'))

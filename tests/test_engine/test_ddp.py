@@ -88,6 +88,7 @@ def test_two_ranks_accumulate_like_one_step_over_the_union(launch):
     for rank in out:
         assert rel(rank['grads'], union) < TOL
         assert rel(rank['fsdp_grads'], union) < TOL
+        assert rel(rank['fsdp_unsharded_grads'], union) < TOL
         for key in ('loss', 'loss/caption', 'tokens/caption'):
             assert float(rank['logs'][key]) == pytest.approx(
                 float(union_logs[key]), rel=TOL), key
