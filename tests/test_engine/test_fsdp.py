@@ -51,6 +51,16 @@ def test_wrap_units_are_layers_encoder_blocks_connector_head():
     assert all(u is not tied.lm_head for u in tied.fsdp_wrap_modules())
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU')
+def test_cpu_offload_without_a_gpu_is_one_line():
+    from uno.engine.fsdp import UnoFSDP
+    from uno.errors import UnoConfigError
+    # refused before any process group or mesh is needed (FSDP2 itself
+    # fails deep inside: 'Found no NVIDIA driver')
+    with pytest.raises(UnoConfigError, match='cpu_offload=True needs a GPU'):
+        UnoFSDP(torch.nn.Linear(2, 2), cpu_offload=True)
+
+
 def test_fsdp_config_is_a_short_delta_of_the_baseline():
     diff = config_diff(Config.fromfile(osp.join(REPO, BASELINE)),
                        Config.fromfile(osp.join(REPO, CONFIG)))

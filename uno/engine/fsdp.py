@@ -149,6 +149,11 @@ class UnoFSDP(nn.Module):
         from torch.distributed.fsdp import (CPUOffloadPolicy,
                                             MixedPrecisionPolicy,
                                             OffloadPolicy, fully_shard)
+        if cpu_offload and not torch.cuda.is_available():
+            from uno.errors import UnoConfigError
+            raise UnoConfigError(
+                'model_wrapper_cfg.cpu_offload=True needs a GPU (it moves '
+                'shards between GPU and CPU) and none is visible: drop it')
         param, reduce = _dtype(param_dtype), _dtype(reduce_dtype)
         mesh = build_mesh(shard_size)
         offload = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
