@@ -69,12 +69,6 @@ def parse_args(argv=None):
 
 
 # --- model -----------------------------------------------------------------
-def read_state_dict(path: str) -> Dict:
-    """Model weights (UnoModel names) of a ``.safetensors`` or ``.pth``."""
-    from uno.engine.checkpoint import read_model_weights
-    return read_model_weights(path)
-
-
 def build_model(cfg, checkpoint: str, device: str = 'cpu'):
     """The config's :class:`UnoModel` with ``checkpoint``'s weights, in
     eval mode (``pretrained_llm`` dropped: the checkpoint has them)."""
