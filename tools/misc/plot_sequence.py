@@ -122,13 +122,14 @@ def dataset_for_config(path: str, image_size: int, options=None):
     ``build_runner`` derives from its objectives."""
     from mmengine.config import Config
 
-    from uno.engine.runner import _inject_plan_options, plan_options
+    from uno.datasets.builder import inject_plan_options
+    from uno.engine.runner import plan_options
     from uno.registry import DATASETS
     cfg = Config.fromfile(path)
     if options:
         cfg.merge_from_dict(options)
     dataset = copy.deepcopy(cfg.train_dataloader.dataset)
-    _inject_plan_options(dataset, plan_options(cfg), 'train_dataloader')
+    inject_plan_options(dataset, plan_options(cfg), 'train_dataloader')
     _shrink(dataset, image_size)
     return DATASETS.build(dataset)
 

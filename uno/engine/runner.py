@@ -17,7 +17,8 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from uno.registry import DATASETS, FUNCTIONS, MODEL_WRAPPERS
+from uno.datasets.builder import inject_plan_options
+from uno.registry import FUNCTIONS, MODEL_WRAPPERS
 from uno.errors import UnoConfigError
 from uno.utils.paths import check_writable
 from .checkpoint import (LAST_CHECKPOINT, CheckpointError,
@@ -49,7 +50,7 @@ def build_runner(cfg: Config) -> Runner:
     uno = plan_options(cfg)
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         if cfg.get(key):
-            _inject_plan_options(cfg[key].get('dataset'), uno, key)
+            inject_plan_options(cfg[key].get('dataset'), uno, key)
     trainer = dict(
         type='UnoTrainer',
         model=cfg.model,
@@ -412,34 +413,6 @@ def plan_options(cfg) -> dict:
         caption=bool(opts.get('caption', False)),
         num_queries=int(k) if opts.get('metaquery') else 0,
         queries_see_caption=bool(opts.get('queries_see_caption', False)))
-
-
-def _inject_plan_options(dataset, uno: dict, where: str) -> None:
-    """Give every dataset that takes ``uno=`` the derived options.
-
-    A dataset that sets ``uno`` explicitly keeps it, but its metaquery
-    count must match the model's.
-    """
-    if not isinstance(dataset, dict):
-        return
-    children = dataset.get('datasets') or []
-    if isinstance(children, dict):  # MixtureDataset: keyed by name
-        children = list(children.values())
-    for child in [dataset.get('dataset')] + list(children):
-        _inject_plan_options(child, uno, where)
-    cls = DATASETS.get(dataset.get('type')) if isinstance(
-        dataset.get('type'), str) else dataset.get('type')
-    if cls is None or 'uno' not in inspect.signature(cls).parameters:
-        return
-    if dataset.get('uno') is None:
-        dataset['uno'] = dict(uno)
-    elif uno['num_queries'] and dataset['uno'].get(
-            'num_queries', 0) != uno['num_queries']:
-        raise UnoConfigError(
-            f"{where}.dataset.uno.num_queries="
-            f"{dataset['uno'].get('num_queries', 0)} differs from "
-            f"model.metaquery.num_queries={uno['num_queries']}; leave "
-            'dataset.uno out to derive it from the model')
 
 
 def _check_benchmark(benchmark: dict) -> None:
