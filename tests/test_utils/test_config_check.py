@@ -180,6 +180,20 @@ def test_unknown_argument_of_mmengine_component(tmp_path, base_cfg):
         "did you mean 'max_iters'")
 
 
+def test_unknown_argument_of_the_accumulating_loop():
+    import os.path as osp
+
+    from tests.conftest import REPO
+    from uno.engine import AccumulatingTrainLoop  # noqa: F401 (registers)
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py'))
+    cfg.train_cfg = dict(type='AccumulatingTrainLoop', max_iter=5)
+    with pytest.raises(UnoConfigError, match="unknown argument 'max_iter' "
+                       "of AccumulatingTrainLoop at train_cfg: did you mean "
+                       "'max_iters'"):
+        validate_config(cfg)
+
+
 def test_function_skips_first_positional(tmp_path, base_cfg):
     cfg = _load(tmp_path, base_cfg,
                 'train_dataloader = dict(collate_fn=dict(batch=1))\n')

@@ -40,15 +40,20 @@ class _Groups:
 class AccumulatingTrainLoop(IterBasedTrainLoop):
     """``IterBasedTrainLoop`` whose iteration is an accumulated step.
 
+    Takes ``IterBasedTrainLoop``'s arguments (spelled out, so the config
+    check names a misspelt one) and:
+
     Args:
         accumulative_counts (int): N, batches per optimizer step; set by
             ``build_runner`` from ``optim_wrapper.accumulative_counts``
             (N = 1 runs as the plain loop). Defaults to 1.
-        **kwargs: ``IterBasedTrainLoop``'s arguments.
     """
 
-    def __init__(self, *args, accumulative_counts: int = 1, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, runner, dataloader, max_iters: int,
+                 val_begin: int = 1, val_interval: int = 1000,
+                 dynamic_intervals=None, accumulative_counts: int = 1):
+        super().__init__(runner, dataloader, max_iters, val_begin,
+                         val_interval, dynamic_intervals)
         self.accumulative_counts = int(accumulative_counts)
 
     def run(self):
