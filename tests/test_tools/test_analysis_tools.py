@@ -78,7 +78,7 @@ def tiny_checkpoint(tmp_path_factory):
 def test_analysis_tools_read_a_training_checkpoint(tiny_checkpoint):
     # pca_hidden and probe_understanding read the model's weights of a
     # trainer's .pth (objective heads left out) through this
-    from uno.engine.checkpoint import read_model_weights
+    from uno.engine.weights import read_model_weights
     path, state = tiny_checkpoint
     loaded = read_model_weights(path)
     assert loaded.keys() == state.keys()

@@ -18,8 +18,9 @@ from safetensors.torch import load_file
 from tests.conftest import REPO
 from tests.tools import run_tool
 from uno.engine import UnoTrainer
-from uno.engine.checkpoint import CheckpointError, load_model_weights
+from uno.engine.checkpoint import CheckpointError
 from uno.engine.sharded_checkpoint import save_sharded
+from uno.engine.weights import load_model_weights
 from uno.registry import MODELS
 
 CONFIG = osp.join(REPO, 'configs/uno/uno_mot-tiny_1xb8-iter200_shapes.py')

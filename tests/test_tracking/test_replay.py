@@ -8,8 +8,8 @@ from PIL import Image
 from tests.conftest import REPO, mlflow_store
 from tests.tools import run_tool
 from uno.tracking import UnoMLflowVisBackend, replay_work_dir
-from uno.tracking.mlflow_backend import (RUN_ID_FILE, find_logs,
-                                         read_scalars, replay_identity)
+from uno.tracking.mlflow_backend import RUN_ID_FILE
+from uno.tracking.replay import find_logs, read_scalars, replay_identity
 
 mlflow = pytest.importorskip('mlflow')
 

@@ -73,7 +73,7 @@ def build_model(cfg, checkpoint: str, device: str = 'cpu'):
     """The config's :class:`UnoModel` with ``checkpoint``'s weights, in
     eval mode (``pretrained_llm`` dropped: the checkpoint has them)."""
     import uno  # noqa: F401  (registers the components)
-    from uno.engine.checkpoint import load_model_weights, read_model_weights
+    from uno.engine.weights import load_model_weights, read_model_weights
     from uno.registry import MODELS
     model_cfg = dict(cfg['model'])
     model_cfg.pop('pretrained_llm', None)

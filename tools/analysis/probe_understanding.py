@@ -111,7 +111,7 @@ def build_model(cfg, checkpoint: Optional[str] = None):
 def load_weights(model, checkpoint: str) -> None:
     """Load a ``.safetensors`` file or a training ``.pth`` (read inert) of
     model weights; objective heads and metaqueries may be absent."""
-    from uno.engine.checkpoint import load_model_weights, read_model_weights
+    from uno.engine.weights import load_model_weights, read_model_weights
     load_model_weights(model, read_model_weights(checkpoint),
                        optional=_OPTIONAL, what=checkpoint,
                        hint='is it a checkpoint of this config?')

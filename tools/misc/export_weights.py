@@ -8,7 +8,7 @@ CHECKPOINT is a plain mmengine ``.pth`` file or a sharded FSDP checkpoint
 folder (``iter_N.pth/``, see :mod:`uno.engine.sharded_checkpoint`). The
 file holds the :class:`UnoModel` weights under their own names (no
 ``model.`` prefix of the trainer), so
-:func:`uno.engine.checkpoint.load_model_weights` loads it into a model
+:func:`uno.engine.weights.load_model_weights` loads it into a model
 built from the config, and ``load_from=OUT.safetensors`` starts a run
 from it. The config the run was trained with is stored in the file's
 metadata (``uno_config``).

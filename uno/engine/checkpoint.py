@@ -26,12 +26,11 @@ import os.path as osp
 import re
 import tempfile
 import zipfile
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List
 
 import torch
-from torch import nn
 
-from uno.errors import UnoConfigError, short_list
+from uno.errors import UnoConfigError
 
 LAST_CHECKPOINT = 'last_checkpoint'
 _HISTORY = '__uno_history_buffer__'
@@ -98,23 +97,6 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu',
             + (f" whose 'state_dict' is a {type(state).__name__}"
                if state is not obj else '') + ', not a dict of tensors')
     return from_plain(obj)
-
-
-def load_safetensors(path: str) -> Dict[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` file (a format without code).
-
-    Raises:
-        CheckpointError: Missing, or not a complete safetensors file.
-    """
-    from safetensors.torch import load_file
-    if not osp.isfile(path):
-        raise CheckpointError(f'checkpoint {path} does not exist')
-    try:
-        return load_file(path)
-    except Exception as e:  # SafetensorError: truncated, garbage
-        raise CheckpointError(
-            f'checkpoint {path} is damaged or not a safetensors file '
-            f'(truncated, or a .pth renamed?): {e}') from e
 
 
 def _unsafe_globals(path: str) -> List[str]:
@@ -248,32 +230,6 @@ def save_checkpoint_file(checkpoint: Dict[str, Any], path: str) -> None:
     _write_atomically(path, lambda f: torch.save(to_plain(checkpoint), f))
 
 
-def read_model_weights(path: str) -> Dict[str, torch.Tensor]:
-    """:class:`~uno.models.UnoModel` weights of a file, objective heads
-    left out: an exported ``.safetensors`` or a training ``.pth`` (read
-    inert; its trainer's ``model.*`` entries).
-
-    Raises:
-        CheckpointError: Missing, a folder (export sharded checkpoints
-            first), or unreadable.
-    """
-    path = str(path)
-    if osp.isdir(path):
-        raise CheckpointError(
-            f'{path} is a folder (a sharded checkpoint?): export it with '
-            'tools/misc/export_weights.py CKPT OUT.safetensors')
-    if path.endswith('.safetensors'):
-        state = load_safetensors(path)
-    else:
-        ckpt = load_checkpoint_file(path)
-        state = ckpt.get('state_dict', ckpt)
-        state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
-        if any(k.startswith('model.') for k in state):  # a UnoTrainer's
-            state = {k[len('model.'):]: v for k, v in state.items()
-                     if k.startswith('model.')}
-    return {k: v for k, v in state.items() if not k.startswith('objectives.')}
-
-
 def write_last_checkpoint(work_dir: str, checkpoint_path: str) -> None:
     """Point ``work_dir/last_checkpoint`` at ``checkpoint_path``
     (atomically)."""
@@ -329,107 +285,3 @@ def remove_stale_temps(work_dir: str) -> List[str]:
             os.remove(path)
         removed.append(name)
     return removed
-
-
-def state_dict_mismatch(model: nn.Module,
-                        state_dict: Dict[str, torch.Tensor]) -> Dict:
-    """Missing, unexpected, shape- and dtype-mismatched (integer for
-    float) keys of ``state_dict``, and those holding NaN or inf."""
-    own = model.state_dict()
-    shapes: List[str] = [
-        f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-        for k, v in state_dict.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
-    # an integer tensor for a float weight (or back) is not a cast
-    dtypes = [f'{k}: checkpoint {v.dtype} vs model {own[k].dtype}'
-              for k, v in state_dict.items() if k in own and
-              v.is_floating_point() != own[k].is_floating_point()]
-    nonfinite = [k for k, v in state_dict.items()
-                 if v.is_floating_point() and v.device.type != 'meta'
-                 and not bool(torch.isfinite(v).all())]
-    return dict(
-        missing=sorted(set(own) - set(state_dict)),
-        unexpected=sorted(set(state_dict) - set(own)),
-        shape=shapes, dtype=dtypes, nonfinite=nonfinite)
-
-
-def unloadable_keys(report: Dict[str, List[str]]) -> set:
-    """Keys of a :func:`state_dict_mismatch` report never loaded, even
-    with ``strict=False``: unexpected, of another shape, integer for float
-    (or back), or holding NaN or inf."""
-    return {s.split(': checkpoint ')[0]
-            for s in report['shape'] + report['dtype']} | set(
-                report['unexpected']) | set(report['nonfinite'])
-
-
-def mismatch_text(report: Dict[str, List[str]], n: int = 5) -> str:
-    """One line of a :func:`state_dict_mismatch` report, ``n`` keys of
-    each kind: ``'missing: a, b; shape: c: checkpoint (2,) vs ...'``."""
-    return '; '.join(f'{kind}: {short_list(keys, n)}'
-                     for kind, keys in report.items() if keys)
-
-
-def check_weights(model: nn.Module, state_dict: Dict[str, torch.Tensor],
-                  strict: bool = True, optional: Sequence[str] = (),
-                  what: str = 'checkpoint',
-                  hint: str = 'pass strict=False to load what matches'
-                  ) -> Tuple[Dict, set]:
-    """Check ``state_dict`` against ``model``: the one weight check of
-    ``load_from``, ``--resume`` and the tools.
-
-    Args:
-        model (nn.Module): The model to load into.
-        state_dict (dict): The weights (meta tensors: shapes only).
-        strict (bool): Raise on any mismatch. Defaults to True.
-        optional (Sequence[str]): Key prefixes that may be missing,
-            unexpected or resized (post-training parts): never an error,
-            listed under ``'optional'``. Defaults to ().
-        what (str): Names the weights in the error. Defaults to
-            ``'checkpoint'``.
-        hint (str): The error's last words: how to relax the check.
-
-    Returns:
-        tuple: The :func:`state_dict_mismatch` report of the other keys
-        (plus ``'optional'``), and the keys not to load
-        (:func:`unloadable_keys`).
-
-    Raises:
-        CheckpointError: With ``strict``, one line naming the mismatch.
-    """
-    report = state_dict_mismatch(model, state_dict)
-    skip = unloadable_keys(report)
-    optional = tuple(optional)
-    kinds = ('missing', 'unexpected', 'shape')
-    spare = [k for kind in kinds for k in report[kind]
-             if optional and k.startswith(optional)]
-    for kind in kinds:
-        report[kind] = [k for k in report[kind] if k not in spare]
-    if strict and any(report.values()):
-        raise CheckpointError(f'{what} does not match the model: '
-                              f'{mismatch_text(report)} ({hint})')
-    return dict(report, optional=spare), skip
-
-
-def load_model_weights(model: nn.Module,
-                       state_dict: Dict[str, torch.Tensor],
-                       strict: bool = True,
-                       optional: Sequence[str] = (),
-                       what: str = 'checkpoint',
-                       hint: str = 'pass strict=False to load what matches'
-                       ) -> Dict:
-    """Load ``state_dict`` into ``model`` after :func:`check_weights`
-    (same arguments); what does not match stays as built.
-
-    Returns:
-        dict: The mismatch report.
-
-    Raises:
-        CheckpointError: With ``strict``, on a mismatch outside
-            ``optional``; the message names the keys.
-    """
-    report, skip = check_weights(model, state_dict, strict, optional, what,
-                                 hint)
-    model.load_state_dict(
-        {k: v for k, v in state_dict.items() if k not in skip}, strict=False)
-    return report

@@ -9,7 +9,6 @@ the work dir and logged to MLflow is what the user wrote.
 """
 import copy
 import inspect
-import os
 import os.path as osp
 import re
 
@@ -22,18 +21,14 @@ from uno.registry import FUNCTIONS, MODEL_WRAPPERS
 from uno.errors import UnoConfigError
 from uno.utils.paths import check_writable
 from .checkpoint import (LAST_CHECKPOINT, CheckpointError,
-                         check_weights, checkpoint_candidates,
-                         load_checkpoint_file, load_safetensors,
-                         mismatch_text)
+                         checkpoint_candidates, load_checkpoint_file)
+from .ddp import DIST_TIMEOUT_S, init_cpu_process_group
 from .fsdp import UnoFSDP
 from .sharded_checkpoint import (is_sharded_checkpoint, load_sharded,
                                  load_sharded_meta, sharded_tensors)
+from .weights import check_weights, load_safetensors, mismatch_text
 
 DEFAULT_CONSTRUCTOR = 'TrainableOnlyOptimWrapperConstructor'
-#: collective timeout (seconds) unless env_cfg.dist_cfg.timeout says: a
-#: stalled or dead rank stops the others after this long, not gloo's 30
-#: minutes (NCCL's default is 10)
-DIST_TIMEOUT_S = 900
 
 
 def build_runner(cfg: Config) -> Runner:
@@ -77,7 +72,7 @@ def build_runner(cfg: Config) -> Runner:
         load_from, note = _resume_target(osp.abspath(cfg.work_dir))
         resume = load_from is not None
     if cfg.get('launcher', 'none') == 'pytorch':
-        _init_cpu_process_group(env_cfg['dist_cfg'])
+        init_cpu_process_group(env_cfg['dist_cfg'])
     runner = UnoRunner(
         model=trainer,
         work_dir=cfg.work_dir,
@@ -162,34 +157,6 @@ def _require_meta(checkpoint: dict, filename) -> None:
             f'checkpoint {filename} holds weights only (no training '
             "state 'meta'): --resume needs a checkpoint the training "
             'saved; pass this one as load_from to start from it')
-
-
-def _init_cpu_process_group(dist_cfg: dict) -> None:
-    """Start torchrun's process group on a machine without a GPU.
-
-    mmengine's 'pytorch' launcher calls ``torch.cuda.set_device``, which
-    fails without a GPU; a group started here (gloo, from torchrun's
-    environment, with the collective timeout of ``dist_cfg`` in seconds)
-    is kept by the Runner, which starts one only if none exists.
-    """
-    import datetime
-
-    import torch.distributed as dist
-    if dist.is_initialized() or torch.cuda.is_available():
-        return
-    seconds = dist_cfg.get('timeout', DIST_TIMEOUT_S)
-    try:
-        dist.init_process_group(
-            backend=dist_cfg.get('backend', 'gloo'),
-            timeout=datetime.timedelta(seconds=seconds))
-    except dist.DistStoreError as e:  # a rank never came (or stalled)
-        env = ' '.join(f'{k}={os.environ.get(k)}' for k in (
-            'RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'))
-        raise UnoConfigError(
-            f'--launcher pytorch: not every rank joined within {seconds} s '
-            f'(env_cfg.dist_cfg.timeout) at {env}: start all ranks with '
-            f'torchrun / tools/dist_train.sh ({str(e).splitlines()[0]})'
-        ) from e
 
 
 class UnoRunner(Runner):
