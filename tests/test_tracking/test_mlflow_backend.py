@@ -146,12 +146,15 @@ def test_extra_params(tmp_path, store_uri):
         tracking_uri=store_uri,
         extra_params=['model.llm.hidden_size', 'no.such.key'],
         experiment_name='custom',
-        run_name='r1')
+        run_name='r1',
+        artifact_location=str(tmp_path / 'artifacts'))
     backend.add_config(make_cfg(tmp_path))
     run = mlflow.MlflowClient(store_uri).get_run(backend.run_id)
     assert run.data.params == dict(EXPECTED_PARAMS,
                                    **{'model.llm.hidden_size': '32'})
     assert run.info.run_name == 'r1'
+    # a new experiment keeps its artifacts where the config says
+    assert str(tmp_path / 'artifacts') in run.info.artifact_uri
     backend.close()
 
 
