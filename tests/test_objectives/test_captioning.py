@@ -42,3 +42,20 @@ def test_timestep_window_keeps_only_samples_inside():
     assert res.loss_sum.item() == pytest.approx(3 * math.log(32), rel=1e-6)
     with pytest.raises(ValueError, match='timestep_window'):
         CaptioningObjective(timestep_window=(0.8, 0.2))
+
+
+def test_label_smoothing_closed_form():
+    """label_smoothing=eps: CE against (1 - eps) one-hot + eps / V."""
+    batch = _batch()
+    n, vocab, eps = batch.ce_labels.numel(), 32, 0.2
+    logits = torch.zeros(n, vocab)
+    logits[torch.arange(n), batch.ce_labels] = 2.0
+    out = ModelOutputs(hidden=torch.zeros(1), ce_logits=logits)
+    logz = math.log(31 + math.exp(2.0))
+    nll_true, nll_other = logz - 2.0, logz  # per token
+    mean_nll = (nll_true + 31 * nll_other) / vocab
+    expected = n * ((1 - eps) * nll_true + eps * mean_nll)
+    res = CaptioningObjective(label_smoothing=eps)(out, batch)
+    assert res.loss_sum.item() == pytest.approx(expected, rel=1e-6)
+    plain = CaptioningObjective()(out, batch)
+    assert plain.loss_sum.item() == pytest.approx(n * nll_true, rel=1e-6)

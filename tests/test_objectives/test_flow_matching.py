@@ -66,3 +66,46 @@ def test_invalid_arguments():
         FlowMatchingObjective(shift=0)
     with pytest.raises(ValueError, match='weight'):
         FlowMatchingObjective(weight=-1)
+
+
+@pytest.mark.parametrize('seeded', [False, True])
+def test_timestep_options_reach_the_drawn_timesteps(model, seeded):
+    """loc, scale and shift (logit-normal) and the uniform sampler are the
+    ones prepare() draws with, on both noise paths (a generator, or one
+    seed per image)."""
+    import math
+    from uno.utils.timesteps import shift_timesteps
+    batch = pack_sequences([t2i_sample(seed=0), t2i_sample(seed=1)],
+                           latent_stride=4)
+    seeds = [11, 12]
+
+    def draw(**kw):
+        obj = FlowMatchingObjective(**kw)
+        if seeded:
+            return obj.prepare(model, batch, noise_seeds=seeds).timesteps
+        return obj.prepare(model, batch,
+                           torch.Generator().manual_seed(0)).timesteps
+
+    def first_normals():  # the z each path draws first, per image
+        if seeded:
+            return torch.stack([torch.randn(
+                1, generator=torch.Generator().manual_seed(s))[0]
+                for s in seeds])
+        return torch.randn(2, generator=torch.Generator().manual_seed(0))
+
+    z = first_normals()
+    t = draw(loc=1.0, scale=0.5, shift=3.0)
+    expected = shift_timesteps(torch.sigmoid(z * 0.5 + 1.0), 3.0)
+    torch.testing.assert_close(t, expected)
+    base = draw()
+    torch.testing.assert_close(base, torch.sigmoid(z))
+    assert not torch.allclose(t, base)
+    # uniform: the first draw is rand, not a sigmoid of a normal
+    if seeded:
+        u = torch.stack([torch.rand(
+            1, generator=torch.Generator().manual_seed(s))[0]
+            for s in seeds])
+    else:
+        u = torch.rand(2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(draw(timestep_sampler='uniform'), u)
+    assert math.isfinite(t.sum().item())
