@@ -89,3 +89,39 @@ def test_targets_after_the_connector(uno_model_cfg):
     assert obj.projector[-1].out_features == model.cfg.hidden_size
     with pytest.raises(ValueError, match='target_space'):
         VisualRegressionObjective(target_space='vit')
+
+
+def test_normalize_target_and_projector_hidden(uno_model_cfg):
+    """normalize_target LayerNorms each target token (no affine);
+    projector_hidden sets the projector's hidden width."""
+    torch.manual_seed(0)
+    model = MODELS.build(uno_model_cfg)
+    batch = pack_sequences([t2i_sample(num_queries=4)], latent_stride=4)
+    plain = VisualRegressionObjective()
+    plain.setup(model)
+    normed = VisualRegressionObjective(normalize_target=True,
+                                       projector_hidden=7)
+    normed.setup(model)
+    raw, target = plain.prepare(model, batch), normed.prepare(model, batch)
+    torch.testing.assert_close(target, F.layer_norm(raw, raw.shape[-1:]))
+    assert not torch.allclose(target, raw)
+    mean, var = target.mean(-1), target.var(-1, unbiased=False)
+    torch.testing.assert_close(mean, torch.zeros_like(mean), atol=1e-5,
+                               rtol=0)
+    torch.testing.assert_close(var, torch.ones_like(var), atol=1e-3,
+                               rtol=0)
+    assert normed.projector[0].out_features == 7
+    assert normed.projector[2].in_features == 7
+    assert plain.projector[0].out_features == model.cfg.hidden_size
+
+
+def test_see_caption_asks_the_plan_for_it():
+    """see_caption=True reaches the UNO plan (queries_see_caption), which
+    test_packing checks against the attention mask."""
+    from uno.objectives import ObjectiveSet
+    objs = dict(flow=dict(type='FlowMatchingObjective'),
+                caption=dict(type='CaptioningObjective'),
+                regression=dict(type='VisualRegressionObjective'))
+    assert not ObjectiveSet.plan_options(objs)['queries_see_caption']
+    objs['regression']['see_caption'] = True
+    assert ObjectiveSet.plan_options(objs)['queries_see_caption']
