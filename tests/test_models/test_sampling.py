@@ -252,3 +252,23 @@ def test_edit_plans_cached_equals_uncached(uno_model_cfg):
                              images=[-s, blank]) for s in sources],
         plans([]), generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(other, out[0])
+
+
+def test_captioner_top_k_and_temperature_shape_the_draw():
+    """top_k samples only among the k most likely tokens; temperature 0 is
+    greedy and a high temperature spreads the draws."""
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0, -2.0]]).repeat(400, 1)
+    g = torch.Generator().manual_seed(0)
+    top2 = Captioner(temperature=5.0, top_k=2).next_tokens(logits, g)
+    assert set(top2.tolist()) == {0, 1}
+    top1 = Captioner(temperature=5.0, top_k=1).next_tokens(logits, g)
+    assert top1.eq(0).all()
+    spread = Captioner(temperature=5.0).next_tokens(logits, g)
+    assert len(set(spread.tolist())) >= 5
+    sharp = Captioner(temperature=0.05).next_tokens(logits, g)
+    assert sharp.eq(0).all()
+    greedy = Captioner(temperature=0.0, top_k=3).next_tokens(logits, g)
+    assert greedy.eq(0).all()
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match='top_k'):
+            Captioner(temperature=1.0, top_k=bad)

@@ -62,6 +62,10 @@ class Captioner:
             raise ValueError('max_new_tokens must be >= 1')
         if temperature < 0:
             raise ValueError('temperature must be >= 0')
+        if top_k is not None and (isinstance(top_k, bool) or
+                                  not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f'top_k must be an integer >= 1 or None, got '
+                             f'{top_k!r}')
         self.max_new_tokens = max_new_tokens
         self.temperature, self.top_k = temperature, top_k
         self.use_kv_cache = use_kv_cache
