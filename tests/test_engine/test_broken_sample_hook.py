@@ -63,3 +63,12 @@ def test_counts_survive_resume_not_load_from():
 
 def test_registered():
     assert HOOKS.get('BrokenSampleHook') is BrokenSampleHook
+
+
+def test_log_key_names_the_logged_count():
+    runner = SimpleNamespace(
+        message_hub=MessageHub.get_instance('test_broken_log_key'), iter=0)
+    hook = BrokenSampleHook(log_key='data/skipped')
+    hook.before_train_iter(runner, 0, _batch(3, 4))
+    assert runner.message_hub.get_scalar('train/data/skipped').current() == 3
+    assert 'train/data/broken' not in runner.message_hub.log_scalars
