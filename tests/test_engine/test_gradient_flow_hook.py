@@ -120,3 +120,17 @@ def test_training_is_bit_identical_with_the_hook(tmp_path):
         assert flow_rows[-1][f'gradflow/caption/norm/layer{i}'] > 0
         assert -1 <= flow_rows[-1][f'gradflow/cos_flow_regression/layer{i}'] \
             <= 1
+
+
+def test_hook_layers_and_seed(uno_model_cfg):
+    """The hook's layers pick the logged layers; its seed picks the
+    measurement noise (same seed, same numbers; another seed, others)."""
+    trainer = _trainer(uno_model_cfg, UNO_OBJECTIVES)
+    logs = GradientFlowHook(interval=1, layers=[1]).measure(
+        trainer, _uno_batch(), 7)
+    assert logs and all(k.endswith('/layer1') for k in logs)
+    same = GradientFlowHook(interval=1, layers=[1]).measure(
+        trainer, _uno_batch(), 7)
+    other = GradientFlowHook(interval=1, layers=[1], seed=5).measure(
+        trainer, _uno_batch(), 7)
+    assert same == logs and other != logs
