@@ -63,3 +63,46 @@ def test_mixture_weights_and_determinism():
     with pytest.raises(ValueError, match='unknown datasets'):
         MixtureDataset(datasets=dict(a=dict(type='ShapesWorldT2IDataset')),
                        weights=dict(b=1.0))
+
+
+def test_t2i_text_and_max_objects():
+    """text='caption' conditions on one of the scene's phrasings instead of
+    the GenEval-style prompt; max_objects bounds the scenes."""
+    prompt = ShapesWorldT2IDataset(num_samples=20, prompt_dropout=0.0)
+    caption = ShapesWorldT2IDataset(num_samples=20, prompt_dropout=0.0,
+                                    text='caption')
+    differ = 0
+    for i in range(20):
+        scene = caption.world.scene(i, 'train')
+        assert caption[i].meta['prompt'] in caption.world.captions(scene)
+        assert prompt[i].meta['prompt'] == prompt.world.prompt(scene)
+        differ += caption[i].meta['prompt'] != prompt[i].meta['prompt']
+    assert differ > 0
+    assert any(len(prompt.world.scene(i, 'train').objects) > 1
+               for i in range(40))
+    small = ShapesWorldT2IDataset(num_samples=40, max_objects=1)
+    assert all(len(small.world.scene(i, 'train').objects) == 1
+               for i in range(40))
+    with pytest.raises(ValueError, match='text'):
+        ShapesWorldT2IDataset(text='label')
+
+
+def test_benchmark_images_per_prompt(tmp_path):
+    """images_per_prompt repeats each GenEval prompt (repeat 0..n-1)."""
+    import json
+    from uno.datasets.benchmarks import GenEvalPrompts, ShapesWorldBenchmark
+    tasks = dict(geneval=dict(n_per_tag=1))
+    one = ShapesWorldBenchmark(tasks=tasks)
+    three = ShapesWorldBenchmark(tasks=tasks, images_per_prompt=3)
+    assert len(three) == 3 * len(one) > 0
+    assert [three[k]['repeat'] for k in range(3)] == [0, 1, 2]
+    assert {three[k]['prompt'] for k in range(3)} == {one[0]['prompt']}
+    meta = tmp_path / 'meta.jsonl'
+    meta.write_text('\n'.join(json.dumps(dict(prompt=p, tag='single_object'))
+                              for p in ('a red circle', 'a blue square')))
+    prompts = GenEvalPrompts(str(meta), images_per_prompt=2)
+    assert len(prompts) == 4
+    assert [(prompts[i]['prompt'], prompts[i]['repeat'])
+            for i in range(4)] == [('a red circle', 0), ('a red circle', 1),
+                                   ('a blue square', 0),
+                                   ('a blue square', 1)]
