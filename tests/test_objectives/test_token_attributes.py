@@ -155,3 +155,33 @@ def test_noisy_view_labels_text_to_image_targets_up_to_max_t():
     with pytest.raises(ValueError, match="'vit', 'latent' or 'noisy'"):
         ObjectiveSet(dict(attr=dict(type='TokenAttributeObjective',
                                     view='pixels')))
+
+
+def test_attributes_subset_supervises_only_those():
+    from uno.datasets import ShapesWorldT2IDataset
+    from uno.objectives.token_attributes import ATTRIBUTES
+    torch.manual_seed(0)
+    model = MODELS.build(MODEL)
+    ds = ShapesWorldT2IDataset(tokenizer=WordTokenizer(vocab_size=128),
+                               token_labels=4)
+    batch = pack_sequences([ds[i] for i in range(2)], latent_stride=4)
+    one = list(ATTRIBUTES)[0]
+    results = {}
+    for attrs in (tuple(ATTRIBUTES), (one, )):
+        objs = ObjectiveSet(dict(
+            flow=dict(type='FlowMatchingObjective'),
+            attr=dict(type='TokenAttributeObjective', view='noisy',
+                      layer=1, attributes=attrs)))
+        objs.setup(model)
+        attr = objs.objectives['attr']
+        assert set(attr.heads) == set(attrs)
+        prepared = objs.prepare(model, batch, torch.Generator().manual_seed(0))
+        _, logs = objs(model(batch, prepared.noisy, return_layers=(1, )),
+                       batch, prepared)
+        assert logs['tokens/attr'] == 2 * 64 * len(attrs)
+        results[len(attrs)] = {k for k in logs if 'acc_' in k}
+    assert len(results[1]) == 1 and one in next(iter(results[1]))
+    assert len(results[len(ATTRIBUTES)]) == len(ATTRIBUTES)
+    with pytest.raises(ValueError, match='attributes'):
+        ObjectiveSet(dict(attr=dict(type='TokenAttributeObjective',
+                                    attributes=('weight', ))))
