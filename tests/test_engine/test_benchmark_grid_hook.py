@@ -37,8 +37,8 @@ def test_max_per_group_cols_and_scale(tmp_path):
     assert sorted(added) == ['geneval_single', 'geneval_two']
     tile = hook.groups['geneval_single'][0][0][0]
     assert tile.size == (8, 8)  # 4 px zoomed by scale=2
-    saved = Image.open(tmp_path / 'a' / 'grids' / 'geneval_single.png')
-    assert saved.size == added['geneval_single'].shape[1::-1]
+    with Image.open(tmp_path / 'a' / 'grids' / 'geneval_single.png') as saved:
+        assert saved.size == added['geneval_single'].shape[1::-1]
     h2, w2 = added['geneval_single'].shape[:2]  # 3 tiles, 2 per row
 
     hook, wide = _run(tmp_path / 'b', max_per_group=3, cols=3, scale=2)
