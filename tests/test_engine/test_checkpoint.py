@@ -212,6 +212,18 @@ def test_resume_skips_a_damaged_newest_checkpoint(tmp_path):
         _resume_target(str(tmp_path))
 
 
+def test_resume_skips_a_damaged_checkpoint_of_a_custom_name(tmp_path):
+    from uno.engine.runner import _resume_target
+    save_checkpoint_file(dict(meta=dict(iter=4), state_dict=dict(
+        w=torch.ones(1))), str(tmp_path / 'ckpt_4.pth'))
+    _touch(tmp_path / 'ckpt_6.pth', os.urandom(100))
+    write_last_checkpoint(str(tmp_path), str(tmp_path / 'ckpt_6.pth'))
+    path, note = _resume_target(str(tmp_path), 'ckpt_{}.pth')
+    assert path.endswith('ckpt_4.pth') and 'ckpt_6.pth' in note
+    assert [os.path.basename(p) for p in checkpoint_candidates(
+        tmp_path, 'ckpt_{}.pth')] == ['ckpt_6.pth', 'ckpt_4.pth']
+
+
 def test_resume_in_an_empty_work_dir_starts_fresh(tmp_path):
     from uno.engine.runner import _resume_target
     path, note = _resume_target(str(tmp_path))

@@ -26,7 +26,7 @@ import os.path as osp
 import re
 import tempfile
 import zipfile
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -34,7 +34,6 @@ from uno.errors import UnoConfigError
 
 LAST_CHECKPOINT = 'last_checkpoint'
 _HISTORY = '__uno_history_buffer__'
-_NAME_RE = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
 _TEMP_RE = re.compile(r'^\..+\.tmp$|\.partial$')
 
 
@@ -237,25 +236,36 @@ def write_last_checkpoint(work_dir: str, checkpoint_path: str) -> None:
                  osp.join(work_dir, LAST_CHECKPOINT))
 
 
-def checkpoint_step(path: str) -> int:
-    """The step of ``iter_N.pth`` / ``epoch_N.pth`` (-1 for other names).
-    """
-    m = _NAME_RE.match(osp.basename(str(path).rstrip('/')))
-    return int(m.group(1)) if m else -1
+def _steps_re(filename_tmpl: Optional[str] = None):
+    """Names of periodic checkpoints: ``iter_N.pth``, ``epoch_N.pth`` and
+    the checkpoint hook's ``filename_tmpl`` (one ``{}`` for N) if given."""
+    names = [r'(?:iter|epoch)_(\d+)\.pth']
+    if filename_tmpl and filename_tmpl.count('{}') == 1:
+        head, tail = filename_tmpl.split('{}')
+        names.append(re.escape(head) + r'(\d+)' + re.escape(tail))
+    return re.compile('^(?:' + '|'.join(names) + ')$')
 
 
-def checkpoint_candidates(work_dir: str) -> List[str]:
+def checkpoint_step(path: str, filename_tmpl: Optional[str] = None) -> int:
+    """The step N of a periodic checkpoint's name (-1 for other names)."""
+    m = _steps_re(filename_tmpl).match(osp.basename(str(path).rstrip('/')))
+    return int(next(g for g in m.groups() if g)) if m else -1
+
+
+def checkpoint_candidates(work_dir: str,
+                          filename_tmpl: Optional[str] = None) -> List[str]:
     """A work dir's checkpoints to resume from, the newest first.
 
     The one ``last_checkpoint`` names comes first when it exists; then
-    every ``iter_N.pth`` / ``epoch_N.pth`` (file or sharded folder) by
-    decreasing N. Temporary files of killed saves are never listed.
+    every periodic checkpoint (``iter_N.pth``, ``epoch_N.pth`` or named by
+    ``filename_tmpl``; file or sharded folder) by decreasing N. Temporary
+    files of killed saves are never listed.
     """
     if not osp.isdir(work_dir):
         return []
     found = [osp.join(work_dir, n) for n in os.listdir(work_dir)
-             if _NAME_RE.match(n)]
-    found.sort(key=checkpoint_step, reverse=True)
+             if checkpoint_step(n, filename_tmpl) >= 0]
+    found.sort(key=lambda p: checkpoint_step(p, filename_tmpl), reverse=True)
     pointer = osp.join(work_dir, LAST_CHECKPOINT)
     if osp.isfile(pointer):
         with open(pointer) as f:

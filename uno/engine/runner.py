@@ -69,7 +69,9 @@ def build_runner(cfg: Config) -> Runner:
     check_writable(cfg.work_dir)
     load_from, resume, note = cfg.get('load_from'), cfg.get('resume'), None
     if resume and load_from is None:
-        load_from, note = _resume_target(osp.abspath(cfg.work_dir))
+        tmpl = ((cfg.get('default_hooks') or {}).get('checkpoint')
+                or {}).get('filename_tmpl')
+        load_from, note = _resume_target(osp.abspath(cfg.work_dir), tmpl)
         resume = load_from is not None
     if cfg.get('launcher', 'none') == 'pytorch':
         init_cpu_process_group(env_cfg['dist_cfg'])
@@ -105,11 +107,12 @@ def build_runner(cfg: Config) -> Runner:
     return runner
 
 
-def _resume_target(work_dir: str):
+def _resume_target(work_dir: str, filename_tmpl=None):
     """What ``resume=True`` without ``load_from`` resumes from.
 
     The work dir's newest complete checkpoint (:func:`checkpoint_candidates`:
-    the one ``last_checkpoint`` names, else the highest ``iter_N.pth``)
+    the one ``last_checkpoint`` names, else the highest ``iter_N.pth`` or
+    name of the checkpoint hook's ``filename_tmpl``)
     that reads as a training state; a newer one that cannot be read is
     skipped for the previous one. Only a work dir with no checkpoint
     starts from scratch.
@@ -122,7 +125,7 @@ def _resume_target(work_dir: str):
         CheckpointError: No checkpoint can be read, or ``last_checkpoint``
             names a missing one and there is no other.
     """
-    candidates = checkpoint_candidates(work_dir)
+    candidates = checkpoint_candidates(work_dir, filename_tmpl)
     pointer = osp.join(work_dir, LAST_CHECKPOINT)
     if not candidates and osp.isfile(pointer):
         with open(pointer) as f:
