@@ -127,13 +127,18 @@ def test_latent_view_supervises_the_gen_expert_and_the_latent_stem():
                                     view='latent', layer=3))).setup(model)
 
 
-def test_noisy_view_labels_text_to_image_targets_up_to_max_t():
+def _t2i_model_and_batch(n: int):
+    """A tiny model and ``n`` text-to-image samples with token labels."""
     from uno.datasets import ShapesWorldT2IDataset
     torch.manual_seed(0)
     model = MODELS.build(MODEL)
     ds = ShapesWorldT2IDataset(tokenizer=WordTokenizer(vocab_size=128),
                                token_labels=4)
-    batch = pack_sequences([ds[i] for i in range(4)], latent_stride=4)
+    return model, pack_sequences([ds[i] for i in range(n)], latent_stride=4)
+
+
+def test_noisy_view_labels_text_to_image_targets_up_to_max_t():
+    model, batch = _t2i_model_and_batch(4)
     counts = {}
     for max_t in (1.0, 0.5):
         objs = ObjectiveSet(dict(
@@ -158,13 +163,8 @@ def test_noisy_view_labels_text_to_image_targets_up_to_max_t():
 
 
 def test_attributes_subset_supervises_only_those():
-    from uno.datasets import ShapesWorldT2IDataset
     from uno.objectives.token_attributes import ATTRIBUTES
-    torch.manual_seed(0)
-    model = MODELS.build(MODEL)
-    ds = ShapesWorldT2IDataset(tokenizer=WordTokenizer(vocab_size=128),
-                               token_labels=4)
-    batch = pack_sequences([ds[i] for i in range(2)], latent_stride=4)
+    model, batch = _t2i_model_and_batch(2)
     one = list(ATTRIBUTES)[0]
     results = {}
     for attrs in (tuple(ATTRIBUTES), (one, )):
