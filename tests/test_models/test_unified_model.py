@@ -100,3 +100,23 @@ def test_bf16_autocast_over_fp32_weights(uno_model_cfg, device):
     out.velocity.float().square().mean().backward()
     grad = model.decoder.layers[0].experts['gen'].mlp.down_proj.weight.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def test_timestep_scale_multiplies_t_before_the_sinusoid(tiny_model_cfg):
+    # BAGEL embeds t in [0, 1] as it is (scale 1); the default is DiT's 1000
+    bagel = _model(tiny_model_cfg, timestep_scale=1.0)
+    dit = _model(tiny_model_cfg)  # same seed: the same MLP weights
+    t = torch.tensor([0.3, 0.7])
+    torch.testing.assert_close(bagel.time_embedder(t * 1000),
+                               dit.time_embedder(t))
+    assert not torch.allclose(bagel.time_embedder(t), dit.time_embedder(t))
+
+
+def test_metaquery_init_std(tiny_model_cfg):
+    stds = []
+    for std in (0.02, 0.5):
+        model = _model(tiny_model_cfg,
+                       metaquery=dict(num_queries=16, init_std=std))
+        stds.append(float(model.metaquery.weight.detach().std()))
+    assert stds[0] == pytest.approx(0.02, rel=0.2)
+    assert stds[1] == pytest.approx(0.5, rel=0.2)
