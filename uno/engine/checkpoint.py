@@ -263,9 +263,10 @@ def checkpoint_candidates(work_dir: str,
     """
     if not osp.isdir(work_dir):
         return []
-    found = [osp.join(work_dir, n) for n in os.listdir(work_dir)
-             if checkpoint_step(n, filename_tmpl) >= 0]
-    found.sort(key=lambda p: checkpoint_step(p, filename_tmpl), reverse=True)
+    steps = {osp.join(work_dir, n): checkpoint_step(n, filename_tmpl)
+             for n in os.listdir(work_dir)}
+    found = sorted((p for p, step in steps.items() if step >= 0),
+                   key=steps.get, reverse=True)
     pointer = osp.join(work_dir, LAST_CHECKPOINT)
     if osp.isfile(pointer):
         with open(pointer) as f:
