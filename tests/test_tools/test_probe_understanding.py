@@ -160,4 +160,4 @@ def test_reads_a_training_pth_inert(tool, tiny_checkpoint, tmp_path):
     bad = tmp_path / 'empty.pth'
     bad.write_bytes(b'')
     with pytest.raises(UnoConfigError, match='empty'):
-        tool.load_weights(torch.nn.Linear(1, 1), str(bad))
+        tool.build_model(Config.fromfile(MODEL), str(bad))

@@ -40,7 +40,6 @@ from _cli import (ArgumentParser, cfg_options_action,  # noqa: E402
                   load_config, run_cli)
 
 TIMESTEPS = (0.2, 0.4, 0.6, 0.9)
-_OPTIONAL = ('metaquery.', )  # weights a checkpoint may lack
 
 
 def parse_args(argv=None):
@@ -73,14 +72,12 @@ def build_model(cfg, checkpoint: str, device: str = 'cpu'):
     """The config's :class:`UnoModel` with ``checkpoint``'s weights, in
     eval mode (``pretrained_llm`` dropped: the checkpoint has them)."""
     import uno  # noqa: F401  (registers the components)
-    from uno.engine.weights import load_model_weights, read_model_weights
+    from uno.engine.weights import load_model_file
     from uno.registry import MODELS
     model_cfg = dict(cfg['model'])
     model_cfg.pop('pretrained_llm', None)
     model = MODELS.build(model_cfg)
-    load_model_weights(model, read_model_weights(checkpoint),
-                       optional=_OPTIONAL, what=checkpoint,
-                       hint='is it a checkpoint of this config?')
+    load_model_file(model, checkpoint)
     return model.to(device).eval()
 
 

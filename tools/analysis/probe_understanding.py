@@ -60,8 +60,6 @@ TIMESTEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
 _KEYS = dict(shape='shape_acc', color='color_acc', size='size_acc',
              count='object_count_acc', relation='relation_acc',
              exact='exact')
-# model-weight prefixes a checkpoint may lack (post-training only)
-_OPTIONAL = ('metaquery.', )
 
 
 def parse_args(argv=None):
@@ -104,17 +102,9 @@ def build_model(cfg, checkpoint: Optional[str] = None):
     model_cfg.pop('pretrained_llm', None)
     model = MODELS.build(model_cfg)
     if checkpoint is not None:
-        load_weights(model, checkpoint)
+        from uno.engine.weights import load_model_file
+        load_model_file(model, checkpoint)  # .safetensors or a .pth, inert
     return model.eval()
-
-
-def load_weights(model, checkpoint: str) -> None:
-    """Load a ``.safetensors`` file or a training ``.pth`` (read inert) of
-    model weights; objective heads and metaqueries may be absent."""
-    from uno.engine.weights import load_model_weights, read_model_weights
-    load_model_weights(model, read_model_weights(checkpoint),
-                       optional=_OPTIONAL, what=checkpoint,
-                       hint='is it a checkpoint of this config?')
 
 
 def build_tokenizer(cfg, model):

@@ -163,3 +163,13 @@ def load_model_weights(model: nn.Module,
     model.load_state_dict(
         {k: v for k, v in state_dict.items() if k not in skip}, strict=False)
     return report
+
+
+def load_model_file(model: nn.Module, path: str,
+                    optional: Sequence[str] = ('metaquery.', )) -> Dict:
+    """:func:`load_model_weights` of :func:`read_model_weights` of
+    ``path``, strict but for ``optional`` (post-training-only parts a
+    pretraining checkpoint lacks): what the analysis tools load."""
+    return load_model_weights(model, read_model_weights(path),
+                              optional=optional, what=path,
+                              hint='is it a checkpoint of this config?')
