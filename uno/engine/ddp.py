@@ -1,19 +1,5 @@
-"""Data parallelism: DDP that keeps uno's training-step contract, and the
-CPU process group of torchrun.
-
-mmengine's ``MMDistributedDataParallel.train_step`` updates parameters
-itself, which would bypass :meth:`UnoTrainer.train_step` (gradient
-accumulation by global counts, the non-finite guard). This wrapper hands
-the step to the module, which forwards through DDP (so gradients are
-all-reduced, and not on the non-final micro-batches of an accumulated
-step).
-``find_unused_parameters`` is on by default: an objective at weight 0 or
-a batch without metaqueries leaves trainable parameters unused.
-On CPU (gloo) DDP takes no ``device_ids``; the Runner passes them anyway,
-so they are dropped here when the module is not on CUDA. Under torchrun
-without a GPU, :func:`init_cpu_process_group` starts the gloo group
-before the Runner (mmengine's launcher assumes CUDA).
-"""
+"""DDP that keeps uno's training step, and torchrun's CPU process group
+(docs/distributed.md#ddp-with-toolsdist_trainsh)."""
 import datetime
 import os
 
@@ -23,15 +9,20 @@ from mmengine.model import MMDistributedDataParallel
 from uno.errors import UnoConfigError
 from uno.registry import MODEL_WRAPPERS
 
-#: collective timeout (seconds) unless env_cfg.dist_cfg.timeout says: a
-#: stalled or dead rank stops the others after this long, not gloo's 30
-#: minutes (NCCL's default is 10)
+#: collective timeout (s) unless env_cfg.dist_cfg.timeout says: a stalled
+#: or dead rank stops the others after this long, not gloo's 30 minutes
 DIST_TIMEOUT_S = 900
 
 
 @MODEL_WRAPPERS.register_module()
 class UnoDistributedDataParallel(MMDistributedDataParallel):
-    """DDP over :class:`UnoTrainer`, with its training step."""
+    """DDP whose ``train_step`` is :meth:`UnoTrainer.train_step` (mmengine's
+    updates the parameters itself), forwarding through DDP.
+
+    ``find_unused_parameters`` defaults to True: an objective at weight 0
+    or a batch without metaqueries leaves parameters unused. ``device_ids``
+    are dropped for a module not on CUDA (gloo).
+    """
 
     def __init__(self, module, device_ids=None, find_unused_parameters=True,
                  **kwargs):
@@ -47,13 +38,9 @@ class UnoDistributedDataParallel(MMDistributedDataParallel):
 
 
 def init_cpu_process_group(dist_cfg: dict) -> None:
-    """Start torchrun's process group on a machine without a GPU.
-
-    mmengine's 'pytorch' launcher calls ``torch.cuda.set_device``, which
-    fails without a GPU; a group started here (gloo, from torchrun's
-    environment, with the collective timeout of ``dist_cfg`` in seconds)
-    is kept by the Runner, which starts one only if none exists.
-    """
+    """Start torchrun's gloo group on a machine without a GPU (mmengine's
+    'pytorch' launcher calls ``torch.cuda.set_device``); the Runner keeps
+    an existing group. The timeout is ``dist_cfg['timeout']`` seconds."""
     import torch.distributed as dist
     if dist.is_initialized() or torch.cuda.is_available():
         return

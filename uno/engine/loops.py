@@ -1,22 +1,5 @@
-"""Gradient accumulation: one iteration is one optimizer step over N batches.
-
-With ``optim_wrapper.accumulative_counts = N`` (N > 1), ``build_runner``
-runs an ``IterBasedTrainLoop`` as :class:`AccumulatingTrainLoop`. Each
-iteration reads N batches and hands them to ``train_step`` as one list,
-which normalises every micro-batch by the counts of all N (summed over
-ranks), so a step equals one step over their union: N x B accumulated
-trains like a batch of N*B, noise included (it is seeded by iteration and
-sample).
-
-Everything that counts iterations counts optimizer steps:
-``train_cfg.max_iters``, ``val_interval``, the checkpoint and logger
-intervals, and ``by_epoch=False`` parameter schedulers (one scheduler
-step per optimizer step). This differs from mmengine's own accumulation,
-where an iteration is a micro-batch. Checkpoints fall between steps, and a
-resumed run skips ``iter x N`` batches, so resuming stays exact.
-"""
-from typing import Iterator, List
-
+"""Gradient accumulation: one iteration is one optimizer step over N batches
+(docs/distributed.md#gradient-accumulation)."""
 from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 
@@ -26,27 +9,28 @@ from uno.registry import LOOPS
 class _Groups:
     """Lists of ``n`` consecutive items of an endless iterator."""
 
-    def __init__(self, iterator: Iterator, n: int):
+    def __init__(self, iterator, n: int):
         self.iterator, self.n = iterator, n
 
     def __iter__(self) -> '_Groups':
         return self
 
-    def __next__(self) -> List:
+    def __next__(self) -> list:
         return [next(self.iterator) for _ in range(self.n)]
 
 
 @LOOPS.register_module()
 class AccumulatingTrainLoop(IterBasedTrainLoop):
-    """``IterBasedTrainLoop`` whose iteration is an accumulated step.
+    """``IterBasedTrainLoop`` whose iteration is one step over N batches,
+    handed to ``train_step`` as one list; iterations, intervals and
+    ``by_epoch=False`` schedulers count optimizer steps.
 
-    Takes ``IterBasedTrainLoop``'s arguments (spelled out, so the config
-    check names a misspelt one) and:
+    ``IterBasedTrainLoop``'s arguments are spelled out so the config check
+    names a misspelt one.
 
     Args:
-        accumulative_counts (int): N, batches per optimizer step; set by
-            ``build_runner`` from ``optim_wrapper.accumulative_counts``
-            (N = 1 runs as the plain loop). Defaults to 1.
+        accumulative_counts (int): N; ``build_runner`` sets it from
+            ``optim_wrapper.accumulative_counts``. Defaults to 1.
     """
 
     def __init__(self, runner, dataloader, max_iters: int,
@@ -57,12 +41,11 @@ class AccumulatingTrainLoop(IterBasedTrainLoop):
         self.accumulative_counts = int(accumulative_counts)
 
     def run(self):
-        """Group the batches by N, then run mmengine's loop."""
         n = self.accumulative_counts
         if n > 1:
             self.dataloader_iterator = _Groups(self.dataloader_iterator, n)
             # mmengine's counter (which decides the DDP / FSDP gradient
-            # sync) counts micro-batches: N per iteration
+            # sync) counts micro-batches
             self.runner.optim_wrapper.initialize_count_status(
                 self.runner.model, self.iter * n, self.max_iters * n)
             if self.iter % n:

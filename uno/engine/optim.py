@@ -1,11 +1,4 @@
-"""Optimizer construction from the trainable parameters only.
-
-Frozen parameters (``requires_grad=False``: the understanding expert under
-UNO, the latent encoder) never enter the optimizer, so no weight decay or
-optimizer state touches them. Parameter groups by expert come from
-mmengine's ``paramwise_cfg.custom_keys`` keyed on the naming contract, e.g.
-``custom_keys={'experts.gen': dict(lr_mult=2.0)}``.
-"""
+"""The optimizer over trainable parameters only."""
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from torch import nn
 
@@ -14,7 +7,11 @@ from uno.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class TrainableOnlyOptimWrapperConstructor(DefaultOptimWrapperConstructor):
-    """mmengine's default constructor, restricted to trainable parameters.
+    """mmengine's default constructor without frozen parameters
+    (``requires_grad=False``: no weight decay or state touches them).
+
+    Per-expert groups come from ``paramwise_cfg.custom_keys``, e.g.
+    ``{'experts.gen': dict(lr_mult=2.0)}``.
     """
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
@@ -22,11 +19,8 @@ class TrainableOnlyOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             raise ValueError('the model has no trainable parameter: check '
                              'model.freeze in the config')
         wrapper = super().__call__(model)
-        optimizer = wrapper.optimizer
-        groups = []
-        for group in optimizer.param_groups:
+        groups = wrapper.optimizer.param_groups
+        for group in groups:
             group['params'] = [p for p in group['params'] if p.requires_grad]
-            if group['params']:
-                groups.append(group)
-        optimizer.param_groups = groups
+        wrapper.optimizer.param_groups = [g for g in groups if g['params']]
         return wrapper

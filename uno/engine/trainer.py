@@ -1,11 +1,8 @@
-"""UnoTrainer: the mmengine-facing wrapper of model + objectives.
+"""UnoTrainer: model + objectives as the ``BaseModel`` mmengine drives.
 
-mmengine's Runner drives a ``BaseModel`` through ``train_step`` ->
-``forward(mode=...)`` -> ``parse_losses``. That contract (mode strings,
-losses summed by substring match) stays here, at the engine boundary:
-:class:`~uno.models.UnoModel` returns named outputs only, and the
-:class:`~uno.objectives.ObjectiveSet` computes the explicit weighted total.
-``parse_losses`` is overridden so no logged key is ever summed by name.
+mmengine's contract (``forward(mode=...)``, losses summed by name in
+``parse_losses``) stays here: the model returns named outputs, the
+:class:`~uno.objectives.ObjectiveSet` the explicit weighted total.
 """
 from typing import Dict, List, Optional, Union
 
@@ -42,18 +39,15 @@ class UnoTrainer(BaseModel):
     Args:
         model (dict): MODELS config of the unified model (``UnoModel``).
         objectives (dict): ``name -> OBJECTIVES config``.
-        seed (int): Base seed of the noise. Each noisy image's training
-            noise is seeded by ``(seed, iteration, sample index)``, so a
-            resumed run draws exactly the noise the interrupted one would
-            have, whatever rank or batch the sample lands in;
-            validation noise is seeded by the sample index, so held-out
-            losses are comparable across checkpoints. Defaults to 0.
-        tokenizer (dict, optional): TOKENIZERS config; needed by the
-            benchmarks (sampling and captioning). Defaults to None.
+        seed (int): Base seed of the noise: training noise is seeded by
+            ``(seed, iteration, sample index)`` (exact resume, any rank or
+            batch), validation noise by the sample index. Defaults to 0.
+        tokenizer (dict, optional): TOKENIZERS config; the benchmarks
+            need it. Defaults to None.
         sampler (dict, optional): :class:`FlowSampler` arguments of the
-            benchmarks. Defaults to 25 steps, shift 3, CFG 4.
+            benchmarks. Defaults to None (its defaults).
         captioner (dict, optional): :class:`Captioner` arguments of the
-            understanding benchmark. Defaults to greedy, 32 tokens.
+            understanding benchmark. Defaults to None (its defaults).
         data_preprocessor (dict, optional): Defaults to
             ``PackedBatchPreprocessor``.
     """
@@ -82,26 +76,21 @@ class UnoTrainer(BaseModel):
 
     def train_step(self, data, optim_wrapper,
                    wrapper: Optional[nn.Module] = None) -> Dict[str, Tensor]:
-        """One optimizer step, over one batch or a list of micro-batches.
+        """One optimizer step over a batch or a list of micro-batches: the
+        step of every wrapper (DDP and FSDP pass ``wrapper=self`` so the
+        forwards run through them).
 
-        The training step of every wrapper (none, DDP, FSDP: they call it
-        with ``wrapper=self``, so forwards run through them). A list of
-        micro-batches (gradient accumulation, from
-        :class:`AccumulatingTrainLoop`) is prepared first, without
-        gradients, so each objective's count summed over the micro-batches
-        and ranks is known before the first backward; each micro-batch is
-        then normalised by those counts, with no ``1 / N`` factor, so the
-        gradient is that of the micro-batches' union. ``optim_context``
-        skips the DDP / FSDP gradient sync on all but the last backward
-        (mmengine's accumulation counter, which the loop initialises in
-        micro-batches). The update is :meth:`guarded_update`'s.
+        Micro-batches are prepared first without gradients, so each is
+        normalised by the counts of all of them on all ranks and the
+        gradient is that of their union (docs/distributed.md#gradient-
+        accumulation); the update is :meth:`guarded_update`'s.
 
         Args:
             data: A batch (a :class:`PackedBatch` or ``dict(batch=...)``)
-                or a list of them, this rank's micro-batches of the step.
+                or this rank's list of micro-batches.
             optim_wrapper (OptimWrapper): The optimizer wrapper.
-            wrapper (nn.Module, optional): The model wrapper to forward
-                through. Defaults to None (this module).
+            wrapper (nn.Module, optional): The wrapper to forward through.
+                Defaults to None (this module).
 
         Returns:
             dict[str, Tensor]: The step's logs.
@@ -135,14 +124,9 @@ class UnoTrainer(BaseModel):
 
     def guarded_update(self, optim_wrapper, total: Tensor,
                        logs: Dict[str, Tensor]) -> dict:
-        """Step on the accumulated gradients unless a value of ``total``
-        (the step's micro-batch totals) is non-finite on any rank.
-
-        A skipped step drops the gradients, the parameters keep their
-        values, and the logs carry ``guard/skipped`` (total) and
-        ``guard/streak`` (consecutive), which :class:`NonFiniteGuardHook`
-        turns into a clean stop after too many in a row.
-        """
+        """Step unless a micro-batch total in ``total`` is non-finite on
+        any rank; else drop the gradients. Logs ``guard/skipped`` and
+        ``guard/streak``, which :class:`NonFiniteGuardHook` reads."""
         bad = all_reduce_sum((~torch.isfinite(total.detach())).float().sum())
         if bad.item() == 0:
             optim_wrapper.step()
@@ -164,15 +148,10 @@ class UnoTrainer(BaseModel):
                 prepared: Optional[Prepared] = None,
                 counts: Optional[Dict[str, Tensor]] = None
                 ) -> Union[dict, List[dict], Prepared]:
-        """``'loss'``: total and logs; ``'prepare'``: the
-        :class:`Prepared` of a training batch (its noise); ``'predict'``:
-        per-sample metrics with fixed noise (validation).
-
-        ``prepared`` and ``counts`` (``'loss'`` only) come from a
-        ``'prepare'`` pass and :meth:`ObjectiveSet.step_counts` under
-        gradient accumulation; None prepares here and normalises by this
-        batch's counts.
-        """
+        """``'loss'``: total and logs (``prepared`` and ``counts`` given
+        under accumulation, else drawn and counted here); ``'prepare'``:
+        the :class:`Prepared` of a training batch; ``'predict'``:
+        :meth:`predict`."""
         if mode == 'loss':
             total, logs = self.compute_loss(
                 batch, prepared=prepared, counts=counts,
@@ -224,12 +203,8 @@ class UnoTrainer(BaseModel):
         return results
 
     def noise_seeds(self, batch: PackedBatch) -> List[int]:
-        """One noise seed per noisy image: (seed, iteration, sample).
-
-        A resumed run draws exactly the noise the interrupted one would
-        have, and the noise of a sample does not depend on the rank or
-        batch it is in (DDP with N x B equals one process with N*B).
-        """
+        """One noise seed per noisy image: (seed, iteration, sample), the
+        same on any rank, in any batch, after a resume."""
         hub = MessageHub.get_current_instance()
         iteration = int(hub.get_info('iter', 0) or 0)
         sample = batch.sample_ids[batch.noisy_index]  # (N_noisy,)

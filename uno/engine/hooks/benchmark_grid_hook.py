@@ -1,11 +1,4 @@
-"""Save what the benchmarks generated as captioned PNG grids.
-
-During ``tools/test.py`` this hook keeps the first images of every
-GenEval tag, edit kind and the understanding samples, then writes one
-grid per group to ``<work_dir>/grids/`` and logs it through the
-visualizer (MLflow keeps one PNG per step). People judge generations
-faster by looking than by reading numbers.
-"""
+"""Save what the benchmarks generated as captioned PNG grids."""
 import os
 import os.path as osp
 from collections import defaultdict
@@ -19,7 +12,9 @@ from uno.utils.visualization import draw_grid, load_font, zoom
 
 @HOOKS.register_module()
 class BenchmarkGridHook(Hook):
-    """Grids of benchmark outputs per GenEval tag / edit kind / captions.
+    """During ``tools/test.py``, one grid per GenEval tag, edit kind and
+    of the captions, saved to ``<work_dir>/grids/`` and logged through the
+    visualizer (MLflow keeps one PNG per step).
 
     Args:
         max_per_group (int): Tiles per grid. Defaults to 16.

@@ -1,15 +1,5 @@
-"""Count the broken samples the data pipeline skipped, and report them.
-
-File datasets skip unreadable samples instead of stopping the run, and
-:func:`~uno.datasets.collate.pack_and_count` records how many stood behind
-each batch in ``batch.broken`` (and how many were read in
-``batch.read``). The dataset's own counters live in whichever process
-read the samples (a dataloader worker, possibly), so this hook, which runs
-in the main process, is where the totals are known: it logs the running
-count as ``data/broken`` (LoggerHook passes it on to MLflow), keeps it in
-checkpoints so a resumed run continues it, and prints a summary at the end
-of training.
-"""
+"""Count the broken samples the data pipeline skipped, and report them
+(docs/engine.md#hooks)."""
 import logging
 from typing import Optional
 
@@ -38,16 +28,14 @@ def _counts(data_batch) -> tuple:
 
 @HOOKS.register_module()
 class BrokenSampleHook(Hook):
-    """Accumulate and log ``batch.broken`` over training.
-
-    Needs a collate function that fills the count (``pack_and_count``);
-    with ``pack_sequences`` every count reads 0.
+    """Log the running count of ``batch.broken`` as ``train/<log_key>``,
+    keep it in checkpoints (a resumed run continues it) and sum it over
+    ranks at the end. Needs ``collate_fn=dict(type='pack_and_count')``.
 
     Args:
         max_broken_fraction (float, optional): Stop with a RuntimeError
-            once more than this fraction of the samples read (on this rank)
-            were broken. Defaults to None: the datasets' own threshold
-            applies.
+            once more than this fraction of the samples this rank read were
+            broken. Defaults to None (the datasets' own threshold).
         min_samples (int): Samples read before ``max_broken_fraction`` is
             checked. Defaults to 50.
         log_key (str): Name of the logged running count. Defaults to
@@ -71,8 +59,7 @@ class BrokenSampleHook(Hook):
         self._loaded = None  # counters of a loaded checkpoint
 
     def before_train(self, runner) -> None:
-        # after load_or_resume: only a resumed run (iter > 0) continues the
-        # counts; a checkpoint given as load_from starts a new run
+        # a resumed run (iter > 0) continues the counts, load_from does not
         if self._loaded is not None and runner.iter > 0:
             self.broken = int(self._loaded.get('broken', 0))
             self.read = int(self._loaded.get('read', 0))

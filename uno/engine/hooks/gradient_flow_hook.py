@@ -1,24 +1,5 @@
-"""Log how much each objective's gradient reaches the generation expert.
-
-Every ``interval`` iterations this hook runs one extra forward on the
-iteration's batch (the first micro-batch under gradient accumulation) and
-logs :func:`uno.evaluation.gradient_flow.gradient_flow` (per-layer
-gradient norms of each objective on the gen expert and their cosines with
-the flow gradient) to every vis backend at step ``runner.iter + 1``, the
-step of the iteration's losses.
-
-The extra forward does not change training: it runs after the optimizer
-step, gradients come from :func:`torch.autograd.grad`, noise and timesteps
-come from a dedicated generator seeded by ``(seed, iteration)``, the
-global RNG state is forked and restored, and module buffers are restored
-afterwards. A run with the hook ends with bit-identical weights to a run
-without it.
-
-Distributed runs: under DDP the hook runs on rank 0 only, on the
-unwrapped module and rank 0's local batch (the module forward has no
-collectives; the objectives are normalised by the local count). Under
-FSDP it is skipped with a warning: a sharded forward needs every rank.
-"""
+"""Log how much each objective's gradient reaches the generation expert
+(docs/engine.md#hooks: why the measurement leaves training unchanged)."""
 import contextlib
 from typing import Dict, Sequence, Union
 
@@ -36,7 +17,7 @@ from uno.utils.seeding import derived_generator
 
 @contextlib.contextmanager
 def _preserved_state(module: nn.Module, device: torch.device):
-    """Fork the global RNGs and restore ``module``'s buffers on exit."""
+    """Fork the global RNGs; restore ``module``'s buffers on exit."""
     buffers = {n: b.detach().clone() for n, b in module.named_buffers()}
     devices = [device] if device.type == 'cuda' else []
     try:
@@ -52,12 +33,9 @@ def _preserved_state(module: nn.Module, device: torch.device):
 @HOOKS.register_module()
 class GradientFlowHook(Hook):
     """Per-layer gradient norms and flow cosines of each objective on the
-    generation expert, logged every ``interval`` iterations.
-
-    Off unless a config adds it::
-
-        custom_hooks = [dict(type='BenchmarkGridHook'),
-                        dict(type='GradientFlowHook', interval=50)]
+    generation expert (:func:`gradient_flow`), logged every ``interval``
+    iterations at the step of the iteration's losses; rank 0 only, skipped
+    under FSDP. Off unless ``custom_hooks`` adds it.
 
     Args:
         interval (int): Iterations between measurements. Defaults to 50.
@@ -104,8 +82,8 @@ class GradientFlowHook(Hook):
 
     def measure(self, trainer: nn.Module, data_batch, iteration: int,
                 optim_wrapper=None) -> Dict[str, float]:
-        """The logs of :func:`gradient_flow` on one raw dataloader batch,
-        leaving RNG state, buffers and ``.grad`` as they were."""
+        """:func:`gradient_flow` of one raw batch; RNG state, buffers and
+        ``.grad`` are left as they were."""
         batch = trainer.data_preprocessor(data_batch, True)['batch']
         gen = derived_generator(self.seed, int(iteration),
                                 device=batch.device)

@@ -1,11 +1,5 @@
-"""Stop a run cleanly after too many non-finite losses in a row.
-
-``UnoTrainer.train_step`` skips any step whose loss is NaN or inf and
-reports the streak; this hook saves a checkpoint (of the last good
-weights) and stops with one clear message when the streak reaches
-``max_consecutive``, instead of training on garbage or dying with a
-traceback deep in the optimizer.
-"""
+"""Stop a run cleanly after too many non-finite losses in a row
+(docs/distributed.md#the-non-finite-guard)."""
 import os.path as osp
 
 from mmengine.hooks import Hook
@@ -17,7 +11,8 @@ from .checkpoint_hook import save_runner_checkpoint
 
 @HOOKS.register_module()
 class NonFiniteGuardHook(Hook):
-    """Checkpoint and stop after ``max_consecutive`` skipped steps.
+    """Save the last good weights and stop with one line after
+    ``max_consecutive`` steps in a row that ``UnoTrainer`` skipped.
 
     Args:
         max_consecutive (int): Non-finite steps in a row that stop the
