@@ -215,12 +215,9 @@ def store_uri(work_dirs: str) -> str:
     sqlite file that training would pick, in the last ``work_dirs`` folder
     of ``work_dirs`` (else in ``work_dirs`` itself, so that all runs of
     the sweep share one store)."""
-    if os.environ.get('MLFLOW_TRACKING_URI'):
-        return os.environ['MLFLOW_TRACKING_URI']
-    parts = osp.abspath(work_dirs).split(osp.sep)
-    if 'work_dirs' in parts:
-        parts = parts[:len(parts) - parts[::-1].index('work_dirs')]
-    return 'sqlite:///' + osp.join(osp.sep.join(parts), 'mlflow.db')
+    from uno.utils.paths import work_dirs_root
+    return os.environ.get('MLFLOW_TRACKING_URI') or (
+        'sqlite:///' + osp.join(work_dirs_root(work_dirs), 'mlflow.db'))
 
 
 def prepare_store(uri: str) -> None:

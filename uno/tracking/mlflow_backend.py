@@ -1,7 +1,4 @@
-"""MLflow tracking of uno runs (replays of their local logs: :mod:`.replay`).
-
-docs/getting_started.md and docs/troubleshooting.md#mlflow describe it.
-"""
+"""MLflow tracking of uno runs (design: docs/tracking.md)."""
 import fcntl
 import logging
 import math
@@ -20,7 +17,7 @@ from mmengine.logging import print_log
 from mmengine.visualization.vis_backend import BaseVisBackend, force_init_env
 
 from uno.registry import VISBACKENDS
-from uno.utils.paths import config_identity
+from uno.utils.paths import config_identity, work_dirs_root
 from uno.version import __version__
 
 #: Dotted config keys logged as params, besides ``objectives.<name>.weight``.
@@ -42,14 +39,6 @@ def bound_http_requests() -> None:
         os.environ.setdefault(key, value)
 
 
-def work_dirs_root(work_dir: str) -> str:
-    """``work_dir`` up to its last ``work_dirs`` folder, else itself."""
-    parts = osp.abspath(work_dir).split(osp.sep)
-    if 'work_dirs' in parts:
-        parts = parts[:len(parts) - parts[::-1].index('work_dirs')]
-    return osp.sep.join(parts)
-
-
 def collect_params(cfg: Mapping, extra_keys: Sequence[str] = ()) -> dict:
     """The allow-listed ``{dotted key: str(value)}`` that ``cfg`` sets."""
     weights = [f'objectives.{k}.weight' for k in cfg.get('objectives') or {}]
@@ -64,8 +53,7 @@ def collect_params(cfg: Mapping, extra_keys: Sequence[str] = ()) -> dict:
 
 
 def clean_metrics(values: Mapping) -> dict:
-    """The finite numbers of ``values`` but LoggerHook's ``iter`` and
-    ``epoch``, named as MLflow accepts."""
+    """The finite numbers of ``values`` but ``iter``, ``epoch``."""
     metrics = {}
     for name, value in values.items():
         with suppress(TypeError, ValueError):
@@ -84,8 +72,7 @@ def image_artifact(name: str, step) -> str:
 
 @contextmanager
 def _store_lock(uri: str):
-    """Lock a sqlite store (yield its path; None for other stores): runs
-    started together race in MLflow's migrations of a new database."""
+    """Lock a sqlite store (migrations race); yield its path or None."""
     if not uri.startswith('sqlite:///'):
         yield None
         return
@@ -99,9 +86,6 @@ def _store_lock(uri: str):
 @VISBACKENDS.register_module()
 class UnoMLflowVisBackend(BaseVisBackend):
     """Log a run to MLflow: names from the config path, allow-listed params.
-
-    The first record starts the run. The first MLflow error is reported
-    once and turns the backend off; ``LocalVisBackend`` keeps the log.
 
     Args:
         save_dir (str, optional): The work dir or its ``vis_data`` folder.
@@ -154,8 +138,7 @@ class UnoMLflowVisBackend(BaseVisBackend):
             path) == 'vis_data' else path
 
     def _safely(self, **parts) -> None:
-        """Start the run once, then :meth:`_log` ``parts``; the first error
-        turns MLflow off with one warning (training continues)."""
+        """Start the run once, log ``parts``; an error turns MLflow off."""
         if self._off:
             return
         try:
@@ -174,9 +157,7 @@ class UnoMLflowVisBackend(BaseVisBackend):
 
     def _start_run(self, resume: Optional[bool] = None,
                    start_time: Optional[int] = None) -> bool:
-        """Create the run (``start_time`` in ms), or with ``resume`` (the
-        config's if it has a checkpoint) continue the active one of
-        :data:`RUN_ID_FILE`; record its id there. True if continued."""
+        """Create, or with ``resume`` continue, the run; True if continued."""
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
         from mlflow.utils.git_utils import get_git_commit
@@ -223,9 +204,7 @@ class UnoMLflowVisBackend(BaseVisBackend):
              tags: Optional[Mapping] = None, config_text: Optional[str] = None,
              images: Optional[Mapping] = None,
              status: Optional[str] = None) -> None:
-        """Log to the started run (errors raised). Params the run has keep
-        their first values (warned); tags set to None are left out;
-        ``images``: ``{artifact file: image}``; ``status`` ends the run."""
+        """Log to the started run; params keep their first values."""
         from mlflow.entities import Param, RunTag
         client, run_id, params = self.client, self.run_id, params or {}
         logged = client.get_run(run_id).data.params if params else {}
@@ -307,8 +286,7 @@ def report_tracking(runner) -> None:
 
 def log_eval_metrics(runner, metrics: dict, checkpoint: str,
                      tags: Optional[dict] = None) -> None:
-    """Log evaluation metrics at the runner's iteration; tag the run with
-    the checkpoint (``checkpoint``, ``checkpoint_path``) and ``tags``."""
+    """Log eval metrics at the runner's iteration, tag the checkpoint."""
     backend = find_mlflow_backend(runner)
     if backend:
         backend.add_scalars(metrics, step=runner.iter)

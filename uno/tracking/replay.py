@@ -1,9 +1,4 @@
-"""Replay a work dir's local log into MLflow once the store is back.
-
-``LocalVisBackend`` keeps each start of a run in
-``<work_dir>/<timestamp>/vis_data/``; ``tools/misc/push_to_mlflow.py``
-logs it through :class:`~.mlflow_backend.UnoMLflowVisBackend`.
-"""
+"""Replay a work dir's local log into MLflow (docs/tracking.md#replay)."""
 import glob
 import json
 import os.path as osp
@@ -14,10 +9,9 @@ from typing import Optional
 
 from mmengine.config import Config
 
-from uno.utils.paths import config_identity
+from uno.utils.paths import config_identity, work_dirs_root
 from .mlflow_backend import (UnoMLflowVisBackend, bound_http_requests,
-                             clean_metrics, collect_params, image_artifact,
-                             work_dirs_root)
+                             clean_metrics, collect_params, image_artifact)
 
 #: What :func:`replay_work_dir` logged where (``num_logs``: starts read).
 ReplayResult = namedtuple('ReplayResult', 'run_id experiment run_name '
@@ -30,13 +24,12 @@ def _files(work_dir: str, pattern: str) -> list:
 
 def find_logs(work_dir: str) -> list:
     """The ``<timestamp>/vis_data`` folders with scalars, oldest first."""
-    scalars = _files(work_dir, '*/vis_data/scalars.json')
-    return [osp.dirname(path) for path in scalars]
+    return [osp.dirname(path)
+            for path in _files(work_dir, '*/vis_data/scalars.json')]
 
 
 def read_scalars(path: str) -> list:
-    """``[(step, metrics)]`` of a ``scalars.json``'s lines with metrics; a
-    torn line (a killed run) is skipped."""
+    """``[(step, metrics)]`` of a ``scalars.json``; torn lines skipped."""
     rows = []
     with open(path) as f:
         for line in f:
@@ -48,9 +41,8 @@ def read_scalars(path: str) -> list:
 
 
 def replay_identity(work_dir: str, config: Optional[str] = None):
-    """The names of ``config`` if given, else of the config the Runner
-    dumped into ``work_dir`` as if it sat in ``configs/`` as the work dir
-    sits in ``work_dirs/`` (``<folder>/<stem>`` or ``<folder>``)."""
+    """The names of ``config``, else of the config dumped in ``work_dir``
+    as if it sat in ``configs/`` as ``work_dir`` sits in ``work_dirs/``."""
     dumped = sorted(_files(work_dir, '*.py'), key=osp.getmtime)
     if config or not dumped:
         return config_identity(config)
@@ -67,11 +59,9 @@ def replay_work_dir(work_dir: str, tracking_uri: Optional[str] = None,
                     experiment_name: Optional[str] = None,
                     run_name: Optional[str] = None) -> ReplayResult:
     """Log the local log of ``work_dir`` as training would have: into the
-    run of :data:`RUN_ID_FILE` if the store has it (only the (metric,
-    step) pairs it lacks), else into a new run recorded there.
+    run of :data:`RUN_ID_FILE` (the steps it lacks), else a new run.
 
     Args:
-        work_dir (str): The run's work dir.
         tracking_uri, experiment_name, run_name (str, optional): Override
             the config's ``UnoMLflowVisBackend`` arguments.
         config (str, optional): The config's original path, for the names.

@@ -48,6 +48,15 @@ def default_work_dir(filename: Optional[str], root: str = 'work_dirs') -> str:
     return osp.join(root, config_identity(filename).relpath)
 
 
+def work_dirs_root(work_dir: str) -> str:
+    """``work_dir`` up to its last ``work_dirs`` folder, else itself (where
+    the default MLflow store of its runs lives)."""
+    parts = osp.abspath(work_dir).split(osp.sep)
+    if 'work_dirs' in parts:
+        parts = parts[:len(parts) - parts[::-1].index('work_dirs')]
+    return osp.sep.join(parts)
+
+
 def check_writable(folder: str) -> None:
     """Create ``folder`` if needed and write a probe file in it, so a
     read-only, full or misnamed work dir fails before anything is built.
