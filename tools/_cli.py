@@ -1,14 +1,8 @@
 """Command-line plumbing shared by tools/*.py (not part of the package).
 
-A configuration error is one line on stderr and exit status 2 (a traceback
-only with ``--debug``): :class:`UnoConfigError` from anywhere in the run;
-any error while the config file loads or ``--cfg-options`` merge (the file
-is the user's code); a ``ValueError``, ``TypeError``, ``KeyError``,
-``IndexError`` or ``AssertionError`` raised by a constructor inside a
-registry build (:func:`uno.utils.config_check.config_build_errors`),
-eager or lazy; a command-line usage error; a failed write (naming the
-file); a collective broken by another rank's stall or death. Errors
-outside a build (a training step, a hook) keep their traceback.
+An error is one line on stderr and exit status 2 (3: a deliberate stop,
+130: Ctrl-C), a traceback only with ``--debug``: docs/configs.md,
+"Command-line contract".
 """
 import argparse
 import errno
@@ -30,15 +24,18 @@ _loaded = {}
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser whose usage errors (a missing argument, ``--seed
-    abc``) are one line, ``error: ... (see --help)``, and exit status 2."""
+    """argparse's parser whose usage errors are one line and exit 2."""
 
     def error(self, message: str):
         fail(f'{message} (see {self.prog} --help)')
 
 
 def load_config(path: str, options=None):
-    """``Config.fromfile`` + ``--cfg-options`` with readable failures."""
+    """``Config.fromfile`` + ``--cfg-options``.
+
+    Raises:
+        UnoConfigError: Any failure, in one line.
+    """
     from mmengine.config import Config
 
     from uno.errors import UnoConfigError
@@ -48,36 +45,29 @@ def load_config(path: str, options=None):
         cfg = Config.fromfile(path)
     except UnoConfigError:
         raise
-    except FileNotFoundError as e:
-        raise UnoConfigError(f'cannot load {path}: {e}') from e
-    except ImportError as e:
+    except Exception as e:  # the config file is code: any error is its own
         cause = e.__cause__  # mmengine wraps a failed custom import
-        if isinstance(cause, ImportError):
+        if isinstance(e, ImportError) and isinstance(cause, ImportError):
             raise UnoConfigError(
                 f'{path}: custom_imports failed: {cause} (set PYTHONPATH to '
                 'the folder that holds the module)') from e
-        raise UnoConfigError(f'cannot parse {path}: '
-                             f'{type(e).__name__}: {e}') from e
-    except (SyntaxError, KeyError, NameError) as e:
-        raise UnoConfigError(f'cannot parse {path}: '
-                             f'{type(e).__name__}: {e}') from e
-    except Exception as e:  # the config file is code: any error is its own
-        raise UnoConfigError(f'cannot load {path}: '
-                             f'{type(e).__name__}: {e}') from e
+        verb = 'parse' if isinstance(
+            e, (ImportError, SyntaxError, KeyError, NameError)) else 'load'
+        detail = e if isinstance(e, FileNotFoundError) else _named(e)
+        raise UnoConfigError(f'cannot {verb} {path}: {detail}') from e
     if options:
         try:
             cfg.merge_from_dict(options)
         except Exception as e:
-            raise UnoConfigError(f'cannot apply --cfg-options {options}: '
-                                 f'{type(e).__name__}: {e}') from e
+            raise UnoConfigError(
+                f'cannot apply --cfg-options {options}: {_named(e)}') from e
     _loaded['cfg'] = cfg
     return cfg
 
 
 def cfg_options_action():
     """mmengine's ``DictAction`` for ``--cfg-options``, where a malformed
-    item (no ``=``, an empty key, an unbalanced bracket) is one line and
-    exit status 2 instead of a traceback from inside argparse."""
+    item is one line and exit status 2."""
     from mmengine.config import DictAction
 
     class CfgOptions(DictAction):
@@ -96,7 +86,7 @@ def cfg_options_action():
                 super().__call__(parser, namespace, values, option_string)
             except Exception as e:
                 fail(f'--cfg-options {" ".join(values)}: cannot parse '
-                     f'({type(e).__name__}: {e})')
+                     f'({_named(e)})')
 
     return CfgOptions
 
@@ -152,12 +142,10 @@ def apply_mlflow_args(cfg, run_name=None, tags=(), default_run_name=None):
     """Give the config's ``UnoMLflowVisBackend`` a run name and tags.
 
     Args:
-        cfg (Config): The loaded config; changed in place.
-        run_name (str, optional): The run name; wins over the config's.
-        tags (Sequence[str]): ``KEY=VALUE`` strings, merged over the
-            backend's ``tags``.
-        default_run_name (str, optional): Used when neither ``run_name``
-            nor the config names the run.
+        cfg (Config): Changed in place.
+        run_name (str, optional): Wins over the config's.
+        tags (Sequence[str]): ``KEY=VALUE``, merged over the backend's.
+        default_run_name (str, optional): When neither names the run.
 
     Returns:
         dict: The parsed tags.
@@ -186,27 +174,21 @@ def apply_mlflow_args(cfg, run_name=None, tags=(), default_run_name=None):
 
 
 def run_cli(main, debug: bool) -> None:
-    """Run ``main()``; a configuration error is one line and exit 2, a
-    deliberate stop (TrainingStopped) one line and exit 3, a failed write
-    (full disk, read-only folder) one line naming the file and exit 2, a
-    collective that another rank's stall or death broke one line and exit
-    2."""
+    """Run ``main()``, its expected errors one line and an exit status."""
     from uno.errors import (TrainingStopped, UnoConfigError,
                             collective_failure)
     from uno.utils.config_check import config_build_errors
     try:
         with config_build_errors(lambda: _loaded.get('cfg')):
             main()
-    except UnoConfigError as e:
+    except (UnoConfigError, TrainingStopped) as e:
         if debug:
             raise
-        print(f'error: {_one_line(e)}', file=sys.stderr)
-        sys.exit(2)
-    except TrainingStopped as e:
-        if debug:
-            raise
-        print(f'stopped: {_one_line(e)}', file=sys.stderr)
-        sys.exit(3)
+        word, code = (('error', 2) if isinstance(e, UnoConfigError)
+                      else ('stopped', 3))
+        lines = (line.strip() for line in str(e).splitlines())
+        print(f'{word}: {" ".join(filter(None, lines))}', file=sys.stderr)
+        sys.exit(code)
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         sys.exit(130)
@@ -230,9 +212,8 @@ def run_cli(main, debug: bool) -> None:
 
 
 def _leave(code: int) -> None:
-    """Run the atexit handlers (logging flushes and closes its files,
-    MLflow ends its run), flush the standard streams and end the process
-    without the interpreter's teardown of every module and C++ object."""
+    """Run the atexit handlers, flush stdout and stderr, and end without
+    the interpreter's teardown."""
     import atexit
     atexit._run_exitfuncs()
     sys.stdout.flush()
@@ -241,17 +222,8 @@ def _leave(code: int) -> None:
 
 
 def exit_as_script(main) -> None:
-    """``main()`` of a tool run as a script, then a fast exit.
-
-    Python's teardown after a tool finishes (freeing torch, transformers,
-    MLflow and their C++ objects) took 2-6 s on a 2-core CPU: every run of
-    a tool and every rank of a launch paid it after the work was done. A
-    tool's files are closed by then (checkpoints and metrics are written
-    with ``with``; logging closes its files in an atexit handler), so the
-    process leaves after the atexit handlers. A normal exit is kept where
-    another non-daemon thread still runs (Python would wait for it) and
-    for an uncaught exception (its traceback).
-    """
+    """``main()`` of a tool run as a script, then an exit without the
+    interpreter's teardown unless another non-daemon thread runs."""
     import threading
     try:
         code = main()
@@ -271,7 +243,5 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
                  errno.EPERM}
 
 
-def _one_line(exc: BaseException) -> str:
-    """The message of ``exc`` with its lines joined."""
-    return ' '.join(
-        line.strip() for line in str(exc).splitlines() if line.strip())
+def _named(exc: BaseException) -> str:
+    return f'{type(exc).__name__}: {exc}'

@@ -1,10 +1,8 @@
 """Config errors in one line, naming the closest valid names or the range.
 
-:func:`check_keys` is uno's one check of names. :func:`validate_config`
-checks a config against the tables below before anything is built; their
-keys are path patterns (``*``: any part of one key, ``**.``: any keys or
-none, ``|``: or; a table's first matching key wins).
-:func:`config_build_errors` reports what a constructor refuses.
+Table keys are path patterns: ``*`` any part of one key, ``**.`` any keys
+or none, ``|`` or; a table's first matching key wins. The checks and their
+messages: docs/configs.md, "Validation".
 """
 import contextlib
 import difflib
@@ -141,8 +139,7 @@ _KINDS = {bool: 'a bool', int: 'an int', float: 'a float'}
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """Up to three candidates close to ``name`` (or containing it), else
-    the valid names: the tail of an error message."""
+    """``did you mean 'x'?`` or the valid names: a message's tail."""
     names = sorted(set(map(str, candidates)))
     low = {c.lower(): c for c in names}
     hits = [low[h] for h in difflib.get_close_matches(name.lower(), low)]
@@ -157,8 +154,7 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 def check_keys(keys: Iterable[str], allowed: Iterable[str],
                what: str = 'key', where: str = '', prefix: str = '') -> None:
     """Raise ``unknown <what> '<prefix><key>'<where>: did you mean ...``
-    (:class:`UnoConfigError`) for the first of ``keys`` not ``allowed``;
-    ``what`` is e.g. ``'argument'``, ``where`` e.g. ``' at model.llm'``."""
+    (:class:`UnoConfigError`) for the first of ``keys`` not ``allowed``."""
     allowed = list(allowed)
     for key in keys:
         if key not in allowed:
@@ -236,8 +232,7 @@ def check_components(cfg) -> None:
 
 
 def check_ranges(cfg) -> None:
-    """Raise on a value outside :data:`RULES`, :data:`STRIDES` or
-    :data:`CROSS`."""
+    """Raise on a value outside RULES, STRIDES or CROSS."""
     nodes = list(_nodes(_as_dict(cfg)))
     for path, value in nodes:
         for patterns, test, allowed in RULES:
@@ -322,11 +317,9 @@ def _params(obj, skip_first: bool = False):
 @contextlib.contextmanager
 def config_build_errors(
         get_cfg: Callable[[], Any] = lambda: None) -> Iterator[None]:
-    """Turn a ValueError, TypeError, KeyError, IndexError or AssertionError
-    (timm's checks) raised in mmengine's ``build_from_cfg`` (found in the
-    traceback) into ``cannot build <Type> at <path> (<Error>): <message>``
-    for the innermost build; ``get_cfg()`` gives the config to find the
-    path in. Other errors pass unchanged."""
+    """Turn an error of a constructor in ``build_from_cfg`` into one line,
+    ``cannot build <Type> at <path> (<Error>): <message>``; ``get_cfg()``
+    gives the config the path is found in."""
     try:
         yield
     except (ValueError, TypeError, KeyError, IndexError,
