@@ -27,15 +27,9 @@ class CheckpointError(UnoConfigError):
 
 def load_checkpoint_file(path: str, map_location: Any = 'cpu',
                          mmap: bool = False) -> Dict[str, Any]:
-    """Load a ``.pth`` with ``weights_only=True``, running no code from it.
-
-    Args:
-        map_location: As ``torch.load``'s.
-        mmap (bool): Map the file instead of reading it (large
-            checkpoints read by every rank). Defaults to False.
-
-    Returns:
-        dict: The checkpoint, with uno's plain-stored objects rebuilt.
+    """Load a ``.pth`` with ``weights_only=True`` (no code from it runs),
+    uno's plain-stored objects rebuilt; ``mmap`` maps the file instead of
+    reading it (large checkpoints read by every rank).
 
     Raises:
         CheckpointError: The path is missing, a folder, empty, damaged, or
@@ -234,9 +228,8 @@ def checkpoint_candidates(work_dir: str,
     found = sorted((p for p, step in steps.items() if step >= 0),
                    key=steps.get, reverse=True)
     named = read_last_checkpoint(work_dir)
-    if named and not osp.isabs(named):
+    if named and osp.exists(osp.join(work_dir, named)):  # or absolute
         named = osp.join(work_dir, named)
-    if named and osp.exists(named):
         found = [named] + [p for p in found
                            if osp.abspath(p) != osp.abspath(named)]
     return found

@@ -39,7 +39,11 @@ def build_runner(cfg: Config) -> Runner:
     from uno.utils.config_check import validate_config
     validate_config(cfg)
     _check_benchmark(cfg.get('benchmark') or {})
-    _check_load_from(cfg.get('load_from'))
+    load_from = cfg.get('load_from')  # a local one must exist
+    if load_from and '://' not in str(load_from) and not osp.exists(
+            osp.expanduser(str(load_from))):
+        raise UnoConfigError(f'load_from={load_from}: no such checkpoint '
+                             'file or folder')
     cfg = copy.deepcopy(cfg)
     uno = plan_options(cfg)
     for key in LOADERS:
@@ -52,21 +56,20 @@ def build_runner(cfg: Config) -> Runner:
         seed=cfg.get('randomness', {}).get('seed') or 0,
         tokenizer=cfg.get('tokenizer'),
         **(cfg.get('benchmark') or {}))
-    optim_wrapper = cfg.get('optim_wrapper')
+    optim_wrapper = copy.deepcopy(cfg.get('optim_wrapper'))
     if optim_wrapper is not None:
         if optim_wrapper.get('type') == 'AmpOptimWrapper' and \
                 not torch.cuda.is_available():
             raise UnoConfigError(
                 "optim_wrapper.type = 'AmpOptimWrapper' needs a GPU and "
                 "none is visible: use 'OptimWrapper' on the CPU")
-        optim_wrapper = copy.deepcopy(optim_wrapper)
         optim_wrapper.setdefault('constructor', DEFAULT_CONSTRUCTOR)
     env_cfg = copy.deepcopy(cfg.get('env_cfg', {}))
     env_cfg.setdefault('dist_cfg', {}).setdefault(
         'backend', 'nccl' if torch.cuda.is_available() else 'gloo')
     env_cfg['dist_cfg'].setdefault('timeout', DIST_TIMEOUT_S)
     check_writable(cfg.work_dir)
-    load_from, resume, note = cfg.get('load_from'), cfg.get('resume'), None
+    resume, note = cfg.get('resume'), None
     if resume and load_from is None:
         tmpl = ((cfg.get('default_hooks') or {}).get('checkpoint')
                 or {}).get('filename_tmpl')
@@ -74,13 +77,20 @@ def build_runner(cfg: Config) -> Runner:
         resume = load_from is not None
     if cfg.get('launcher', 'none') == 'pytorch':
         init_cpu_process_group(env_cfg['dist_cfg'])
+    # accumulation runs an IterBasedTrainLoop as AccumulatingTrainLoop:
+    # one iteration is one optimizer step over N batches
+    train_cfg = cfg.get('train_cfg')
+    counts = (optim_wrapper or {}).get('accumulative_counts', 1)
+    kind = (train_cfg or {}).get('type')
+    if kind == 'AccumulatingTrainLoop' or (
+            counts > 1 and kind == 'IterBasedTrainLoop'):
+        train_cfg = dict(train_cfg, type='AccumulatingTrainLoop',
+                         accumulative_counts=counts)
     # every other Runner argument is the config's key of its name (or the
     # Runner's default); a top-level data_preprocessor is not passed on
     args = dict(
-        model=trainer, train_cfg=_train_loop(cfg.get('train_cfg'),
-                                             optim_wrapper),
-        optim_wrapper=optim_wrapper, load_from=load_from,
-        resume=bool(resume), env_cfg=env_cfg,
+        model=trainer, train_cfg=train_cfg, optim_wrapper=optim_wrapper,
+        load_from=load_from, resume=bool(resume), env_cfg=env_cfg,
         default_scope=cfg.get('default_scope', 'uno'), cfg=cfg,
         **{key: _resolve_collate(cfg.get(key)) for key in LOADERS})
     runner = UnoRunner(**{
@@ -152,10 +162,10 @@ class UnoRunner(Runner):
             model_wrapper_cfg = dict(type='UnoDistributedDataParallel')
         if model_wrapper_cfg is not None:
             model_wrapper_cfg = copy.deepcopy(model_wrapper_cfg)
-            name = model_wrapper_cfg.get('type')
-            if isinstance(name, str) and name.startswith('uno.'):
-                name = name[len('uno.'):]  # scoped, as config_check wants
-            if isinstance(name, str) and name in MODEL_WRAPPERS:
+            name = model_wrapper_cfg.get('type')  # config_check: 'uno.X'
+            if isinstance(name, str) and name.removeprefix(
+                    'uno.') in MODEL_WRAPPERS:
+                name = name.removeprefix('uno.')
                 # the scoped name makes mmengine's root lookup (and its
                 # build) descend into uno's child registry
                 model_wrapper_cfg['type'] = f'uno.{name}'
@@ -180,17 +190,16 @@ class UnoRunner(Runner):
     def load_checkpoint(self, filename, map_location='cpu', strict=None,
                         revise_keys=[(r'^module\.', '')]):
         """Load weights (``load_from``), or a training state when the
-        config sets ``resume`` (mmengine's ``resume`` calls this and then
-        restores the loop, optimizer and schedulers from what it returns).
+        config sets ``resume`` (mmengine's ``resume`` then restores the
+        loop, optimizer and schedulers from what this returns).
 
         Args:
             filename (str): A ``.pth`` file, a sharded checkpoint folder,
                 or (``load_from``) an exported ``.safetensors`` file.
-            map_location: As mmengine's. Defaults to ``'cpu'``.
             strict (bool, optional): None follows the config's
-                ``load_strict`` (default True). Defaults to None.
+                ``load_strict`` (default True).
             revise_keys (list): ``(pattern, replacement)`` renames of a
-                file's keys. Defaults to stripping ``module.``.
+                file's keys.
 
         Raises:
             UnoConfigError: With ``strict``, when the weights do not match
@@ -284,28 +293,6 @@ def _drop_code(checkpoint: dict, filename, logger) -> None:
         meta.pop('config')
         logger.warning(f'{filename}: ignored meta.config (code that '
                        'resuming would have run); uno checkpoints have none')
-
-
-def _check_load_from(path) -> None:
-    """A local ``load_from`` that does not exist fails before any build."""
-    if not path or '://' in str(path):
-        return
-    if not osp.exists(osp.expanduser(str(path))):
-        raise UnoConfigError(f'load_from={path}: no such checkpoint file '
-                             'or folder')
-
-
-def _train_loop(train_cfg, optim_wrapper):
-    """Gradient accumulation (``optim_wrapper.accumulative_counts`` > 1)
-    runs an ``IterBasedTrainLoop`` as :class:`AccumulatingTrainLoop`:
-    one iteration is one optimizer step over N batches."""
-    counts = (optim_wrapper or {}).get('accumulative_counts', 1)
-    kind = (train_cfg or {}).get('type')
-    if kind == 'AccumulatingTrainLoop' or (
-            counts > 1 and kind == 'IterBasedTrainLoop'):
-        train_cfg = dict(train_cfg, type='AccumulatingTrainLoop',
-                         accumulative_counts=counts)
-    return train_cfg
 
 
 def _resolve_collate(dataloader):

@@ -93,18 +93,16 @@ def check_weights(model: nn.Module, state_dict: Dict[str, torch.Tensor],
     """Check ``state_dict`` (meta tensors: shapes only) against ``model``.
 
     Args:
-        strict (bool): Raise on any mismatch. Defaults to True.
         optional (Sequence[str]): Key prefixes that may be missing,
             unexpected or resized (post-training parts): never an error,
-            listed under ``'optional'``. Defaults to ().
+            listed under ``'optional'``.
         what (str): Names the weights in the error.
         hint (str): The error's last words: how to relax the check.
 
     Returns:
         tuple: The :func:`state_dict_mismatch` report of the other keys
-        (plus ``'optional'``), and the keys never to load, even with
-        ``strict=False``: unexpected, resized, integer for float (or
-        back), or holding NaN or inf.
+        (plus ``'optional'``), and the keys never to load: unexpected,
+        resized, integer for float (or back), or holding NaN or inf.
 
     Raises:
         CheckpointError: With ``strict``, one line naming the mismatch.
@@ -132,10 +130,8 @@ def load_model_weights(model: nn.Module,
                        hint: str = 'pass strict=False to load what matches'
                        ) -> Dict:
     """Load ``state_dict`` into ``model`` after :func:`check_weights`
-    (same arguments); what does not match stays as built.
-
-    Returns:
-        dict: The mismatch report.
+    (same arguments); what does not match stays as built. Returns the
+    mismatch report.
 
     Raises:
         CheckpointError: With ``strict``, on a mismatch outside
