@@ -61,20 +61,20 @@ def save_runner_checkpoint(runner, path: str, save_optimizer: bool = True,
     if save_optimizer and not isinstance(optim_wrapper, OptimWrapper):
         raise TypeError('checkpoints support one OptimWrapper, got '
                         f'{optim_wrapper}')
-    if isinstance(runner.model, UnoFSDP):
-        runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
+    sharded = isinstance(runner.model, UnoFSDP)
+    if not sharded:  # else the shards hold weights and optimizer
+        model = runner.model.module if is_model_wrapper(runner.model) \
+            else runner.model
+        checkpoint['state_dict'] = weights_to_cpu(model.state_dict())
+        if save_optimizer:
+            checkpoint['optimizer'] = _to_cpu(optim_wrapper.state_dict())
+    runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
+    if sharded:
         runner.model.release()  # after validation: back to the shards
         save_sharded(path, runner.model.module,
                      optim_wrapper.optimizer if save_optimizer else None,
                      checkpoint)
-        return
-    model = runner.model.module if is_model_wrapper(runner.model) \
-        else runner.model
-    checkpoint['state_dict'] = weights_to_cpu(model.state_dict())
-    if save_optimizer:
-        checkpoint['optimizer'] = _to_cpu(optim_wrapper.state_dict())
-    runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
-    if is_main_process():
+    elif is_main_process():
         save_checkpoint_file(checkpoint, path)
 
 
