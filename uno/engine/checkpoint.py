@@ -1,29 +1,13 @@
 """Checkpoint files: inert to load, atomic to write, never lost.
 
-* **Inert loading.** Every ``.pth`` uno reads (``load_from``, ``--resume``,
-  ``tools/test.py``, ``tools/misc/export_weights.py``, a sharded
-  checkpoint's ``meta.pth``) goes through :func:`load_checkpoint_file`:
-  ``torch.load(weights_only=True)`` and nothing else — tensors, numbers,
-  strings and plain containers. A file whose unpickling would call or
-  build anything else is refused with one line, never executed. uno's own
-  checkpoints need no allow-list: :func:`to_plain` stores mmengine's
-  ``HistoryBuffer`` (whose pickle calls ``getattr``) as plain lists, and
-  :func:`from_plain` rebuilds it after a safe load.
-* **Atomic writes.** :func:`save_checkpoint_file` and :func:`atomic_write`
-  write to a temporary name in the target's folder, fsync, and rename over
-  the target: a reader sees the old file or the new one, never a part.
-* **Nothing lost.** :func:`checkpoint_candidates` lists a work dir's
-  complete checkpoints newest first (from ``last_checkpoint`` and from the
-  files themselves), so a missing or dangling ``last_checkpoint`` never
-  restarts a run over old work; :func:`remove_stale_temps` clears what a
-  killed save left behind. Rotation lives in
-  :class:`uno.engine.hooks.UnoCheckpointHook` (old files go only after
-  the new one is complete).
+Why and what is guaranteed: ``docs/checkpoints.md``.
 """
+import contextlib
 import copy
 import os
 import os.path as osp
 import re
+import shutil
 import tempfile
 import zipfile
 from typing import Any, Dict, List, Optional
@@ -38,22 +22,14 @@ _TEMP_RE = re.compile(r'^\..+\.tmp$|\.partial$')
 
 
 class CheckpointError(UnoConfigError):
-    """A checkpoint file cannot be read (missing, damaged, or not inert).
-    One line, exit status 2 in the tools."""
+    """A checkpoint cannot be read (missing, damaged, or not inert)."""
 
 
 def load_checkpoint_file(path: str, map_location: Any = 'cpu',
                          mmap: bool = False) -> Dict[str, Any]:
-    """Load a ``.pth`` without running any code from it.
-
-    Args:
-        path (str): The file.
-        map_location: As ``torch.load``'s. Defaults to 'cpu'.
-        mmap (bool): Map the file instead of reading it (large
-            checkpoints read by every rank). Defaults to False.
-
-    Returns:
-        dict: The checkpoint, with uno's plain-stored objects rebuilt.
+    """Load a ``.pth`` with ``weights_only=True`` (no code from it runs),
+    uno's plain-stored objects rebuilt; ``mmap`` maps the file instead of
+    reading it (large checkpoints read by every rank).
 
     Raises:
         CheckpointError: The path is missing, a folder, empty, damaged, or
@@ -74,10 +50,14 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu',
     try:
         obj = torch.load(path, map_location=map_location,
                          weights_only=True, mmap=mmap)
+    except MemoryError:
+        raise
     except Exception as e:  # truncated zips, garbage: many error types
-        if isinstance(e, MemoryError):
-            raise
-        unsafe = _unsafe_globals(path)
+        from torch.serialization import get_unsafe_globals_in_checkpoint
+        try:  # read from the pickle, not executed
+            unsafe = list(get_unsafe_globals_in_checkpoint(path))
+        except Exception:
+            unsafe = []
         if unsafe:
             raise CheckpointError(
                 f'checkpoint {path} holds objects other than tensors and '
@@ -98,23 +78,9 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu',
     return from_plain(obj)
 
 
-def _unsafe_globals(path: str) -> List[str]:
-    """Globals the file's pickle would import (read, not executed)."""
-    from torch.serialization import get_unsafe_globals_in_checkpoint
-    try:
-        return list(get_unsafe_globals_in_checkpoint(path))
-    except Exception:
-        return []
-
-
 def to_plain(obj: Any) -> Any:
-    """``obj`` with every ``HistoryBuffer`` and numpy value made plain.
-
-    mmengine's message hub keeps ``HistoryBuffer`` objects (numpy arrays
-    and bound methods); pickled as they are, they need ``getattr`` and
-    numpy's reconstructors at load time, which an inert loader must not
-    allow. They are stored as ``{'__uno_history_buffer__': ...}``.
-    """
+    """``obj`` with every ``HistoryBuffer`` and numpy value made plain
+    (the former as ``{'__uno_history_buffer__': ...}``)."""
     import numpy as np
     from mmengine.logging import HistoryBuffer
     if isinstance(obj, HistoryBuffer):
@@ -151,31 +117,14 @@ def from_plain(obj: Any) -> Any:
     return obj
 
 
-def _temp_in(folder: str, name: str) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.tmp',
-                               dir=folder)
-    os.close(fd)
-    return tmp
-
-
-def _replace_durably(tmp: str, path: str) -> None:
-    os.replace(tmp, path)
-    try:  # the rename itself survives a power loss
-        fd = os.open(osp.dirname(osp.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
 def _write_atomically(path: str, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it,
-    and rename it over ``path``; nothing is left behind on failure."""
+    """``write(file)`` to a temporary file beside ``path``, fsync it and
+    rename it over ``path``; nothing is left behind on failure."""
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = _temp_in(folder, osp.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.',
+                               suffix='.tmp', dir=folder)
+    os.close(fd)
     try:
         with open(tmp, 'wb') as f:
             out = _WriteErrors(f)
@@ -193,16 +142,21 @@ def _write_atomically(path: str, write) -> None:
                 raise
             f.flush()
             os.fsync(f.fileno())
-        _replace_durably(tmp, path)
+        os.replace(tmp, path)
     except BaseException:
         if osp.exists(tmp):
             os.remove(tmp)
         raise
+    with contextlib.suppress(OSError):  # the rename survives a power loss
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class _WriteErrors:
-    """A file that remembers the first ``OSError`` (or Ctrl-C) of its
-    ``write``."""
+    """A file that remembers the first error (or Ctrl-C) of its writes."""
 
     def __init__(self, f):
         self._f, self.error = f, None
@@ -219,8 +173,7 @@ class _WriteErrors:
 
 
 def atomic_write(data: bytes, path: str) -> None:
-    """Write ``data`` to ``path`` so readers see the old or the new file,
-    never a partial one."""
+    """Write ``data`` to ``path``: readers see the old or the new file."""
     _write_atomically(path, lambda f: f.write(data))
 
 
@@ -230,69 +183,68 @@ def save_checkpoint_file(checkpoint: Dict[str, Any], path: str) -> None:
 
 
 def write_last_checkpoint(work_dir: str, checkpoint_path: str) -> None:
-    """Point ``work_dir/last_checkpoint`` at ``checkpoint_path``
-    (atomically)."""
+    """Point ``work_dir/last_checkpoint`` at ``checkpoint_path``."""
     atomic_write(str(checkpoint_path).encode(),
                  osp.join(work_dir, LAST_CHECKPOINT))
 
 
-def _steps_re(filename_tmpl: Optional[str] = None):
-    """Names of periodic checkpoints: ``iter_N.pth``, ``epoch_N.pth`` and
-    the checkpoint hook's ``filename_tmpl`` (one ``{}`` for N) if given."""
+def read_last_checkpoint(work_dir: str) -> Optional[str]:
+    """What ``work_dir/last_checkpoint`` names (None without the file)."""
+    pointer = osp.join(work_dir, LAST_CHECKPOINT)
+    if not osp.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        return f.read().strip()
+
+
+def remove_checkpoint(path: str) -> None:
+    """Remove a checkpoint file or sharded folder if it exists."""
+    if osp.isdir(path):
+        shutil.rmtree(path)
+    elif osp.exists(path):
+        os.remove(path)
+
+
+def checkpoint_step(path: str, filename_tmpl: Optional[str] = None) -> int:
+    """The N of ``iter_N.pth``, ``epoch_N.pth`` or ``filename_tmpl`` (one
+    ``{}`` for N) naming ``path``; -1 for other names."""
     names = [r'(?:iter|epoch)_(\d+)\.pth']
     if filename_tmpl and filename_tmpl.count('{}') == 1:
         head, tail = filename_tmpl.split('{}')
         names.append(re.escape(head) + r'(\d+)' + re.escape(tail))
-    return re.compile('^(?:' + '|'.join(names) + ')$')
-
-
-def checkpoint_step(path: str, filename_tmpl: Optional[str] = None) -> int:
-    """The step N of a periodic checkpoint's name (-1 for other names)."""
-    m = _steps_re(filename_tmpl).match(osp.basename(str(path).rstrip('/')))
+    m = re.fullmatch('|'.join(names), osp.basename(str(path).rstrip('/')))
     return int(next(g for g in m.groups() if g)) if m else -1
 
 
 def checkpoint_candidates(work_dir: str,
                           filename_tmpl: Optional[str] = None) -> List[str]:
-    """A work dir's checkpoints to resume from, the newest first.
-
-    The one ``last_checkpoint`` names comes first when it exists; then
-    every periodic checkpoint (``iter_N.pth``, ``epoch_N.pth`` or named by
-    ``filename_tmpl``; file or sharded folder) by decreasing N. Temporary
-    files of killed saves are never listed.
-    """
+    """A work dir's checkpoints to resume from, the newest first: the one
+    ``last_checkpoint`` names if it exists, then the periodic ones (files
+    or sharded folders, see :func:`checkpoint_step`) by decreasing N."""
     if not osp.isdir(work_dir):
         return []
     steps = {osp.join(work_dir, n): checkpoint_step(n, filename_tmpl)
              for n in os.listdir(work_dir)}
     found = sorted((p for p, step in steps.items() if step >= 0),
                    key=steps.get, reverse=True)
-    pointer = osp.join(work_dir, LAST_CHECKPOINT)
-    if osp.isfile(pointer):
-        with open(pointer) as f:
-            named = f.read().strip()
-        if named and not osp.isabs(named):
-            named = osp.join(work_dir, named)
-        if named and osp.exists(named):
-            found = [named] + [p for p in found
-                               if osp.abspath(p) != osp.abspath(named)]
+    named = read_last_checkpoint(work_dir)
+    if named and osp.exists(osp.join(work_dir, named)):  # or absolute
+        named = osp.join(work_dir, named)
+        found = [named] + [p for p in found
+                           if osp.abspath(p) != osp.abspath(named)]
     return found
 
 
 def remove_stale_temps(work_dir: str) -> List[str]:
-    """Remove what killed saves left in ``work_dir``: ``.<name>.*.tmp``
-    files and ``*.partial`` sharded folders. Returns their names."""
-    import shutil
-    removed = []
+    """Remove what killed saves left in ``work_dir`` (``.<name>.*.tmp``
+    files, ``*.partial`` folders); returns their names."""
     if not osp.isdir(work_dir):
-        return removed
-    for name in os.listdir(work_dir):
-        if not _TEMP_RE.search(name):
-            continue
+        return []
+    removed = [n for n in os.listdir(work_dir) if _TEMP_RE.search(n)]
+    for name in removed:
         path = osp.join(work_dir, name)
         if osp.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
         else:
             os.remove(path)
-        removed.append(name)
     return removed

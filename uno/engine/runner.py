@@ -1,11 +1,8 @@
-"""Build mmengine's Runner from a uno config.
+"""Build mmengine's Runner from a uno config (validated, model and
+objectives joined into the :class:`UnoTrainer`), and uno's Runner.
 
-A uno config keeps the model and the objectives apart (``model=...``,
-``objectives=dict(flow=..., caption=...)``) so that an ablation overrides
-``objectives.caption.weight`` without touching the model. This module
-validates the config, joins both into the :class:`UnoTrainer` the Runner
-drives, and hands the *original* config to the Runner, so what is dumped to
-the work dir and logged to MLflow is what the user wrote.
+The Runner keeps the original config; its checkpoint reading:
+``docs/checkpoints.md``.
 """
 import copy
 import inspect
@@ -21,7 +18,8 @@ from uno.registry import FUNCTIONS, MODEL_WRAPPERS
 from uno.errors import UnoConfigError
 from uno.utils.paths import check_writable
 from .checkpoint import (LAST_CHECKPOINT, CheckpointError,
-                         checkpoint_candidates, load_checkpoint_file)
+                         checkpoint_candidates, load_checkpoint_file,
+                         read_last_checkpoint)
 from .ddp import DIST_TIMEOUT_S, init_cpu_process_group
 from .fsdp import UnoFSDP
 from .sharded_checkpoint import (is_sharded_checkpoint, load_sharded,
@@ -29,6 +27,7 @@ from .sharded_checkpoint import (is_sharded_checkpoint, load_sharded,
 from .weights import check_weights, load_safetensors, mismatch_text
 
 DEFAULT_CONSTRUCTOR = 'TrainableOnlyOptimWrapperConstructor'
+LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
 def build_runner(cfg: Config) -> Runner:
@@ -40,10 +39,14 @@ def build_runner(cfg: Config) -> Runner:
     from uno.utils.config_check import validate_config
     validate_config(cfg)
     _check_benchmark(cfg.get('benchmark') or {})
-    _check_load_from(cfg.get('load_from'))
+    load_from = cfg.get('load_from')  # a local one must exist
+    if load_from and '://' not in str(load_from) and not osp.exists(
+            osp.expanduser(str(load_from))):
+        raise UnoConfigError(f'load_from={load_from}: no such checkpoint '
+                             'file or folder')
     cfg = copy.deepcopy(cfg)
     uno = plan_options(cfg)
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+    for key in LOADERS:
         if cfg.get(key):
             inject_plan_options(cfg[key].get('dataset'), uno, key)
     trainer = dict(
@@ -53,21 +56,20 @@ def build_runner(cfg: Config) -> Runner:
         seed=cfg.get('randomness', {}).get('seed') or 0,
         tokenizer=cfg.get('tokenizer'),
         **(cfg.get('benchmark') or {}))
-    optim_wrapper = cfg.get('optim_wrapper')
+    optim_wrapper = copy.deepcopy(cfg.get('optim_wrapper'))
     if optim_wrapper is not None:
         if optim_wrapper.get('type') == 'AmpOptimWrapper' and \
                 not torch.cuda.is_available():
             raise UnoConfigError(
                 "optim_wrapper.type = 'AmpOptimWrapper' needs a GPU and "
                 "none is visible: use 'OptimWrapper' on the CPU")
-        optim_wrapper = copy.deepcopy(optim_wrapper)
         optim_wrapper.setdefault('constructor', DEFAULT_CONSTRUCTOR)
     env_cfg = copy.deepcopy(cfg.get('env_cfg', {}))
     env_cfg.setdefault('dist_cfg', {}).setdefault(
         'backend', 'nccl' if torch.cuda.is_available() else 'gloo')
     env_cfg['dist_cfg'].setdefault('timeout', DIST_TIMEOUT_S)
     check_writable(cfg.work_dir)
-    load_from, resume, note = cfg.get('load_from'), cfg.get('resume'), None
+    resume, note = cfg.get('resume'), None
     if resume and load_from is None:
         tmpl = ((cfg.get('default_hooks') or {}).get('checkpoint')
                 or {}).get('filename_tmpl')
@@ -75,65 +77,52 @@ def build_runner(cfg: Config) -> Runner:
         resume = load_from is not None
     if cfg.get('launcher', 'none') == 'pytorch':
         init_cpu_process_group(env_cfg['dist_cfg'])
-    runner = UnoRunner(
-        model=trainer,
-        work_dir=cfg.work_dir,
-        train_dataloader=_resolve_collate(cfg.get('train_dataloader')),
-        val_dataloader=_resolve_collate(cfg.get('val_dataloader')),
-        test_dataloader=_resolve_collate(cfg.get('test_dataloader')),
-        train_cfg=_train_loop(cfg.get('train_cfg'), optim_wrapper),
-        val_cfg=cfg.get('val_cfg'),
-        test_cfg=cfg.get('test_cfg'),
-        auto_scale_lr=cfg.get('auto_scale_lr'),
-        optim_wrapper=optim_wrapper,
-        param_scheduler=cfg.get('param_scheduler'),
-        val_evaluator=cfg.get('val_evaluator'),
-        test_evaluator=cfg.get('test_evaluator'),
-        default_hooks=cfg.get('default_hooks'),
-        custom_hooks=cfg.get('custom_hooks'),
-        load_from=load_from,
-        resume=bool(resume),
-        launcher=cfg.get('launcher', 'none'),
-        env_cfg=env_cfg,
-        log_processor=cfg.get('log_processor'),
-        log_level=cfg.get('log_level', 'INFO'),
-        visualizer=cfg.get('visualizer'),
-        default_scope=cfg.get('default_scope', 'uno'),
-        randomness=cfg.get('randomness', dict(seed=None)),
-        experiment_name=cfg.get('experiment_name'),
-        cfg=cfg)
+    # accumulation runs an IterBasedTrainLoop as AccumulatingTrainLoop:
+    # one iteration is one optimizer step over N batches
+    train_cfg = cfg.get('train_cfg')
+    counts = (optim_wrapper or {}).get('accumulative_counts', 1)
+    kind = (train_cfg or {}).get('type')
+    if kind == 'AccumulatingTrainLoop' or (
+            counts > 1 and kind == 'IterBasedTrainLoop'):
+        train_cfg = dict(train_cfg, type='AccumulatingTrainLoop',
+                         accumulative_counts=counts)
+    # every other Runner argument is the config's key of its name (or the
+    # Runner's default); a top-level data_preprocessor is not passed on
+    args = dict(
+        model=trainer, train_cfg=train_cfg, optim_wrapper=optim_wrapper,
+        load_from=load_from, resume=bool(resume), env_cfg=env_cfg,
+        default_scope=cfg.get('default_scope', 'uno'), cfg=cfg,
+        **{key: _resolve_collate(cfg.get(key)) for key in LOADERS})
+    runner = UnoRunner(**{
+        name: args[name] if name in args else cfg.get(
+            name, copy.deepcopy(param.default))  # fresh: Runner updates
+        for name, param in inspect.signature(Runner).parameters.items()
+        if name != 'data_preprocessor'})
     if note:  # a skipped newer checkpoint, or nothing to resume from
         (runner.logger.warning if load_from else runner.logger.info)(note)
     return runner
 
 
 def _resume_target(work_dir: str, filename_tmpl=None):
-    """What ``resume=True`` without ``load_from`` resumes from.
-
-    The work dir's newest complete checkpoint (:func:`checkpoint_candidates`:
-    the one ``last_checkpoint`` names, else the highest ``iter_N.pth`` or
-    name of the checkpoint hook's ``filename_tmpl``)
-    that reads as a training state; a newer one that cannot be read is
-    skipped for the previous one. Only a work dir with no checkpoint
-    starts from scratch.
+    """What ``resume=True`` without ``load_from`` resumes from: the newest
+    of :func:`checkpoint_candidates` that reads as a training state.
 
     Returns:
-        tuple: The checkpoint (None: none, train from scratch) and a line
-        to log (the skipped checkpoints, or why from scratch) or None.
+        tuple: The checkpoint (None: train from scratch) and a line to log
+        (the skipped checkpoints, or why from scratch) or None.
 
     Raises:
         CheckpointError: No checkpoint can be read, or ``last_checkpoint``
             names a missing one and there is no other.
     """
     candidates = checkpoint_candidates(work_dir, filename_tmpl)
-    pointer = osp.join(work_dir, LAST_CHECKPOINT)
-    if not candidates and osp.isfile(pointer):
-        with open(pointer) as f:
-            named = f.read().strip()
+    named = read_last_checkpoint(work_dir)
+    if not candidates and named is not None:
         raise CheckpointError(
-            f'--resume: {pointer} names {named}, which does not exist, '
-            f'and {work_dir} holds no other checkpoint: put it '
-            'back, or drop --resume to train from scratch')
+            f'--resume: {osp.join(work_dir, LAST_CHECKPOINT)} names '
+            f'{named}, which does not exist, and {work_dir} holds no '
+            'other checkpoint: put it back, or drop --resume to train '
+            'from scratch')
     if not candidates:
         return None, (f'--resume: no checkpoint in {work_dir}, training '
                       'from scratch')
@@ -163,18 +152,9 @@ def _require_meta(checkpoint: dict, filename) -> None:
 
 
 class UnoRunner(Runner):
-    """mmengine's Runner, with uno's model wrappers and checkpoint reader.
-
-    :meth:`wrap_model` resolves uno's wrappers (mmengine looks in its root
-    registry only) and makes DDP the default under a launcher; under
-    :class:`UnoFSDP` each rank's shard goes to the device, never the whole
-    model. :meth:`load_checkpoint` is what mmengine's ``load_or_resume``
-    and ``resume`` read through: inert, strict (one error naming the
-    mismatch unless ``load_strict = False``), ``.pth`` files, exported
-    ``.safetensors`` and sharded folders, with or without FSDP. With
-    ``load_from`` the post-training parts (``LOAD_FROM_OPTIONAL``) may be
-    missing, extra or resized: a run may add or drop an objective.
-    """
+    """mmengine's Runner with uno's model wrappers (DDP by default under a
+    launcher; FSDP shards to the device, never the whole model) and inert,
+    strict checkpoint reading: ``docs/checkpoints.md``."""
 
     def wrap_model(self, model_wrapper_cfg, model):
         from mmengine.dist import is_distributed
@@ -182,10 +162,10 @@ class UnoRunner(Runner):
             model_wrapper_cfg = dict(type='UnoDistributedDataParallel')
         if model_wrapper_cfg is not None:
             model_wrapper_cfg = copy.deepcopy(model_wrapper_cfg)
-            name = model_wrapper_cfg.get('type')
-            if isinstance(name, str) and name.startswith('uno.'):
-                name = name[len('uno.'):]  # scoped, as config_check wants
-            if isinstance(name, str) and name in MODEL_WRAPPERS:
+            name = model_wrapper_cfg.get('type')  # config_check: 'uno.X'
+            if isinstance(name, str) and name.removeprefix(
+                    'uno.') in MODEL_WRAPPERS:
+                name = name.removeprefix('uno.')
                 # the scoped name makes mmengine's root lookup (and its
                 # build) descend into uno's child registry
                 model_wrapper_cfg['type'] = f'uno.{name}'
@@ -207,23 +187,19 @@ class UnoRunner(Runner):
         if hasattr(self.model.module, 'init_weights'):
             self.model.module.init_weights()
 
-    # ------------------------------------------------------------------
-    # loading (saving: the checkpoint hook, uno.engine.hooks.checkpoint_hook;
-    # which checkpoint --resume takes: build_runner, _resume_target)
     def load_checkpoint(self, filename, map_location='cpu', strict=None,
                         revise_keys=[(r'^module\.', '')]):
         """Load weights (``load_from``), or a training state when the
-        config sets ``resume`` (mmengine's ``resume`` calls this and then
-        restores the loop, optimizer and schedulers from what it returns).
+        config sets ``resume`` (mmengine's ``resume`` then restores the
+        loop, optimizer and schedulers from what this returns).
 
         Args:
             filename (str): A ``.pth`` file, a sharded checkpoint folder,
                 or (``load_from``) an exported ``.safetensors`` file.
-            map_location: As mmengine's. Defaults to ``'cpu'``.
             strict (bool, optional): None follows the config's
-                ``load_strict`` (default True). Defaults to None.
-            revise_keys (list): ``(pattern, replacement)`` renames of the
-                checkpoint's keys. Defaults to stripping ``module.``.
+                ``load_strict`` (default True).
+            revise_keys (list): ``(pattern, replacement)`` renames of a
+                file's keys.
 
         Raises:
             UnoConfigError: With ``strict``, when the weights do not match
@@ -240,14 +216,15 @@ class UnoRunner(Runner):
         fsdp = isinstance(self.model, UnoFSDP)
         if fsdp:
             self.model.release()
-        if is_sharded_checkpoint(filename):
-            return self._load_sharded(filename, model, strict, resume)
-        if fsdp and resume:
+        sharded = is_sharded_checkpoint(filename)
+        if sharded:
+            checkpoint = load_sharded_meta(filename)
+        elif fsdp and resume:
             raise UnoConfigError(
                 f'cannot resume this FSDP run from {filename}: resume needs '
                 'a sharded checkpoint folder (pass the file as load_from '
                 'to start from its weights)')
-        if str(filename).endswith('.safetensors'):
+        elif str(filename).endswith('.safetensors'):
             checkpoint = dict(state_dict={  # see tools/misc/export_weights
                 f'objectives.{k}' if k.startswith('objectives.') else
                 f'model.{k}': v for k, v in load_safetensors(
@@ -259,50 +236,16 @@ class UnoRunner(Runner):
             _require_meta(checkpoint, filename)
         _drop_code(checkpoint, filename, self.logger)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
-        state_dict = checkpoint.get('state_dict', checkpoint)
-        for pattern, repl in revise_keys:
-            state_dict = {re.sub(pattern, repl, k): v
-                          for k, v in state_dict.items()}
-        skipped = self._check_weights(model, state_dict, strict, filename,
-                                      resume)
-        kept = {k: v for k, v in state_dict.items() if k not in skipped}
-        if fsdp:  # strict=False: what is skipped stays as built
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions, set_model_state_dict)
-            set_model_state_dict(model, kept, options=StateDictOptions(
-                full_state_dict=True, strict=False))
+        if sharded:  # shapes only, checked before any shard is read
+            state_dict = {k: torch.empty(s, dtype=d, device='meta')
+                          for k, (s, d) in sharded_tensors(filename).items()}
         else:
-            model.load_state_dict(kept, strict=False)
-        self.logger.info(f'Load checkpoint from {filename}')
-        return checkpoint
-
-    def _load_sharded(self, path, model, strict, resume):
-        """Load a sharded checkpoint folder (see :meth:`load_checkpoint`).
-        """
-        checkpoint = load_sharded_meta(path)
-        if resume:
-            _require_meta(checkpoint, path)
-        _drop_code(checkpoint, path, self.logger)
-        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
-        shapes = {k: torch.empty(s, dtype=d, device='meta')
-                  for k, (s, d) in sharded_tensors(path).items()}
-        skipped = self._check_weights(model, shapes, strict, path, resume)
-        names = [k for k in shapes if k not in skipped]
-        optimizer = None
-        if resume and sharded_tensors(path, prefix='optimizer.'):
-            self.optim_wrapper = self.build_optim_wrapper(self.optim_wrapper)
-            optimizer = self.optim_wrapper.optimizer
-        load_sharded(path, model, optimizer, names)
-        self.logger.info(f'Load sharded checkpoint from {path}')
-        return checkpoint  # no 'optimizer': its state is loaded already
-
-    def _check_weights(self, model, state_dict, strict, filename,
-                       resume) -> set:
-        """:func:`check_weights` for ``load_from`` / ``resume`` (whose
-        weights may not lack or resize :data:`LOAD_FROM_OPTIONAL`); logs
-        what did not load. Returns the keys not to load."""
+            state_dict = checkpoint.get('state_dict', checkpoint)
+            for pattern, repl in revise_keys:
+                state_dict = {re.sub(pattern, repl, k): v
+                              for k, v in state_dict.items()}
         what = 'resume' if resume else 'load_from'
-        report, skip = check_weights(
+        report, skipped = check_weights(
             model, state_dict, strict, () if resume else LOAD_FROM_OPTIONAL,
             f'{what}={filename}', 'set load_strict=False in the config to '
             'load only what matches')
@@ -314,13 +257,30 @@ class UnoRunner(Runner):
         if any(report.values()):
             self.logger.warning(f'{what}={filename} loaded where it matches '
                                 'the model: ' + mismatch_text(report))
-        return skip
+        kept = {k: v for k, v in state_dict.items() if k not in skipped}
+        if sharded:
+            optimizer = None
+            if resume and sharded_tensors(filename, prefix='optimizer.'):
+                self.optim_wrapper = self.build_optim_wrapper(
+                    self.optim_wrapper)
+                optimizer = self.optim_wrapper.optimizer
+            load_sharded(filename, model, optimizer, list(kept))
+            self.logger.info(f'Load sharded checkpoint from {filename}')
+            return checkpoint  # no 'optimizer': its state is loaded already
+        if fsdp:  # strict=False: what is skipped stays as built
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions, set_model_state_dict)
+            set_model_state_dict(model, kept, options=StateDictOptions(
+                full_state_dict=True, strict=False))
+        else:
+            model.load_state_dict(kept, strict=False)
+        self.logger.info(f'Load checkpoint from {filename}')
+        return checkpoint
 
 
-# prefixes load_from may find missing, unexpected or of another shape:
-# the objectives' heads and the metaqueries, which only post-training
-# trains (a run may add, drop or resize them), and the latent stem, which
-# starts at zero (a model that adds it keeps the checkpoint's function)
+# may be missing, unexpected or resized in load_from: what only
+# post-training trains (a run may add, drop or resize it), and the latent
+# stem, which starts at zero (adding it keeps the checkpoint's function)
 LOAD_FROM_OPTIONAL = ('objectives.', 'model.metaquery.', 'model.latent_stem.')
 
 
@@ -335,35 +295,9 @@ def _drop_code(checkpoint: dict, filename, logger) -> None:
                        'resuming would have run); uno checkpoints have none')
 
 
-def _check_load_from(path) -> None:
-    """A local ``load_from`` that does not exist fails before any build.
-    """
-    if not path or '://' in str(path):
-        return
-    if not osp.exists(osp.expanduser(str(path))):
-        raise UnoConfigError(f'load_from={path}: no such checkpoint file '
-                             'or folder')
-
-
-def _train_loop(train_cfg, optim_wrapper):
-    """Gradient accumulation (``optim_wrapper.accumulative_counts`` > 1)
-    runs an ``IterBasedTrainLoop`` as :class:`AccumulatingTrainLoop`:
-    one iteration is one optimizer step over N batches."""
-    counts = (optim_wrapper or {}).get('accumulative_counts', 1)
-    kind = (train_cfg or {}).get('type')
-    if kind == 'AccumulatingTrainLoop' or (
-            counts > 1 and kind == 'IterBasedTrainLoop'):
-        train_cfg = dict(train_cfg, type='AccumulatingTrainLoop',
-                         accumulative_counts=counts)
-    return train_cfg
-
-
 def _resolve_collate(dataloader):
-    """Replace a uno collate function name by the function itself.
-
-    mmengine's Runner looks collate functions up in its *root* FUNCTIONS
-    registry only, which does not see uno's child registry.
-    """
+    """Replace a uno collate function name by the function itself (the
+    Runner looks in mmengine's root FUNCTIONS registry only)."""
     if not dataloader or 'collate_fn' not in dataloader:
         return dataloader
     dataloader = copy.deepcopy(dataloader)

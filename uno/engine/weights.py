@@ -1,11 +1,7 @@
-"""Weights: reading uno's weight files and checking them against a model.
+"""Weights: read uno's weight files inertly and check them against a model.
 
-:func:`read_model_weights` reads a model's weights from an exported
-``.safetensors`` file or a training ``.pth`` (inert, through
-:func:`~.checkpoint.load_checkpoint_file`); :func:`check_weights` is the
-one check of ``load_from``, ``--resume`` and the tools: missing,
-unexpected, resized, integer-for-float and NaN/inf keys, one line naming
-them (:func:`mismatch_text`).
+The one weight check of ``load_from``, ``--resume`` and the tools:
+``docs/checkpoints.md``.
 """
 import os.path as osp
 import re
@@ -36,9 +32,9 @@ def load_safetensors(path: str) -> Dict[str, torch.Tensor]:
 
 
 def read_model_weights(path: str) -> Dict[str, torch.Tensor]:
-    """:class:`~uno.models.UnoModel` weights of a file, objective heads
-    left out: an exported ``.safetensors`` or a training ``.pth`` (read
-    inert; its trainer's ``model.*`` entries).
+    """:class:`~uno.models.UnoModel` weights, objective heads left out, of
+    an exported ``.safetensors`` or a training ``.pth`` (read inert; its
+    trainer's ``model.*`` entries).
 
     Raises:
         CheckpointError: Missing, a folder (export sharded checkpoints
@@ -66,31 +62,20 @@ def state_dict_mismatch(model: nn.Module,
     """Missing, unexpected, shape- and dtype-mismatched (integer for
     float) keys of ``state_dict``, and those holding NaN or inf."""
     own = model.state_dict()
-    shapes: List[str] = [
-        f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-        for k, v in state_dict.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
-    # an integer tensor for a float weight (or back) is not a cast
-    dtypes = [f'{k}: checkpoint {v.dtype} vs model {own[k].dtype}'
-              for k, v in state_dict.items() if k in own and
-              v.is_floating_point() != own[k].is_floating_point()]
-    nonfinite = [k for k, v in state_dict.items()
-                 if v.is_floating_point() and v.device.type != 'meta'
-                 and not bool(torch.isfinite(v).all())]
+    both = [(k, v, own[k]) for k, v in state_dict.items() if k in own]
     return dict(
         missing=sorted(set(own) - set(state_dict)),
         unexpected=sorted(set(state_dict) - set(own)),
-        shape=shapes, dtype=dtypes, nonfinite=nonfinite)
-
-
-def unloadable_keys(report: Dict[str, List[str]]) -> set:
-    """Keys of a :func:`state_dict_mismatch` report never loaded, even
-    with ``strict=False``: unexpected, of another shape, integer for float
-    (or back), or holding NaN or inf."""
-    return {s.split(': checkpoint ')[0]
-            for s in report['shape'] + report['dtype']} | set(
-                report['unexpected']) | set(report['nonfinite'])
+        shape=[f'{k}: checkpoint {tuple(v.shape)} vs model '
+               f'{tuple(w.shape)}' for k, v, w in both
+               if tuple(v.shape) != tuple(w.shape)],
+        # an integer tensor for a float weight (or back) is not a cast
+        dtype=[f'{k}: checkpoint {v.dtype} vs model {w.dtype}'
+               for k, v, w in both
+               if v.is_floating_point() != w.is_floating_point()],
+        nonfinite=[k for k, v in state_dict.items()
+                   if v.is_floating_point() and v.device.type != 'meta'
+                   and not bool(torch.isfinite(v).all())])
 
 
 def mismatch_text(report: Dict[str, List[str]], n: int = 5) -> str:
@@ -105,36 +90,32 @@ def check_weights(model: nn.Module, state_dict: Dict[str, torch.Tensor],
                   what: str = 'checkpoint',
                   hint: str = 'pass strict=False to load what matches'
                   ) -> Tuple[Dict, set]:
-    """Check ``state_dict`` against ``model``: the one weight check of
-    ``load_from``, ``--resume`` and the tools.
+    """Check ``state_dict`` (meta tensors: shapes only) against ``model``.
 
     Args:
-        model (nn.Module): The model to load into.
-        state_dict (dict): The weights (meta tensors: shapes only).
-        strict (bool): Raise on any mismatch. Defaults to True.
         optional (Sequence[str]): Key prefixes that may be missing,
             unexpected or resized (post-training parts): never an error,
-            listed under ``'optional'``. Defaults to ().
-        what (str): Names the weights in the error. Defaults to
-            ``'checkpoint'``.
+            listed under ``'optional'``.
+        what (str): Names the weights in the error.
         hint (str): The error's last words: how to relax the check.
 
     Returns:
         tuple: The :func:`state_dict_mismatch` report of the other keys
-        (plus ``'optional'``), and the keys not to load
-        (:func:`unloadable_keys`).
+        (plus ``'optional'``), and the keys never to load: unexpected,
+        resized, integer for float (or back), or holding NaN or inf.
 
     Raises:
         CheckpointError: With ``strict``, one line naming the mismatch.
     """
     report = state_dict_mismatch(model, state_dict)
-    skip = unloadable_keys(report)
-    optional = tuple(optional)
-    kinds = ('missing', 'unexpected', 'shape')
-    spare = [k for kind in kinds for k in report[kind]
-             if optional and k.startswith(optional)]
-    for kind in kinds:
-        report[kind] = [k for k in report[kind] if k not in spare]
+    skip = {s.split(': checkpoint ')[0]
+            for s in report['shape'] + report['dtype']}
+    skip |= set(report['unexpected']) | set(report['nonfinite'])
+    optional, spare = tuple(optional), []
+    for kind in ('missing', 'unexpected', 'shape'):
+        spare += [k for k in report[kind] if k.startswith(optional)]
+        report[kind] = [k for k in report[kind]
+                        if not k.startswith(optional)]
     if strict and any(report.values()):
         raise CheckpointError(f'{what} does not match the model: '
                               f'{mismatch_text(report)} ({hint})')
@@ -149,14 +130,12 @@ def load_model_weights(model: nn.Module,
                        hint: str = 'pass strict=False to load what matches'
                        ) -> Dict:
     """Load ``state_dict`` into ``model`` after :func:`check_weights`
-    (same arguments); what does not match stays as built.
-
-    Returns:
-        dict: The mismatch report.
+    (same arguments); what does not match stays as built. Returns the
+    mismatch report.
 
     Raises:
         CheckpointError: With ``strict``, on a mismatch outside
-            ``optional``; the message names the keys.
+            ``optional``.
     """
     report, skip = check_weights(model, state_dict, strict, optional, what,
                                  hint)
@@ -167,9 +146,9 @@ def load_model_weights(model: nn.Module,
 
 def load_model_file(model: nn.Module, path: str,
                     optional: Sequence[str] = ('metaquery.', )) -> Dict:
-    """:func:`load_model_weights` of :func:`read_model_weights` of
-    ``path``, strict but for ``optional`` (post-training-only parts a
-    pretraining checkpoint lacks): what the analysis tools load."""
+    """Load the weights file ``path`` strictly but for ``optional``
+    (post-training parts a pretraining checkpoint lacks): what the
+    analysis tools load."""
     return load_model_weights(model, read_model_weights(path),
                               optional=optional, what=path,
                               hint='is it a checkpoint of this config?')

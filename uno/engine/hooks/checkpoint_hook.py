@@ -1,66 +1,80 @@
 """Periodic checkpoints whose rotation never loses the last good one.
 
-mmengine's ``CheckpointHook`` deletes the oldest kept checkpoint *before*
-writing the new one and writes ``last_checkpoint`` in place, so with
-``max_keep_ckpts=1`` a kill during the save leaves no checkpoint at all.
-This hook saves first (atomically, :func:`save_runner_checkpoint`), then
-points ``last_checkpoint`` at the new file (atomically), and only
-then removes checkpoints beyond ``max_keep_ckpts``. Temporary files of a
-killed save are removed when training starts.
+Saved atomically, then ``last_checkpoint``, and only then old ones
+removed (mmengine's hook removes first): ``docs/checkpoints.md``.
 """
-import os
 import os.path as osp
-import shutil
+import time
 from typing import List, Optional
 
+import mmengine
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 from mmengine.runner.checkpoint import weights_to_cpu
-from mmengine.utils import apply_to
+from mmengine.utils import apply_to, get_git_hash
 
 from uno.registry import HOOKS
 from uno.errors import UnoConfigError
-from ..checkpoint import (remove_stale_temps, save_checkpoint_file,
-                          write_last_checkpoint)
+from ..checkpoint import (remove_checkpoint, remove_stale_temps,
+                          save_checkpoint_file, write_last_checkpoint)
 from ..fsdp import UnoFSDP
-from ..sharded_checkpoint import checkpoint_extras, save_sharded
+from ..sharded_checkpoint import save_sharded
 
 KEEP_KEY = 'keep_ckpt_ids'
+
+
+def _to_cpu(obj):
+    return apply_to(obj, lambda x: hasattr(x, 'cpu'), lambda x: x.cpu())
 
 
 def save_runner_checkpoint(runner, path: str, save_optimizer: bool = True,
                            save_param_scheduler: bool = True,
                            meta: Optional[dict] = None,
                            by_epoch: bool = False) -> None:
-    """Save the runner's training state to ``path`` atomically: one inert
-    ``.pth`` written by rank 0 (:func:`save_checkpoint_file`), or under
+    """Save what mmengine's ``Runner.save_checkpoint`` saves to ``path``
+    atomically: one inert ``.pth`` written by rank 0, or under
     :class:`UnoFSDP` a sharded checkpoint folder written by every rank.
     Hooks see the checkpoint in ``before_save_checkpoint`` first.
     """
-    checkpoint = checkpoint_extras(runner, meta, by_epoch,
-                                   save_param_scheduler)
+    meta = dict(meta or {})
+    meta.setdefault('epoch', runner.epoch + 1 if by_epoch else runner.epoch)
+    meta.setdefault('iter', runner.iter if by_epoch else runner.iter + 1)
+    meta.update(
+        cfg=runner.cfg.pretty_text, seed=runner.seed,
+        experiment_name=runner.experiment_name,
+        time=time.strftime('%Y%m%d_%H%M%S', time.localtime()),
+        mmengine_version=mmengine.__version__ + get_git_hash())
+    dataset = getattr(runner.train_dataloader, 'dataset', None)
+    if hasattr(dataset, 'metainfo'):
+        meta.update(dataset_meta=dataset.metainfo)
+    checkpoint = dict(meta=meta,
+                      message_hub=_to_cpu(runner.message_hub.state_dict()))
+    schedulers = runner.param_schedulers
+    if save_param_scheduler and isinstance(schedulers, dict):
+        checkpoint['param_schedulers'] = {
+            k: [s.state_dict() for s in v] for k, v in schedulers.items()}
+    elif save_param_scheduler and schedulers is not None:
+        checkpoint['param_schedulers'] = [s.state_dict() for s in schedulers]
     optim_wrapper = runner.optim_wrapper
     if save_optimizer and not isinstance(optim_wrapper, OptimWrapper):
         raise TypeError('checkpoints support one OptimWrapper, got '
                         f'{optim_wrapper}')
-    if isinstance(runner.model, UnoFSDP):
-        runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
+    sharded = isinstance(runner.model, UnoFSDP)
+    if not sharded:  # else the shards hold weights and optimizer
+        model = runner.model.module if is_model_wrapper(runner.model) \
+            else runner.model
+        checkpoint['state_dict'] = weights_to_cpu(model.state_dict())
+        if save_optimizer:
+            checkpoint['optimizer'] = _to_cpu(optim_wrapper.state_dict())
+    runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
+    if sharded:
         runner.model.release()  # after validation: back to the shards
         save_sharded(path, runner.model.module,
                      optim_wrapper.optimizer if save_optimizer else None,
                      checkpoint)
-        return
-    model = runner.model.module if is_model_wrapper(runner.model) \
-        else runner.model
-    checkpoint['state_dict'] = weights_to_cpu(model.state_dict())
-    if save_optimizer:
-        checkpoint['optimizer'] = apply_to(
-            optim_wrapper.state_dict(), lambda x: hasattr(x, 'cpu'),
-            lambda x: x.cpu())
-    runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
-    if is_main_process():
+    elif is_main_process():
         save_checkpoint_file(checkpoint, path)
 
 
@@ -127,48 +141,37 @@ class UnoCheckpointHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
-        if self.by_epoch:
-            return
-        if (self.interval > 0 and self.every_n_train_iters(
-                runner, self.interval)) or (
-                    self.save_last and self.is_last_train_iter(runner)):
+        if not self.by_epoch:
             step = runner.iter + 1
-            self._save(runner, step, dict(epoch=runner.epoch, iter=step))
+            self._save(runner, step, self.is_last_train_iter(runner),
+                       dict(epoch=runner.epoch, iter=step))
 
     def after_train_epoch(self, runner) -> None:
-        if not self.by_epoch:
-            return
-        if (self.interval > 0 and self.every_n_epochs(
-                runner, self.interval)) or (
-                    self.save_last and self.is_last_train_epoch(runner)):
+        if self.by_epoch:
             step = runner.epoch + 1
-            self._save(runner, step, dict(epoch=step, iter=runner.iter))
+            self._save(runner, step, self.is_last_train_epoch(runner),
+                       dict(epoch=step, iter=runner.iter))
 
-    def _save(self, runner, step: int, meta: dict) -> None:
-        if self.keep and self.keep[-1] == step:
-            return  # saved already (the last step is also an interval)
-        name = self.filename_tmpl.format(step)
-        path = osp.join(runner.work_dir, name)
+    def _save(self, runner, step: int, last: bool, meta: dict) -> None:
+        """Save step ``step`` if it is due, then rotate."""
+        due = self.interval > 0 and step % self.interval == 0
+        if not (due or self.save_last and last) or (
+                self.keep and self.keep[-1] == step):
+            return  # not due, or saved already (the last step is too)
+        path = osp.join(runner.work_dir, self.filename_tmpl.format(step))
         keep = self.keep + [step]
-        drop, kept = [], keep
-        if self.max_keep_ckpts > 0 and len(keep) > self.max_keep_ckpts:
-            drop, kept = keep[:-self.max_keep_ckpts], \
-                keep[-self.max_keep_ckpts:]
+        drop = keep[:-self.max_keep_ckpts] if self.max_keep_ckpts > 0 else []
+        keep = keep[len(drop):]
         # what the checkpoint records is the state after this save
-        runner.message_hub.update_info(KEEP_KEY, kept)
+        runner.message_hub.update_info(KEEP_KEY, keep)
         runner.message_hub.update_info('last_ckpt', path)
         save_runner_checkpoint(
             runner, path, save_optimizer=self.save_optimizer,
             save_param_scheduler=self.save_param_scheduler, meta=meta,
             by_epoch=self.by_epoch)
-        self.keep = kept
-        if not is_main_process():
-            return
-        write_last_checkpoint(runner.work_dir, path)
-        for old in drop:  # only now that the new one is complete
-            old_path = osp.join(runner.work_dir,
-                                self.filename_tmpl.format(old))
-            if osp.isdir(old_path):
-                shutil.rmtree(old_path)
-            elif osp.exists(old_path):
-                os.remove(old_path)
+        self.keep = keep
+        if is_main_process():
+            write_last_checkpoint(runner.work_dir, path)
+            for old in drop:  # only now that the new one is complete
+                remove_checkpoint(osp.join(runner.work_dir,
+                                           self.filename_tmpl.format(old)))
