@@ -82,8 +82,9 @@ class UnoTrainer(BaseModel):
 
         Micro-batches are prepared first without gradients, so each is
         normalised by the counts of all of them on all ranks and the
-        gradient is that of their union (docs/distributed.md#gradient-
-        accumulation); the update is :meth:`guarded_update`'s.
+        gradient is that of their union (see
+        docs/distributed.md#gradient-accumulation); the update is
+        :meth:`guarded_update`'s.
 
         Args:
             data: A batch (a :class:`PackedBatch` or ``dict(batch=...)``)
