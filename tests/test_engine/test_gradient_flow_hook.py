@@ -134,3 +134,20 @@ def test_hook_layers_and_seed(uno_model_cfg):
     other = GradientFlowHook(interval=1, layers=[1], seed=5).measure(
         trainer, _uno_batch(), 7)
     assert same == logs and other != logs
+
+
+def test_hook_skips_under_fsdp():
+    """A sharded forward needs every rank: under UnoFSDP (or a subclass a
+    project registers) the hook measures nothing (it would fail on this
+    batch) and warns once."""
+    from types import SimpleNamespace
+
+    from uno.engine.fsdp import UnoFSDP
+
+    class ProjectFSDP(UnoFSDP):
+        pass
+
+    runner = SimpleNamespace(iter=0, model=ProjectFSDP.__new__(ProjectFSDP))
+    hook = GradientFlowHook(interval=1)
+    hook.after_train_iter(runner, 0, data_batch=object())
+    assert hook._warned

@@ -13,6 +13,7 @@ from uno.evaluation.gradient_flow import gradient_flow
 from uno.registry import HOOKS
 from uno.utils.dist import rank
 from uno.utils.seeding import derived_generator
+from ..fsdp import UnoFSDP
 
 
 @contextlib.contextmanager
@@ -64,7 +65,7 @@ class GradientFlowHook(Hook):
         if data_batch is None or rank() != 0:
             return
         trainer = runner.model
-        if type(trainer).__name__ == 'UnoFSDP':
+        if isinstance(trainer, UnoFSDP):
             if not self._warned:
                 print_log('GradientFlowHook: skipped under FSDP (a sharded '
                           'forward needs every rank)', logger='current',
