@@ -85,14 +85,14 @@ def test_timestep_options_reach_the_drawn_timesteps(model, seeded):
         return obj.prepare(model, batch,
                            torch.Generator().manual_seed(0)).timesteps
 
-    def first_normals():  # the z each path draws first, per image
+    def first(fn):  # what each path draws first with fn, per image
         if seeded:
-            return torch.stack([torch.randn(
+            return torch.stack([fn(
                 1, generator=torch.Generator().manual_seed(s))[0]
                 for s in seeds])
-        return torch.randn(2, generator=torch.Generator().manual_seed(0))
+        return fn(2, generator=torch.Generator().manual_seed(0))
 
-    z = first_normals()
+    z = first(torch.randn)
     t = draw(loc=1.0, scale=0.5, shift=3.0)
     expected = shift_timesteps(torch.sigmoid(z * 0.5 + 1.0), 3.0)
     torch.testing.assert_close(t, expected)
@@ -100,10 +100,5 @@ def test_timestep_options_reach_the_drawn_timesteps(model, seeded):
     torch.testing.assert_close(base, torch.sigmoid(z))
     assert not torch.allclose(t, base)
     # uniform: the first draw is rand, not a sigmoid of a normal
-    if seeded:
-        u = torch.stack([torch.rand(
-            1, generator=torch.Generator().manual_seed(s))[0]
-            for s in seeds])
-    else:
-        u = torch.rand(2, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(draw(timestep_sampler='uniform'), u)
+    torch.testing.assert_close(draw(timestep_sampler='uniform'),
+                               first(torch.rand))
