@@ -91,10 +91,10 @@ def read_sharded(path: str, names: Iterable[str],
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.default_planner import \
         DefaultLoadPlanner
-    info = sharded_tensors(path, prefix)
     names = list(names)
     if not names:
         return {}
+    info = sharded_tensors(path, prefix)
     inner = {n: torch.empty(info[n][0], dtype=info[n][1]) for n in names}
     with warnings.catch_warnings():  # 'assuming ... a single process'
         warnings.simplefilter('ignore', UserWarning)
